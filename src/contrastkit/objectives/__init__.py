@@ -1,0 +1,141 @@
+"""Objectives: a recipe is a weighted sum of registered terms.
+
+    from contrastkit.objectives import build
+    objective = build([{"name": "clip", "weight": 1.0}])
+    loss, per_term = objective(encoded)
+
+Every module in this package that defines a term registers it on import; the
+package imports them all, so a new family only needs a new file.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..encoded import Encoded
+from .base import TERMS, Term, register_term
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("base", "functional"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+
+class ObjectiveOutput(NamedTuple):
+    loss: Tensor  # weighted sum, scalar
+    terms: dict[str, Tensor]  # unweighted value of each term, by label
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a term produces NaN/inf; names the term (and the step when the engine knows it)."""
+
+    def __init__(self, term: str, value: float, step: int | None = None) -> None:
+        where = f" at step {step}" if step is not None else ""
+        super().__init__(f"objective term {term!r} produced {value}{where}; "
+                         "lower the learning rate, check the data, or enable gradient clipping")
+        self.term, self.value, self.step = term, value, step
+
+
+class Objective(nn.Module):
+    """Weighted sum of terms. Labels are the term names, suffixed ``#2``... when repeated."""
+
+    def __init__(self, terms: Sequence[Term], weights: Sequence[float], labels: Sequence[str]) -> None:
+        super().__init__()
+        self.terms = nn.ModuleList(terms)
+        self.weights = [float(w) for w in weights]
+        self.labels = list(labels)
+
+    def forward(self, enc: Encoded, check_finite: bool = True) -> ObjectiveOutput:
+        values: dict[str, Tensor] = {}
+        total: Tensor | None = None
+        for label, weight, term in zip(self.labels, self.weights, self.terms):
+            value = term(enc)
+            if check_finite and not torch.isfinite(value.detach()).all():
+                raise NonFiniteLossError(label, float(value.detach()))
+            values[label] = value
+            total = weight * value if total is None else total + weight * value
+        assert total is not None
+        return ObjectiveOutput(total, values)
+
+    @property
+    def requires(self) -> set[str]:
+        return {field for term in self.terms for field in term.requires}
+
+    @property
+    def model_defaults(self) -> dict[str, float]:
+        merged: dict[str, float] = {}
+        for term in self.terms:
+            merged.update(term.model_defaults)
+        return merged
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(term.needs_teacher for term in self.terms)
+
+    @property
+    def needs_reference(self) -> bool:
+        return any(term.needs_reference for term in self.terms)
+
+    def on_step_end(self) -> None:
+        for term in self.terms:
+            term.on_step_end()
+
+
+def term_parameters(name: str) -> dict[str, Any]:
+    """Hyperparameters of a registered term and their defaults."""
+    sig = inspect.signature(TERMS.get(name).__init__)
+    return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def build_term(spec: Mapping[str, Any], where: str = "objective") -> tuple[Term, float, str]:
+    spec = dict(spec)
+    if "name" not in spec:
+        raise ValueError(f"{where}: every term needs a 'name'; known terms: {', '.join(TERMS.names())}")
+    name = spec.pop("name")
+    weight = spec.pop("weight", 1.0)
+    label = spec.pop("label", name)
+    if name not in TERMS:
+        raise ValueError(f"{where}: unknown term {name!r}; known terms: {', '.join(TERMS.names())}")
+    try:
+        weight = float(weight)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}.{name}.weight must be a number, got {weight!r}") from None
+    allowed = term_parameters(name)
+    unknown = sorted(set(spec) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}.{name}: unknown parameter(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(sorted(allowed)) or '(none)'}")
+    try:
+        term = TERMS.get(name)(**spec)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}.{name}: {err}") from None
+    return term, weight, str(label)
+
+
+def build(specs: Sequence[Mapping[str, Any]]) -> Objective:
+    """Build an :class:`Objective` from ``[{name, weight, **kwargs}, ...]``."""
+    if not specs:
+        raise ValueError("objective: the recipe lists no terms; e.g. [{name: clip, weight: 1.0}]")
+    terms, weights, labels = [], [], []
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"objective[{i}] must be a mapping like {{name: clip, weight: 1.0}}, got {spec!r}")
+        term, weight, label = build_term(spec, where=f"objective[{i}]")
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            label = f"{label}#{seen[label]}"
+        terms.append(term)
+        weights.append(weight)
+        labels.append(label)
+    return Objective(terms, weights, labels)
+
+
+__all__ = ["build", "Objective", "ObjectiveOutput", "NonFiniteLossError", "Term", "TERMS",
+           "register_term", "term_parameters"]
