@@ -1,0 +1,296 @@
+"""Typed run configuration: YAML recipes, dotted ``--set`` overrides, validation.
+
+A recipe is a YAML file whose top-level keys are the sections below. Every key
+is checked: an unknown or misspelt key, or a value of the wrong type or out of
+range, stops with an error that names the dotted key and says what is allowed.
+
+    cfg = load_config("configs/demo.yaml", overrides=["train.steps=200"])
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; the message names the dotted key."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic:shapes"  # data spec: synthetic:shapes (more sources: see docs)
+    train_size: int = 20000  # records in the training split (synthetic world)
+    eval_size: int = 2000  # records in the evaluation splits (synthetic world)
+    image_size: int = 64  # rendered / resized image side in pixels
+    seed: int = 0  # world seed (independent of the training seed)
+    neg_per_image: int = 4  # hard-negative captions per image when a term needs them
+    workers: int = 0  # data-loading worker processes
+    on_error: Literal["raise", "skip"] = "raise"  # bad records: stop naming the record, or skip and count
+
+
+@dataclass
+class ModelConfig:
+    image_tower: str = "tiny_cnn"  # tiny_cnn | tiny_vit | open_clip:<model-name>
+    text_tower: str = "tiny_transformer"  # tiny_transformer | open_clip:<model-name>
+    embed_dim: int = 128  # joint embedding size (projection output)
+    width: int = 128  # width of the built-in tiny towers
+    text_layers: int = 2  # layers of the built-in text transformer
+    context_length: int = 24  # tokens per caption for the built-in tokenizer
+    vocab_size: int = 8192  # hashed-word vocabulary of the built-in tokenizer
+    pretrained: str | None = None  # local path to pretrained weights (open_clip checkpoint)
+    logit_scale_init: float | None = None  # initial t = 1/tau; null: the objective's choice, else 1/0.07
+    logit_bias_init: float | None = None  # initial bias (sigmoid losses); null: the objective's choice
+    logit_scale_max: float = 100.0  # t is clamped to [1, max] after each step, as CLIP does
+    learn_logit_scale: bool = True  # false keeps t fixed (e.g. the contrastive-gap recipe's tau = 0.01)
+    lock_image: bool = False  # freeze the image tower (its projection still trains)
+    lock_text: bool = False  # freeze the text tower (LiT)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 128  # global batch size
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.1  # AdamW weight decay (not applied to biases, norms, temperature)
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    warmup_steps: int = 50  # linear warmup steps, then cosine decay to 0
+    grad_clip: float = 1.0  # max global gradient norm (0 disables)
+    log_every: int = 10  # steps between metric lines in metrics.jsonl
+    eval_every: int = 0  # steps between quick validation evaluations (0: only at the end)
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
+    seed: int = 0  # training seed (init, sampling, augmentation)
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    progress: bool = True  # show a progress bar
+
+
+@dataclass
+class EvalConfig:
+    split: Literal["train", "val", "test"] = "test"  # split evaluated at the end of training
+    max_records: int = 2000  # records evaluated (0: all)
+    batch_size: int = 256  # images / texts per forward pass
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "clip", "weight": 1.0}])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str = "run"  # run name (default run directory: runs/<name>)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["train"]["betas"] = list(self.train.betas)
+        return out
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float etc.)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-3" as a string
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown key {dotted!r}{hint}; allowed keys here: {', '.join(names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, dotted)
+        else:
+            kwargs[key] = _coerce(value, tp, dotted)
+    return cls(**kwargs)
+
+
+def _check_ranges(cfg: Config) -> None:
+    positive = {
+        "train.steps": cfg.train.steps, "train.batch_size": cfg.train.batch_size,
+        "data.train_size": cfg.data.train_size, "data.eval_size": cfg.data.eval_size,
+        "data.image_size": cfg.data.image_size, "model.embed_dim": cfg.model.embed_dim,
+        "model.width": cfg.model.width, "model.context_length": cfg.model.context_length,
+        "model.vocab_size": cfg.model.vocab_size, "eval.batch_size": cfg.eval.batch_size,
+        "model.text_layers": cfg.model.text_layers,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+    non_negative = {
+        "train.warmup_steps": cfg.train.warmup_steps, "train.grad_clip": cfg.train.grad_clip,
+        "train.eval_every": cfg.train.eval_every, "train.checkpoint_every": cfg.train.checkpoint_every,
+        "train.weight_decay": cfg.train.weight_decay, "data.workers": cfg.data.workers,
+        "eval.max_records": cfg.eval.max_records, "train.threads": cfg.train.threads,
+        "data.neg_per_image": cfg.data.neg_per_image,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {value}")
+    if not cfg.train.lr > 0:
+        raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
+    if cfg.train.log_every <= 0:
+        raise ConfigError(f"train.log_every: must be positive, got {cfg.train.log_every}")
+    if cfg.model.logit_scale_max < 1:
+        raise ConfigError(f"model.logit_scale_max: must be >= 1, got {cfg.model.logit_scale_max}")
+    for i, beta in enumerate(cfg.train.betas):
+        if not 0 <= beta < 1:
+            raise ConfigError(f"train.betas[{i}]: must be in [0, 1), got {beta}")
+    if not cfg.objective:
+        raise ConfigError("objective: list at least one term, e.g. [{name: clip, weight: 1.0}]")
+    # Term names and parameters are checked by the objective builder at the same point.
+    from .objectives import build
+
+    try:
+        build(cfg.objective)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.steps=200"`` -> (["train", "steps"], 200); values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value (e.g. train.steps=200)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {err}") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            if isinstance(node, list):
+                try:
+                    node = node[int(part)]
+                except (ValueError, IndexError):
+                    raise ConfigError(f"override {text!r}: {'.'.join(path[:i + 1])} is not an index of the list") from None
+                continue
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[:i + 1])} is not a section")
+        if isinstance(node, list):
+            try:
+                node[int(path[-1])] = value
+            except (ValueError, IndexError):
+                raise ConfigError(f"override {text!r}: {path[-1]} is not an index of the list") from None
+        else:
+            node[path[-1]] = value
+    return data
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults updated by a recipe: nested sections merge, other values (lists too) replace."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    cfg = _build(Config, data, "")
+    _check_ranges(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML recipe (or start from defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist (recipes live in configs/)")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections (model, data, ...)")
+        data = loaded or {}
+    data = apply_overrides(_deep_merge(Config().to_dict(), data), overrides)
+    return config_from_dict(data)

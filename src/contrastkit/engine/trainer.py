@@ -1,0 +1,149 @@
+"""The training loop: one batch, top-down.
+
+    records -> transforms -> batch -> model -> Encoded -> objective -> backward
+    -> clip -> AdamW step -> clamp temperature -> log / evaluate / checkpoint
+
+The engine knows nothing about particular losses: it asks the objective which
+inputs its terms need and which model settings they want.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..data.pipeline import StepBatchSampler, TrainingSet, collate
+from ..data.sources import open_source
+from ..models.build import build_model
+from ..models.checkpoint import (latest_checkpoint, load_module, optimizer_from_tensors, optimizer_to_tensors,
+                                 save_checkpoint)
+from ..objectives import NonFiniteLossError, build
+from .encode import encode_batch
+from .evaluation import evaluate_model
+from .metrics_log import MetricsLog
+from .optim import lr_at, make_optimizer
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its latest checkpoint.
+
+    Returns the final report (also written to ``run_dir/report.json``).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    _seed_everything(cfg.train.seed)
+
+    objective = build(cfg.objective)
+    model = build_model(cfg.model, cfg.data.image_size, objective.model_defaults)
+    train_set = open_source(cfg.data.source, "train", cfg.data)
+    neg_per_image = cfg.data.neg_per_image if "neg_text" in objective.requires else 0
+    dataset = TrainingSet(train_set, model.image_transform(train=True), cfg.train.seed, neg_per_image)
+
+    start_step = 0
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        state = json.loads((ckpt / "trainer.json").read_text())
+        start_step = int(state["step"])
+    else:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+
+    sampler = StepBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.steps, cfg.train.seed, start_step)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.workers,
+                        persistent_workers=False)
+    # Lazily-sized heads in the objective are materialised by one forward before the optimizer sees them.
+    first = next(iter(DataLoader(dataset, batch_sampler=StepBatchSampler(
+        len(train_set), cfg.train.batch_size, 1, cfg.train.seed), collate_fn=collate)))
+    with torch.no_grad():
+        objective(encode_batch(model, first, objective.requires), check_finite=False)
+    optimizer = make_optimizer([model, objective], cfg.train)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    if resume:
+        load_module(model, ckpt / "model.safetensors")
+        if (ckpt / "objective.safetensors").exists():
+            load_module(objective, ckpt / "objective.safetensors")
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(ckpt / "trainer.safetensors"))
+        optimizer_from_tensors(optimizer, tensors, state["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
+
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start_step if resume else None)
+    val_set = open_source(cfg.data.source, "val", cfg.data) if cfg.train.eval_every else None
+
+    def checkpoint(step: int) -> None:
+        tensors, meta = optimizer_to_tensors(optimizer)
+        tensors["rng.torch"] = torch.get_rng_state()
+        save_checkpoint(run_dir, step, model, objective, tensors,
+                        {"optimizer": meta, "python_rng": list(random.getstate())})
+
+    model.train()
+    started = time.perf_counter()
+    window_start, window_samples = started, 0
+    bar = tqdm(total=cfg.train.steps, initial=start_step, desc="train", disable=not cfg.train.progress,
+               dynamic_ncols=True)
+    step = start_step
+    for step, batch in enumerate(loader, start=start_step):
+        lr = lr_at(step, cfg.train)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        enc = encode_batch(model, batch, objective.requires)
+        try:
+            out = objective(enc)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(err.term, err.value, step) from None
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip or float("inf"))
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteLossError("gradient norm", float(grad_norm), step)
+        optimizer.step()
+        model.clamp_logit_scale_()
+        objective.on_step_end()
+
+        window_samples += len(batch["captions"])
+        bar.update(1)
+        done = step + 1
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            now = time.perf_counter()
+            rate = window_samples / max(now - window_start, 1e-9)
+            window_start, window_samples = now, 0
+            record = {"step": done, "loss": float(out.loss), "lr": lr, "logit_scale": float(model.logit_scale.detach()),
+                      "grad_norm": float(grad_norm), "samples_per_s": rate,
+                      **{f"loss/{k}": float(v) for k, v in out.terms.items()}}
+            if model.logit_bias is not None:
+                record["logit_bias"] = float(model.logit_bias.detach())
+            log.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}", sps=f"{rate:.0f}")
+        if val_set is not None and done % cfg.train.eval_every == 0 and done != cfg.train.steps:
+            quick = evaluate_model(model, val_set, cfg, max_records=min(500, len(val_set)), progress=False)
+            log.write({"step": done, **quick.flat()})
+            model.train()
+        if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done != cfg.train.steps:
+            checkpoint(done)
+    bar.close()
+    train_seconds = time.perf_counter() - started
+    checkpoint(cfg.train.steps)
+
+    eval_set = open_source(cfg.data.source, cfg.eval.split, cfg.data)
+    eval_started = time.perf_counter()
+    result = evaluate_model(model, eval_set, cfg, max_records=cfg.eval.max_records or None,
+                            progress=cfg.train.progress)
+    timing = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - eval_started,
+              "steps": cfg.train.steps, "resumed_from": start_step if resume else None}
+    return result.write(run_dir, config=cfg.to_dict(), timing=timing, metrics_log=run_dir / "metrics.jsonl")

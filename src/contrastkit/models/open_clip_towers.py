@@ -1,0 +1,110 @@
+"""Towers built from any open_clip architecture.
+
+``open_clip:<model-name>`` builds the architecture with open_clip (random
+initialisation, or pretrained weights from a local file given as
+``model.pretrained``: a ``.safetensors`` file is preferred; other files are
+read with ``torch.load(weights_only=True)``, which never unpickles code). The
+image tower is the model's ``visual`` module; the text tower is the rest, with
+its own tokenizer. Both are already projected to the model's embedding size,
+and the model's temperature and bias initialise the DualEncoder's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+
+def _require_open_clip():  # noqa: ANN202 - returns the module
+    try:
+        import open_clip
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("open_clip towers need open-clip-torch: pip install 'contrastkit[openclip]'") from err
+    return open_clip
+
+
+class OpenClipImageTower(nn.Module):
+    projected = True
+
+    def __init__(self, visual: nn.Module, name: str) -> None:
+        super().__init__()
+        self.visual = visual
+        self.name = name
+        self.output_dim = int(visual.output_dim)
+        cfg = getattr(visual, "preprocess_cfg", {}) or {}
+        size = getattr(visual, "image_size", 224)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = tuple(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+        self.std = tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self.visual(pixels)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.visual.set_grad_checkpointing(enable)
+
+    def image_transform(self, train: bool) -> Callable[[Image.Image], Tensor]:
+        open_clip = _require_open_clip()
+        return open_clip.image_transform(self.image_size, is_train=train, mean=self.mean, std=self.std)
+
+
+class OpenClipTextTower(nn.Module):
+    projected = True
+
+    def __init__(self, model: nn.Module, name: str, tokenizer: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.name = name
+        self._tokenizer = tokenizer
+        self.output_dim = int(getattr(model, "embed_dim", 0) or model.text_projection.shape[-1])
+        self.pad_token_id = 0
+
+    def tokenize(self, texts: list[str]) -> Tensor:
+        return self._tokenizer(list(texts))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.model.encode_text(tokens)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        target = getattr(self.model, "text", None) or self.model.transformer
+        target.set_grad_checkpointing(enable) if hasattr(target, "set_grad_checkpointing") else None
+
+
+@dataclass
+class OpenClipParts:
+    image: OpenClipImageTower
+    text: OpenClipTextTower
+    logit_scale: float  # t = exp(model.logit_scale)
+    logit_bias: float | None
+
+
+def build_open_clip(name: str, pretrained: str | None = None) -> OpenClipParts:
+    """Build an open_clip model and split it into an image tower and a text tower."""
+    open_clip = _require_open_clip()
+    if name not in open_clip.list_models():
+        raise ValueError(f"open_clip has no model {name!r}; see open_clip.list_models() "
+                         f"(e.g. {', '.join(open_clip.list_models()[:5])}, ...)")
+    if pretrained is not None:
+        from pathlib import Path
+
+        if not Path(pretrained).exists():
+            raise FileNotFoundError(f"model.pretrained: {pretrained} does not exist "
+                                    "(give a local checkpoint file; downloads are not attempted)")
+    model = open_clip.create_model(name, pretrained=pretrained, weights_only=True)
+    if not hasattr(model, "visual") or not hasattr(model, "encode_text"):
+        raise ValueError(f"open_clip model {name!r} is not a two-tower CLIP model")
+    logit_scale = float(model.logit_scale.detach().exp())
+    bias = getattr(model, "logit_bias", None)
+    logit_bias = float(bias.detach()) if isinstance(bias, torch.Tensor) else None
+    visual = model.visual
+    model.visual = nn.Identity()
+    # The DualEncoder owns temperature and bias; drop the copies so they are not unused parameters.
+    for attr in ("logit_scale", "logit_bias"):
+        if isinstance(getattr(model, attr, None), nn.Parameter):
+            delattr(model, attr)
+    tokenizer = open_clip.get_tokenizer(name)
+    return OpenClipParts(OpenClipImageTower(visual, name), OpenClipTextTower(model, name, tokenizer),
+                         logit_scale, logit_bias)

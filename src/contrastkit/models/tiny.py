@@ -1,0 +1,97 @@
+"""Built-in tiny towers that train in minutes on two CPU cores.
+
+The image tower keeps spatial information: a strided CNN ends in a 4 x 4 grid
+of cells, a learned positional embedding is added to each cell, and the
+flattened grid is projected, so "a red circle left of a blue square" and its
+swapped negative give different features (global average pooling would not).
+The text tower is a pre-norm transformer over hashed-word tokens whose output
+at the start token is the pooled feature.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.transforms import v2
+
+from .tokenizer import HashedWordTokenizer
+
+TINY_MEAN = (0.5, 0.5, 0.5)
+TINY_STD = (0.5, 0.5, 0.5)
+
+
+def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(8, cout), nn.GELU())
+
+
+class TinyCNN(nn.Module):
+    """Strided CNN -> 4x4 grid + positional embedding -> flatten -> features (B x width)."""
+
+    projected = False
+
+    def __init__(self, width: int = 128, image_size: int = 64) -> None:
+        super().__init__()
+        if image_size % 16 != 0:
+            raise ValueError(f"tiny_cnn needs an image size divisible by 16, got {image_size}")
+        self.image_size = image_size
+        c = max(8, width // 4)
+        stages = [_conv(3, c, 2), _conv(c, 2 * c, 2), _conv(2 * c, 4 * c, 2), _conv(4 * c, 4 * c, 1),
+                  _conv(4 * c, width, 2)]
+        grid = image_size // 16
+        if grid > 4:
+            stages.append(nn.AdaptiveAvgPool2d(4))
+            grid = 4
+        self.body = nn.Sequential(*stages)
+        self.cells = grid * grid
+        self.pos = nn.Parameter(torch.randn(1, self.cells, width) * 0.02)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(self.cells * width, width)
+        self.output_dim = width
+
+    def forward_tokens(self, pixels: Tensor) -> Tensor:
+        """Cell features with position: B x cells x width."""
+        grid = self.body(pixels)
+        return self.norm(grid.flatten(2).transpose(1, 2) + self.pos)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self.head(self.forward_tokens(pixels).flatten(1))
+
+    def image_transform(self, train: bool) -> Callable[[Image.Image], Tensor]:
+        size = self.image_size
+        return v2.Compose([
+            v2.ToImage(),
+            v2.Resize((size, size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(TINY_MEAN, TINY_STD),
+        ])
+
+
+class TinyTextTransformer(nn.Module):
+    """Hashed-word embeddings + positions -> pre-norm transformer -> start-token feature."""
+
+    projected = False
+
+    def __init__(self, width: int = 128, layers: int = 2, heads: int = 4, vocab_size: int = 8192,
+                 context_length: int = 24) -> None:
+        super().__init__()
+        self.tokenizer = HashedWordTokenizer(vocab_size, context_length)
+        self.embed = nn.Embedding(vocab_size, width, padding_idx=self.tokenizer.pad_token_id)
+        self.pos = nn.Parameter(torch.randn(1, context_length, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.output_dim = width
+
+    def tokenize(self, texts: list[str]) -> Tensor:
+        return self.tokenizer(texts)
+
+    def forward_tokens(self, tokens: Tensor) -> Tensor:
+        pad = tokens == self.tokenizer.pad_token_id
+        h = self.embed(tokens) + self.pos[:, : tokens.shape[1]]
+        return self.norm(self.encoder(h, src_key_padding_mask=pad))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.forward_tokens(tokens)[:, 0]
