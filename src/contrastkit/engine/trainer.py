@@ -123,9 +123,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
             now = time.perf_counter()
             rate = window_samples / max(now - window_start, 1e-9)
             window_start, window_samples = now, 0
-            record = {"step": done, "loss": float(out.loss), "lr": lr, "logit_scale": float(model.logit_scale.detach()),
+            record = {"step": done, "loss": float(out.loss.detach()), "lr": lr, "logit_scale": float(model.logit_scale.detach()),
                       "grad_norm": float(grad_norm), "samples_per_s": rate,
-                      **{f"loss/{k}": float(v) for k, v in out.terms.items()}}
+                      **{f"loss/{k}": float(v.detach()) for k, v in out.terms.items()}}
             if model.logit_bias is not None:
                 record["logit_bias"] = float(model.logit_bias.detach())
             log.write(record)
