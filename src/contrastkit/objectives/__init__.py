@@ -21,7 +21,7 @@ from ..encoded import Encoded
 from .base import TERMS, Term, register_term
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "functional"):
+    if not _module.name.startswith("_") and _module.name not in ("base", "functional"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 
