@@ -1,0 +1,110 @@
+"""Image and text augmentations for training views.
+
+Image presets (torchvision v2; normalisation comes from the tower):
+- ``none``: resize only.
+- ``clip``: open_clip's default train transform, RandomResizedCrop scale 0.9-1, no flip.
+- ``cl2l_weak``: RandomResizedCrop scale 0.5-1 (CL2L / LaCLIP weak view).
+- ``cl2l_strong``: RandomResizedCrop 0.08-1, ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2,
+  Gaussian blur p 0.5, horizontal flip (CL2L strong view, after SimCLR).
+- ``shapes_safe``: crop 0.85-1 and brightness/contrast jitter only — no flip (it would swap left/right
+  relations) and no hue change (it would falsify colour words); for the synthetic world.
+
+Text augmentations (Wei & Zou 2019, EDA; CL2L's caption views), seeded by the caller's ``random.Random``:
+- ``stopword_drop``: drop each stop word with probability 0.8.
+- ``eda``: ``stopword_drop`` plus one operation: random swap (0.4), random deletion (0.2) or synonym
+  replacement (0.4) from a user lexicon; with no lexicon entry for any word the synonym op is skipped and
+  counted in ``TextAugment.skipped_synonyms``.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Mapping
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import v2
+
+IMAGE_PRESETS = ("none", "clip", "cl2l_weak", "cl2l_strong", "shapes_safe")
+TEXT_AUGMENTS = ("none", "stopword_drop", "eda")
+
+STOPWORDS = frozenset(
+    "a an the of to in on at by for with from and or but is are was were be been being this that these those "
+    "there here it its as into onto over under than then so such very some any each".split()
+)
+
+
+def image_augment(preset: str, size: int) -> Callable[[Image.Image], Image.Image]:
+    """A PIL -> PIL augmentation; the tower's own transform (resize, normalise) runs after it."""
+    if preset == "none":
+        return lambda img: img
+    if preset == "clip":
+        ops = [v2.RandomResizedCrop(size, scale=(0.9, 1.0), antialias=True)]
+    elif preset == "cl2l_weak":
+        ops = [v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True)]
+    elif preset == "cl2l_strong":
+        ops = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
+               v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+               v2.RandomGrayscale(p=0.2),
+               v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 10) | 1))], p=0.5),
+               v2.RandomHorizontalFlip()]
+    elif preset == "shapes_safe":
+        ops = [v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.9, 1.1), antialias=True),
+               v2.ColorJitter(brightness=0.2, contrast=0.2)]
+    else:
+        raise ValueError(f"image augmentation preset {preset!r} is unknown; choose one of {', '.join(IMAGE_PRESETS)}")
+    return v2.Compose(ops)
+
+
+class TextAugment:
+    """Seeded caption augmentation (``none``, ``stopword_drop``, ``eda``)."""
+
+    def __init__(self, kind: str = "none", lexicon: Mapping[str, list[str]] | None = None,
+                 drop_prob: float = 0.8) -> None:
+        if kind not in TEXT_AUGMENTS:
+            raise ValueError(f"text augmentation {kind!r} is unknown; choose one of {', '.join(TEXT_AUGMENTS)}")
+        self.kind = kind
+        self.lexicon = {k.lower(): list(v) for k, v in (lexicon or {}).items() if v}
+        self.drop_prob = drop_prob
+        self.skipped_synonyms = 0
+
+    def _drop_stopwords(self, words: list[str], rng: random.Random) -> list[str]:
+        kept = [w for w in words if w.lower() not in STOPWORDS or rng.random() >= self.drop_prob]
+        return kept or words
+
+    def __call__(self, text: str, rng: random.Random) -> str:
+        if self.kind == "none":
+            return text
+        words = self._drop_stopwords(text.split(), rng)
+        if self.kind == "eda" and len(words) > 1:
+            op = rng.choices(["synonym", "swap", "delete"], weights=[0.4, 0.4, 0.2])[0]
+            if op == "synonym":
+                candidates = [i for i, w in enumerate(words) if w.lower() in self.lexicon]
+                if candidates:
+                    i = rng.choice(candidates)
+                    words[i] = rng.choice(self.lexicon[words[i].lower()])
+                else:
+                    self.skipped_synonyms += 1
+            elif op == "swap":
+                i, j = rng.sample(range(len(words)), 2)
+                words[i], words[j] = words[j], words[i]
+            else:
+                del words[rng.randrange(len(words))]
+        return " ".join(words)
+
+
+def seeded(fn: Callable[[Image.Image], Image.Image], seed: int) -> Callable[[Image.Image], Image.Image]:
+    """Run a torch-random transform with its own seed, leaving the global RNG untouched."""
+
+    def run(img: Image.Image) -> Image.Image:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return fn(img)
+
+    return run
+
+
+def to_tensor_views(img: Image.Image, augment: Callable[[Image.Image], Image.Image],
+                    finish: Callable[[Image.Image], Tensor], seeds: list[int]) -> Tensor:
+    """V augmented views of one image as a V x C x H x W tensor, each view seeded."""
+    return torch.stack([finish(seeded(augment, s)(img)) for s in seeds])
