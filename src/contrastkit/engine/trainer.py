@@ -132,7 +132,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
             bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}", sps=f"{rate:.0f}")
         if val_set is not None and done % cfg.train.eval_every == 0 and done != cfg.train.steps:
             quick = evaluate_model(model, val_set, cfg, max_records=min(500, len(val_set)), progress=False)
-            log.write({"step": done, **quick.flat()})
+            log.write({"step": done, "split": "val", **quick.flat()})
             model.train()
         if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done != cfg.train.steps:
             checkpoint(done)

@@ -1,0 +1,55 @@
+"""Evaluation: zero-shot, retrieval, compositional, geometry, and the run report.
+
+    from contrastkit.evaluate import evaluate_dataset_with_embeddings, write_report
+    out = evaluate_dataset_with_embeddings(embedder, dataset)
+    write_report(run_dir, out.results, config=cfg, image_emb=out.image_emb, text_emb=out.text_emb)
+
+An embedder is anything with ``embed_images(images)`` and ``embed_texts(texts)``
+returning L2-normalised float32 CPU tensors (:class:`Embedder`).
+"""
+from .compositional import evaluate_compositional, evaluate_triples, pair_correct
+from .embedder import Embedder, TextEmbeddingCache, embed_images
+from .geometry import (
+    alignment,
+    centroid_cosine,
+    effective_rank,
+    geometry_metrics,
+    linear_separability,
+    mean_negative_cosine,
+    mean_positive_cosine,
+    modality_gap,
+    uniformity,
+)
+from .report import read_metrics_log, render_markdown, write_report
+from .retrieval import retrieval_metrics
+from .runner import EvaluationOutput, evaluate_dataset, evaluate_dataset_with_embeddings
+from .zeroshot import class_embeddings, evaluate_zeroshot, format_template, zeroshot_metrics
+
+__all__ = [
+    "Embedder",
+    "EvaluationOutput",
+    "TextEmbeddingCache",
+    "alignment",
+    "centroid_cosine",
+    "class_embeddings",
+    "effective_rank",
+    "embed_images",
+    "evaluate_compositional",
+    "evaluate_dataset",
+    "evaluate_dataset_with_embeddings",
+    "evaluate_triples",
+    "evaluate_zeroshot",
+    "format_template",
+    "geometry_metrics",
+    "linear_separability",
+    "mean_negative_cosine",
+    "mean_positive_cosine",
+    "modality_gap",
+    "pair_correct",
+    "read_metrics_log",
+    "render_markdown",
+    "retrieval_metrics",
+    "uniformity",
+    "write_report",
+    "zeroshot_metrics",
+]

@@ -1,0 +1,496 @@
+"""The run report: ``report.json``, ``report.md`` and PNG plots in one directory.
+
+:func:`write_report` writes
+
+- ``report.json``: ``zeroshot``, ``retrieval``, ``compositional``, ``geometry``,
+  ``config``, ``timing``, every other key of the results, and ``plots`` (plot
+  name -> file name). Strictly valid JSON: NaN / inf become ``null``.
+- ``report.md``: tables per task, the plots embedded by relative links.
+- ``loss_curve.png`` (when a metrics log with ``loss`` and ``step`` is given),
+  ``embedding_gap.png`` and ``similarity_hist.png`` (when embeddings are given),
+  ``confusion_<task>.png`` for zero-shot tasks of 2 to 40 classes.
+
+The metrics log is JSON Lines, one object per line. Training lines carry
+``step`` and ``loss`` (per-term losses as ``loss/<term>`` or ``loss_<term>``).
+Evaluation values are numeric keys starting with ``eval/``, ``eval_`` or
+``eval.`` on any line with a ``step``, or every numeric key of a line whose
+``split`` / ``kind`` / ``phase`` is ``"eval"`` (or ``"val"``). Blank and
+unparsable lines are skipped and counted in ``metrics_log_skipped_lines``.
+
+Plots use matplotlib's object API on an Agg canvas (no pyplot, so the global
+backend of the caller is left alone).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from .geometry import modality_gap
+
+TASK_KEYS = ("zeroshot", "retrieval", "compositional", "geometry")
+IMAGE_COLOR = "#1f77b4"
+TEXT_COLOR = "#ff7f0e"
+_NON_METRIC_KEYS = {"step", "epoch", "time", "timestamp", "wall", "elapsed", "samples", "split", "kind", "phase"}
+_EVAL_PREFIXES = ("eval/", "eval_", "eval.")
+_EVAL_SPLITS = {"eval", "val", "valid", "validation", "test"}
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON types from tensors, numpy values, paths, dataclass-free containers; NaN/inf -> None."""
+    if isinstance(obj, Tensor):
+        obj = obj.detach().cpu()
+        return to_jsonable(obj.item() if obj.ndim == 0 else obj.tolist())
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [to_jsonable(v) for v in obj]
+    return str(obj)
+
+
+def read_metrics_log(path: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """(objects, number of skipped lines) of a JSON Lines metrics log."""
+    rows: list[dict[str, Any]] = []
+    skipped = 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                skipped += 1  # e.g. the half-written last line of a killed run
+                continue
+            if isinstance(obj, dict):
+                rows.append(obj)
+            else:
+                skipped += 1
+    return rows, skipped
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _series(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, tuple[list[float], list[float]]],
+                                                       dict[str, tuple[list[float], list[float]]]]:
+    """(training series, eval series): name -> (steps, values)."""
+    train: dict[str, tuple[list[float], list[float]]] = {}
+    evals: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        step = _number(row.get("step"))
+        if step is None:
+            continue
+        split = str(row.get("split", row.get("kind", row.get("phase", "")))).lower()
+        is_eval_line = split in _EVAL_SPLITS
+        for key, value in row.items():
+            val = _number(value)
+            if val is None or key in _NON_METRIC_KEYS:
+                continue
+            if key.startswith(_EVAL_PREFIXES):
+                name = key[5:]
+                target = evals
+            elif is_eval_line:
+                name, target = key, evals
+            elif key == "loss" or key.startswith(("loss/", "loss_")):
+                name, target = key, train
+            else:
+                continue
+            steps, vals = target.setdefault(name, ([], []))
+            steps.append(step)
+            vals.append(val)
+    return train, evals
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110)
+
+
+def _ema(values: Sequence[float], alpha: float) -> list[float]:
+    out, acc = [], values[0]
+    for v in values:
+        acc = alpha * v + (1 - alpha) * acc
+        out.append(acc)
+    return out
+
+
+def plot_loss_curve(rows: Sequence[Mapping[str, Any]], path: str | Path) -> bool:
+    """Training loss vs step (left) and evaluation metrics vs step (right, if any); False if no loss."""
+    train, evals = _series(rows)
+    if "loss" not in train:
+        return False
+    panels = 2 if evals else 1
+    fig = Figure(figsize=(6.5 * panels, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, panels, 1)
+    steps, loss = train["loss"]
+    order = np.argsort(steps, kind="stable")
+    steps, loss = [steps[i] for i in order], [loss[i] for i in order]
+    if len(loss) >= 50:
+        ax.plot(steps, loss, color=IMAGE_COLOR, alpha=0.3, linewidth=1, label="loss")
+        ax.plot(steps, _ema(loss, 2.0 / (len(loss) / 20 + 1)), color=IMAGE_COLOR, linewidth=2, label="loss (EMA)")
+    else:
+        ax.plot(steps, loss, color=IMAGE_COLOR, marker="o" if len(loss) < 20 else None, label="loss")
+    terms = [k for k in train if k != "loss"][:6]
+    for j, name in enumerate(terms):
+        ax.plot(*train[name], linestyle="--", linewidth=1, color=f"C{j + 2}", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if evals:
+        ax2 = fig.add_subplot(1, panels, 2)
+        for name in list(evals)[:8]:
+            ax2.plot(*evals[name], marker="o", label=name)
+        ax2.set_xlabel("step")
+        ax2.set_ylabel("metric value")
+        ax2.set_title("Evaluation metrics")
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize="small")
+    _save(fig, Path(path))
+    return True
+
+
+def _subsample(x: Tensor, n: int, gen: torch.Generator) -> Tensor:
+    if x.shape[0] <= n:
+        return x
+    return x[torch.randperm(x.shape[0], generator=gen)[:n]]
+
+
+def plot_embedding_gap(image_emb: Tensor, text_emb: Tensor, path: str | Path, *, max_points: int = 2000,
+                       seed: int = 0) -> float:
+    """2-D PCA of image and text embeddings together, centroids marked; returns the gap in the title."""
+    u = F.normalize(image_emb.detach().cpu().double(), dim=-1)
+    v = F.normalize(text_emb.detach().cpu().double(), dim=-1)
+    gap = modality_gap(u, v)
+    gen = torch.Generator().manual_seed(seed)
+    us, vs = _subsample(u, max_points, gen), _subsample(v, max_points, gen)
+    joint = torch.cat([us, vs])
+    mean = joint.mean(0)
+    _, s, vh = torch.linalg.svd(joint - mean, full_matrices=False)
+    basis = vh[:2].T  # D x 2 (fewer if D == 1)
+    var = (s**2) / (s**2).sum().clamp_min(1e-30)
+    proj = lambda z: ((z - mean) @ basis).numpy()  # noqa: E731
+    pu, pv = proj(us), proj(vs)
+    cu, cv = proj(u.mean(0, keepdim=True))[0], proj(v.mean(0, keepdim=True))[0]
+    if basis.shape[1] < 2:  # one-dimensional embeddings: plot on a line
+        pu, pv = np.c_[pu, np.zeros(len(pu))], np.c_[pv, np.zeros(len(pv))]
+        cu, cv = np.r_[cu, 0.0], np.r_[cv, 0.0]
+    fig = Figure(figsize=(6.5, 6), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(pu[:, 0], pu[:, 1], s=8, alpha=0.5, color=IMAGE_COLOR, label=f"image (n={u.shape[0]})")
+    ax.scatter(pv[:, 0], pv[:, 1], s=8, alpha=0.5, color=TEXT_COLOR, label=f"text (n={v.shape[0]})")
+    ax.plot([cu[0], cv[0]], [cu[1], cv[1]], color="black", linewidth=1.5, linestyle="--", zorder=3)
+    ax.scatter([cu[0]], [cu[1]], s=220, marker="X", color=IMAGE_COLOR, edgecolor="black", zorder=4,
+               label="image centroid")
+    ax.scatter([cv[0]], [cv[1]], s=220, marker="X", color=TEXT_COLOR, edgecolor="black", zorder=4,
+               label="text centroid")
+    ax.set_xlabel(f"PC1 ({100 * var[0].item():.1f}% of variance)")
+    ax.set_ylabel(f"PC2 ({100 * var[1].item():.1f}% of variance)" if var.numel() > 1 else "PC2")
+    ax.set_title(f"Image and text embeddings (joint PCA)\nmodality gap ||mean(img) - mean(txt)|| = {gap:.3f}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    _save(fig, Path(path))
+    return gap
+
+
+def _unmatched_cosines(u: Tensor, v: Tensor, max_pairs: int, gen: torch.Generator) -> Tensor:
+    n = u.shape[0]
+    if n * (n - 1) <= max_pairs:
+        sims = u @ v.T
+        return sims[~torch.eye(n, dtype=torch.bool)]
+    i = torch.randint(0, n, (max_pairs,), generator=gen)
+    j = (i + torch.randint(1, n, (max_pairs,), generator=gen)) % n  # j != i
+    return (u[i] * v[j]).sum(-1)
+
+
+def plot_similarity_hist(image_emb: Tensor, text_emb: Tensor, path: str | Path, *,
+                         max_unmatched: int = 200_000, seed: int = 0) -> dict[str, float]:
+    """Histograms of matched (u_i.v_i) and unmatched (u_i.v_j, i != j) cosines; returns their means."""
+    u = F.normalize(image_emb.detach().cpu().double(), dim=-1)
+    v = F.normalize(text_emb.detach().cpu().double(), dim=-1)
+    if u.shape != v.shape or u.shape[0] < 2:
+        raise ValueError("similarity histogram needs >= 2 matched image/text pairs of equal shape")
+    matched = (u * v).sum(-1)
+    unmatched = _unmatched_cosines(u, v, max_unmatched, torch.Generator().manual_seed(seed))
+    lo = min(matched.min().item(), unmatched.min().item())
+    hi = max(matched.max().item(), unmatched.max().item())
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.01, hi + 0.01
+    bins = np.linspace(lo, hi, 60)
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    for vals, color, name in ((unmatched, TEXT_COLOR, "unmatched"), (matched, IMAGE_COLOR, "matched")):
+        ax.hist(vals.numpy(), bins=bins, density=True, alpha=0.55, color=color,
+                label=f"{name} (n={vals.numel()}, mean={vals.mean().item():.3f})")
+        ax.axvline(vals.mean().item(), color=color, linestyle="--", linewidth=1.5)
+    ax.set_xlabel("cosine similarity (image, text)")
+    ax.set_ylabel("density")
+    ax.set_title("Cosine similarity of matched vs unmatched image-text pairs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    _save(fig, Path(path))
+    return {"matched_mean": matched.mean().item(), "unmatched_mean": unmatched.mean().item()}
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], classnames: Sequence[str], path: str | Path,
+                   *, title: str = "") -> None:
+    """Row-normalised confusion matrix (row = true class), counts written in cells when small."""
+    m = np.asarray(matrix, dtype=float)
+    rows = m.sum(axis=1, keepdims=True)
+    norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    c = m.shape[0]
+    size = min(12.0, 3.0 + 0.35 * c)
+    fig = Figure(figsize=(size + 1.2, size), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    ax.set_xticks(range(c), [str(n) for n in classnames], rotation=60, ha="right", fontsize="small")
+    ax.set_yticks(range(c), [str(n) for n in classnames], fontsize="small")
+    if c <= 15:
+        for i in range(c):
+            for j in range(c):
+                if m[i, j]:
+                    ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize="small",
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "Zero-shot confusion matrix")
+    _save(fig, Path(path))
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, bool) or isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    if v is None or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "—"
+    return f"{100 * v:.2f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+_GEOMETRY_NOTES = {
+    "modality_gap": "distance between image and text centroids (0 = no gap)",
+    "centroid_cosine": "cosine of the two centroids",
+    "centroid_mse": "gap² / D",
+    "mean_positive_cosine": "matched pairs",
+    "mean_negative_cosine": "unmatched pairs",
+    "alignment": "mean ‖x_i − y_i‖² over matched pairs (lower = better aligned)",
+    "uniformity_image": "log E exp(−2‖u−v‖²), images (lower = more uniform)",
+    "uniformity_text": "log E exp(−2‖u−v‖²), texts (lower = more uniform)",
+    "linear_separability": "held-out accuracy telling image from text (chance 0.5)",
+    "effective_rank_image": "exp entropy of singular values, images",
+    "effective_rank_text": "exp entropy of singular values, texts",
+}
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """The Markdown text of a report dict (as written to report.json, with ``plots``)."""
+    plots: Mapping[str, str] = report.get("plots", {})
+    out: list[str] = ["# Evaluation report", ""]
+    facts = [f"{k}: **{_fmt(report[k])}**" for k in ("dataset", "n_images", "n_captions", "n_unique_texts")
+             if report.get(k) is not None]
+    if facts:
+        out += [" · ".join(facts), ""]
+
+    zs = report.get("zeroshot") or {}
+    out += ["## Zero-shot classification", ""]
+    if zs:
+        out += ["Accuracies in %. acc5 is blank for tasks with fewer than 5 classes (as in CLIP_benchmark).", ""]
+        out += _table(["task", "images", "classes", "acc1", "acc5", "mean per-class recall"],
+                      [[name, _fmt(m.get("n_samples")), _fmt(m.get("n_classes")), _pct(m.get("acc1")),
+                        _pct(m.get("acc5")), _pct(m.get("mean_per_class_recall"))] for name, m in zs.items()])
+        for name, m in zs.items():
+            recall = m.get("per_class_recall") or {}
+            conf = m.get("confusion_matrix") or []
+            if recall and len(recall) <= 40:
+                support = [sum(r) for r in conf] if conf else [None] * len(recall)
+                out += [f"### {name}: per-class recall", ""]
+                out += _table(["class", "images", "recall (%)"],
+                              [[c, _fmt(s), _pct(r)] for (c, r), s in zip(recall.items(), support)])
+            if f"confusion/{name}" in plots:
+                out += [f"![confusion matrix, {name}]({plots[f'confusion/{name}']})", ""]
+    else:
+        out += ["_No zero-shot tasks._", ""]
+
+    rt = report.get("retrieval") or {}
+    out += ["## Retrieval", ""]
+    ks = sorted({int(k.split("@")[1]) for k in rt if k.startswith(("image_retrieval_recall@", "text_retrieval_recall@"))})
+    if ks:
+        out += [f"Recall@k in % over {_fmt(rt.get('n_texts'))} captions of {_fmt(rt.get('n_images'))} images. "
+                "Text→image = `image_retrieval_recall@k` (each caption finds its image); "
+                "image→text = `text_retrieval_recall@k` (each image finds any of its captions).", ""]
+        out += _table(["k", "text→image", "image→text"],
+                      [[k, _pct(rt.get(f"image_retrieval_recall@{k}")), _pct(rt.get(f"text_retrieval_recall@{k}"))]
+                       for k in ks])
+    else:
+        out += ["_No retrieval results._", ""]
+
+    comp = report.get("compositional") or {}
+    out += ["## Compositional (caption vs minimal edit)", ""]
+    acc = comp.get("accuracy") or {}
+    if acc:
+        n_pairs = comp.get("n_pairs") or {}
+        out += ["Accuracy in %: the image must score its caption strictly above the edited negative (chance 50).", ""]
+        rows = [[cat, _fmt(n_pairs.get(cat)), _pct(a)] for cat, a in acc.items()]
+        rows.append(["**macro mean**", _fmt(comp.get("n_pairs_total")), f"**{_pct(comp.get('macro_accuracy'))}**"])
+        rows.append(["micro mean (all pairs)", _fmt(comp.get("n_pairs_total")), _pct(comp.get("micro_accuracy"))])
+        out += _table(["category", "pairs", "accuracy"], rows)
+    else:
+        out += ["_No records with negative captions._", ""]
+
+    geo = report.get("geometry") or {}
+    out += ["## Embedding geometry", ""]
+    if geo:
+        if geo.get("n_pairs") is not None:
+            out += [f"Image embeddings vs embeddings of their first caption ({_fmt(geo.get('n_pairs'))} pairs, "
+                    f"dimension {_fmt(geo.get('dim'))}).", ""]
+        out += _table(["metric", "value", "meaning"],
+                      [[k, _fmt(v), _GEOMETRY_NOTES.get(k, "")] for k, v in geo.items() if k not in ("n_pairs", "dim")])
+    else:
+        out += ["_No geometry results._", ""]
+    for key, caption in (("embedding_gap", "joint PCA of image and text embeddings"),
+                         ("similarity_hist", "matched vs unmatched cosine similarity")):
+        if key in plots:
+            out += [f"![{caption}]({plots[key]})", ""]
+
+    if "loss_curve" in plots:
+        out += ["## Training", "", f"![training loss and evaluation metrics]({plots['loss_curve']})", ""]
+
+    timing = report.get("timing") or {}
+    if timing:
+        out += ["## Timing", ""]
+        out += _table(["what", "value"], [[k, _fmt(v, 2)] for k, v in _flatten(timing).items()])
+
+    known = set(TASK_KEYS) | {"config", "timing", "plots", "dataset", "n_images", "n_captions", "n_unique_texts"}
+    extra = {k: v for k, v in report.items() if k not in known}
+    if extra:
+        out += ["## Other results", ""]
+        out += _table(["key", "value"], [[k, _fmt(v)] for k, v in _flatten(extra).items()])
+
+    config = report.get("config") or {}
+    if config:
+        out += ["## Config", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
+    return "\n".join(out)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            flat.update(_flatten(v, key + "."))
+        elif isinstance(v, list):
+            flat[key] = json.dumps(v) if len(v) <= 8 else f"[{len(v)} items]"
+        else:
+            flat[key] = v
+    return flat
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "task"
+
+
+def write_report(
+    run_dir: str | Path,
+    results: Mapping[str, Any],
+    *,
+    config: Mapping[str, Any] | None = None,
+    timing: Mapping[str, Any] | None = None,
+    metrics_log: str | Path | None = None,
+    image_emb: Tensor | None = None,
+    text_emb: Tensor | None = None,
+) -> dict[str, Any]:
+    """Write report.json, report.md and plots into ``run_dir`` (created if needed); return the report dict.
+
+    ``results`` is typically :func:`~contrastkit.evaluate.runner.evaluate_dataset`'s
+    dict. ``image_emb`` / ``text_emb`` (row i matched to row i) enable the
+    embedding-gap and similarity plots; ``metrics_log`` (JSON Lines) the loss curve.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {key: results.get(key) or {} for key in TASK_KEYS}
+    report["config"] = dict(config) if config else {}
+    report["timing"] = dict(timing) if timing else {}
+    for key, value in results.items():
+        if key not in report:
+            report[key] = value
+    plots: dict[str, str] = {}
+
+    if metrics_log is not None:
+        rows, skipped = read_metrics_log(metrics_log)
+        if skipped:
+            report["metrics_log_skipped_lines"] = skipped
+        if plot_loss_curve(rows, run_dir / "loss_curve.png"):
+            plots["loss_curve"] = "loss_curve.png"
+
+    if image_emb is not None and text_emb is not None:
+        plot_embedding_gap(image_emb, text_emb, run_dir / "embedding_gap.png")
+        plots["embedding_gap"] = "embedding_gap.png"
+        if image_emb.shape == text_emb.shape and image_emb.shape[0] >= 2:
+            plot_similarity_hist(image_emb, text_emb, run_dir / "similarity_hist.png")
+            plots["similarity_hist"] = "similarity_hist.png"
+
+    for name, metrics in (report["zeroshot"] or {}).items():
+        conf = metrics.get("confusion_matrix") if isinstance(metrics, Mapping) else None
+        if conf and 2 <= len(conf) <= 40:
+            fname = f"confusion_{_slug(name)}.png"
+            while fname in plots.values():
+                fname = fname[:-4] + "_.png"
+            plot_confusion(conf, metrics.get("classnames") or [str(i) for i in range(len(conf))], run_dir / fname,
+                           title=f"Zero-shot confusion matrix: {name}")
+            plots[f"confusion/{name}"] = fname
+
+    report["plots"] = plots
+    report = to_jsonable(report)
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    return report
