@@ -31,6 +31,10 @@ class DataConfig:
     image_size: int = 64  # rendered / resized image side in pixels
     seed: int = 0  # world seed (independent of the training seed)
     neg_per_image: int = 4  # hard-negative captions per image when a term needs them
+    image_augment: str = "none"  # train augmentation of the main image: none | clip | cl2l_weak | cl2l_strong | shapes_safe
+    views: int = 0  # extra augmented views per record, for terms that read image_views / text_views
+    view_image_augment: str = "shapes_safe"  # augmentation preset of the extra image views
+    view_text_augment: str = "eda"  # augmentation of the extra caption views: none | stopword_drop | eda
     workers: int = 0  # data-loading worker processes
     on_error: Literal["raise", "skip"] = "raise"  # bad records: stop naming the record, or skip and count
 
@@ -66,6 +70,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between quick validation evaluations (0: only at the end)
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
     seed: int = 0  # training seed (init, sampling, augmentation)
+    teacher_momentum: float = 0.9996  # EMA momentum of the teacher, for terms that read teacher_* fields
     threads: int = 0  # torch CPU threads (0: torch's default)
     progress: bool = True  # show a progress bar
 
@@ -202,6 +207,17 @@ def _check_ranges(cfg: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}: must be >= 0, got {value}")
+    if not 0 <= cfg.train.teacher_momentum < 1:
+        raise ConfigError(f"train.teacher_momentum: must be in [0, 1), got {cfg.train.teacher_momentum}")
+    if cfg.data.views < 0:
+        raise ConfigError(f"data.views: must be >= 0, got {cfg.data.views}")
+    from .data.transforms import IMAGE_PRESETS, TEXT_AUGMENTS
+
+    for key, value, allowed in (("data.image_augment", cfg.data.image_augment, IMAGE_PRESETS),
+                                ("data.view_image_augment", cfg.data.view_image_augment, IMAGE_PRESETS),
+                                ("data.view_text_augment", cfg.data.view_text_augment, TEXT_AUGMENTS)):
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(allowed)}")
     if not cfg.train.lr > 0:
         raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
     if cfg.train.log_every <= 0:

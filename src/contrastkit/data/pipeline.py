@@ -16,7 +16,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from .records import Dataset
+from .records import Dataset, Record
+from .transforms import TextAugment, seeded, to_tensor_views
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -52,23 +53,48 @@ class Sample:
     pixels: Tensor
     caption: str
     neg_captions: list[str]
-    tags: list[str]
-    neg_tags: list[str]
     index: int
+    image_views: Tensor | None = None  # V x C x H x W
+    text_views: list[str] | None = None  # V captions
+    tag_targets: Tensor | None = None  # T in {1, 0, -1}
+
+
+@dataclass
+class ViewSpec:
+    """Extra augmented views per record (CL2L-style local views)."""
+
+    count: int = 0
+    image_augment: Callable[[Image.Image], Image.Image] | None = None
+    text_augment: TextAugment | None = None
 
 
 class TrainingSet(torch.utils.data.Dataset):
-    """Applies the image transform and the seeded per-record text choices."""
+    """Applies the image transform and the seeded per-record choices (caption, negatives, views)."""
 
     def __init__(self, dataset: Dataset, transform: Callable[[Image.Image], Tensor], seed: int,
-                 neg_per_image: int = 0) -> None:
+                 neg_per_image: int = 0, image_augment: Callable[[Image.Image], Image.Image] | None = None,
+                 views: ViewSpec | None = None, tag_vocabulary: Sequence[str] | None = None) -> None:
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
         self.neg_per_image = neg_per_image
+        self.image_augment = image_augment
+        self.views = views or ViewSpec()
+        self.tag_index = {t: i for i, t in enumerate(tag_vocabulary)} if tag_vocabulary else None
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def _tag_targets(self, record: Record) -> Tensor:
+        assert self.tag_index is not None
+        target = torch.full((len(self.tag_index),), -1.0)
+        for tag in record.neg_tags:
+            if tag in self.tag_index:
+                target[self.tag_index[tag]] = 0.0
+        for tag in record.tags:
+            if tag in self.tag_index:
+                target[self.tag_index[tag]] = 1.0
+        return target
 
     def __getitem__(self, key: tuple[int, int]) -> Sample:
         epoch, index = key
@@ -81,16 +107,42 @@ class TrainingSet(torch.utils.data.Dataset):
         if self.neg_per_image:
             pool = [c for group in record.neg_captions.values() for c in group]
             negatives = rng.sample(pool, min(self.neg_per_image, len(pool)))
-        return Sample(self.transform(record.load_image()), caption, negatives, record.tags, record.neg_tags, index)
+        image = record.load_image()
+        base = seeded(self.image_augment, rng.randrange(2**31))(image) if self.image_augment else image
+        sample = Sample(self.transform(base), caption, negatives, index)
+        if self.views.count:
+            augment = self.views.image_augment or (lambda img: img)
+            seeds = [rng.randrange(2**31) for _ in range(self.views.count)]
+            sample.image_views = to_tensor_views(image, augment, self.transform, seeds)
+            text_aug = self.views.text_augment
+            sample.text_views = [text_aug(rng.choice(record.captions), rng) if text_aug else rng.choice(record.captions)
+                                 for _ in range(self.views.count)]
+        if self.tag_index is not None:
+            sample.tag_targets = self._tag_targets(record)
+        return sample
+
+
+def tag_vocabulary(dataset: Dataset, scan: int = 2000) -> list[str]:
+    """Sorted tags (positive or negative) seen in the first ``scan`` records."""
+    tags: set[str] = set()
+    for i in range(min(scan, len(dataset))):
+        record = dataset[i]
+        tags.update(record.tags)
+        tags.update(record.neg_tags)
+    return sorted(tags)
 
 
 def collate(samples: Sequence[Sample]) -> dict[str, Any]:
-    """Stack pixels; keep texts as lists (the model's tokenizer runs in the main process)."""
-    return {
+    """Stack pixels (and views); keep texts as lists (the model's tokenizer runs in the main process)."""
+    batch: dict[str, Any] = {
         "pixels": torch.stack([s.pixels for s in samples]),
         "captions": [s.caption for s in samples],
         "neg_captions": [s.neg_captions for s in samples],
-        "tags": [s.tags for s in samples],
-        "neg_tags": [s.neg_tags for s in samples],
         "index": torch.tensor([s.index for s in samples], dtype=torch.long),
     }
+    if samples[0].image_views is not None:
+        batch["image_views"] = torch.stack([s.image_views for s in samples], dim=1)  # V x B x C x H x W
+        batch["text_views"] = [list(view) for view in zip(*[s.text_views for s in samples])]  # V lists of B
+    if samples[0].tag_targets is not None:
+        batch["tag_targets"] = torch.stack([s.tag_targets for s in samples])
+    return batch

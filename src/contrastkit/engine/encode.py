@@ -1,25 +1,54 @@
 """One batch through the model: collated batch -> :class:`Encoded`.
 
-Only what the objective asks for is computed: hard-negative captions are
-encoded when a term requires ``neg_text``, cell features are returned when a
-term requires ``image_tokens``, and so on.
+Only what the objective asks for is computed: hard-negative captions when a
+term requires ``neg_text``, extra views when it requires ``image_views`` /
+``text_views`` (or their raw features), cell features for ``image_tokens``,
+and teacher / reference embeddings when a term reads them.
 """
 from __future__ import annotations
 
 from typing import Any, Collection
 
 import torch
+from torch import Tensor
 
 from ..encoded import Encoded
 from ..models.dual_encoder import DualEncoder
 
-# Encoded fields the engine knows how to fill, and what the data must carry for them.
-PROVIDED_BY_DATA = {"neg_text": "hard-negative captions", "neg_text_mask": "hard-negative captions",
-                    "caption_tokens": "captions", "image_tokens": "an image tower with cell features",
-                    "image_features": "", "text_features": "", "logit_bias": ""}
+VIEW_FIELDS = frozenset({"image_views", "text_views", "image_view_features", "text_view_features"})
+TEACHER_FIELDS = frozenset({"teacher_image", "teacher_text", "teacher_neg_text", "teacher_logit_scale"})
+REFERENCE_FIELDS = frozenset({"reference_image", "reference_text", "reference_logit_scale"})
 
 
-def encode_batch(model: DualEncoder, batch: dict[str, Any], requires: Collection[str] = ()) -> Encoded:
+def _negatives(model: DualEncoder, negatives: list[list[str]], device: torch.device) -> tuple[Tensor, Tensor]:
+    k = max((len(n) for n in negatives), default=0)
+    if k == 0:
+        raise ValueError("a term needs hard-negative captions (neg_text) but no record of this batch has any; "
+                         "use data with negative captions (synthetic:shapes has them)")
+    flat = [n[j] if j < len(n) else "" for n in negatives for j in range(k)]
+    mask = torch.tensor([[j < len(n) for j in range(k)] for n in negatives], device=device)
+    neg = model.encode_text(model.tokenize(flat).to(device))
+    return neg.view(len(negatives), k, -1), mask
+
+
+def _side_encodings(model: DualEncoder, batch: dict[str, Any], prefix: str, requires: Collection[str],
+                    device: torch.device) -> dict[str, Tensor]:
+    """Embeddings of a frozen copy (teacher / reference) for the fields of ``prefix`` that are required."""
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        if f"{prefix}_image" in requires:
+            out[f"{prefix}_image"] = model.encode_image(batch["pixels"].to(device))
+        if f"{prefix}_text" in requires:
+            out[f"{prefix}_text"] = model.encode_text(model.tokenize(batch["captions"]).to(device))
+        if f"{prefix}_neg_text" in requires:
+            out[f"{prefix}_neg_text"] = _negatives(model, batch["neg_captions"], device)[0]
+        if f"{prefix}_logit_scale" in requires:
+            out[f"{prefix}_logit_scale"] = model.logit_scale.detach()
+    return out
+
+
+def encode_batch(model: DualEncoder, batch: dict[str, Any], requires: Collection[str] = (),
+                 teacher: DualEncoder | None = None, reference: DualEncoder | None = None) -> Encoded:
     device = model.log_logit_scale.device
     pixels = batch["pixels"].to(device, non_blocking=True)
     tokens = model.tokenize(batch["captions"]).to(device)
@@ -32,24 +61,31 @@ def encode_batch(model: DualEncoder, batch: dict[str, Any], requires: Collection
         logit_bias=model.logit_bias,
         image_features=image_features,
         text_features=text_features,
+        group_ids=batch["index"].to(device),
         pad_token_id=model.pad_token_id,
     )
     if "caption_tokens" in requires:
         enc.caption_tokens = tokens
     if "image_tokens" in requires:
-        if not hasattr(model.image_tower, "forward_tokens"):
-            raise ValueError(f"the image tower {type(model.image_tower).__name__} does not expose cell features "
-                             "(image_tokens); use tiny_cnn or a term that does not need them")
         enc.image_tokens = model.image_tower.forward_tokens(pixels)
-    if "neg_text" in requires:
-        negatives: list[list[str]] = batch["neg_captions"]
-        k = max((len(n) for n in negatives), default=0)
-        if k == 0:
-            raise ValueError("a term needs hard-negative captions (neg_text) but no record of this batch has any; "
-                             "use data with negative captions (synthetic:shapes has them)")
-        flat = [n[j] if j < len(n) else "" for n in negatives for j in range(k)]
-        mask = torch.tensor([[j < len(n) for j in range(k)] for n in negatives], device=device)
-        neg = model.encode_text(model.tokenize(flat).to(device))
-        enc.neg_text = neg.view(len(negatives), k, -1)
-        enc.neg_text_mask = mask
+    if "neg_text" in requires or "neg_text_mask" in requires:
+        enc.neg_text, enc.neg_text_mask = _negatives(model, batch["neg_captions"], device)
+    if "tags" in requires:
+        enc.tags = batch["tag_targets"].to(device)
+    if VIEW_FIELDS & set(requires):
+        views = batch["image_views"].to(device)  # V x B x C x H x W
+        v, b = views.shape[:2]
+        feats = model.image_features(views.flatten(0, 1))
+        enc.image_view_features = feats.view(v, b, -1)
+        enc.image_views = model.project_image(feats).view(v, b, -1)
+        captions = [c for view in batch["text_views"] for c in view]
+        tfeats = model.text_features(model.tokenize(captions).to(device))
+        enc.text_view_features = tfeats.view(v, b, -1)
+        enc.text_views = model.project_text(tfeats).view(v, b, -1)
+    if teacher is not None:
+        for key, value in _side_encodings(teacher, batch, "teacher", requires, device).items():
+            setattr(enc, key, value)
+    if reference is not None:
+        for key, value in _side_encodings(reference, batch, "reference", requires, device).items():
+            setattr(enc, key, value)
     return enc

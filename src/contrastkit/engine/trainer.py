@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,18 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.pipeline import StepBatchSampler, TrainingSet, collate
+from ..data.pipeline import StepBatchSampler, TrainingSet, ViewSpec, collate, tag_vocabulary
+from ..data.records import Dataset
+from ..data.transforms import TextAugment, image_augment
 from ..data.sources import open_source
 from ..models.build import build_model
 from ..models.checkpoint import (latest_checkpoint, load_module, optimizer_from_tensors, optimizer_to_tensors,
-                                 save_checkpoint)
+                                 save_checkpoint, save_module)
+from ..models.dual_encoder import DualEncoder
 from ..objectives import NonFiniteLossError, build
-from .encode import encode_batch
+from .encode import REFERENCE_FIELDS, TEACHER_FIELDS, VIEW_FIELDS, encode_batch
 from .evaluation import evaluate_model
+from .inputs import missing_inputs
 from .metrics_log import MetricsLog
 from .optim import lr_at, make_optimizer
 
@@ -34,6 +39,40 @@ from .optim import lr_at, make_optimizer
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _frozen_copy(model: DualEncoder) -> DualEncoder:
+    copy = deepcopy(model)
+    copy.eval()
+    for p in copy.parameters():
+        p.requires_grad_(False)
+    return copy
+
+
+@torch.no_grad()
+def _ema_update(teacher: DualEncoder, student: DualEncoder, momentum: float) -> None:
+    """teacher <- m teacher + (1 - m) student, over parameters and floating buffers."""
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.lerp_(s.detach(), 1 - momentum)
+    for t, s in zip(teacher.buffers(), student.buffers()):
+        if t.dtype.is_floating_point:
+            t.lerp_(s, 1 - momentum)
+        else:
+            t.copy_(s)
+
+
+def _training_set(cfg: Config, train_set: Dataset, model: DualEncoder, requires: set[str]) -> TrainingSet:
+    """The training view of the data: only the per-record work the objective needs."""
+    size = cfg.data.image_size
+    views = ViewSpec()
+    if requires & VIEW_FIELDS:
+        views = ViewSpec(cfg.data.views, image_augment(cfg.data.view_image_augment, size),
+                         TextAugment(cfg.data.view_text_augment))
+    neg_per_image = cfg.data.neg_per_image if requires & {"neg_text", "neg_text_mask", "teacher_neg_text"} else 0
+    augment = None if cfg.data.image_augment == "none" else image_augment(cfg.data.image_augment, size)
+    vocabulary = tag_vocabulary(train_set) if "tags" in requires else None
+    return TrainingSet(train_set, model.image_transform(train=True), cfg.train.seed, neg_per_image, augment,
+                       views, vocabulary)
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -50,8 +89,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     objective = build(cfg.objective)
     model = build_model(cfg.model, cfg.data.image_size, objective.model_defaults)
     train_set = open_source(cfg.data.source, "train", cfg.data)
-    neg_per_image = cfg.data.neg_per_image if "neg_text" in objective.requires else 0
-    dataset = TrainingSet(train_set, model.image_transform(train=True), cfg.train.seed, neg_per_image)
+    problems = missing_inputs(objective, cfg, train_set, model)
+    if problems:
+        raise ValueError("the recipe cannot run on this data/model:\n  " + "\n  ".join(problems))
+    requires = objective.requires
+    teacher = _frozen_copy(model) if objective.needs_teacher or requires & TEACHER_FIELDS else None
+    reference = _frozen_copy(model) if objective.needs_reference or requires & REFERENCE_FIELDS else None
+    dataset = _training_set(cfg, train_set, model, requires)
 
     start_step = 0
     if resume:
@@ -68,14 +112,22 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     first = next(iter(DataLoader(dataset, batch_sampler=StepBatchSampler(
         len(train_set), cfg.train.batch_size, 1, cfg.train.seed), collate_fn=collate)))
     with torch.no_grad():
-        objective(encode_batch(model, first, objective.requires), check_finite=False)
+        objective(encode_batch(model, first, requires, teacher, reference), check_finite=False)
     optimizer = make_optimizer([model, objective], cfg.train)
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
+    if reference is not None:
+        reference_file = run_dir / "reference.safetensors"
+        if resume:
+            load_module(reference, reference_file)
+        else:
+            save_module(reference, reference_file)
     if resume:
         load_module(model, ckpt / "model.safetensors")
         if (ckpt / "objective.safetensors").exists():
             load_module(objective, ckpt / "objective.safetensors")
+        if teacher is not None:
+            load_module(teacher, ckpt / "teacher.safetensors")
         from safetensors.torch import load_file
 
         tensors = load_file(str(ckpt / "trainer.safetensors"))
@@ -90,7 +142,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
         tensors, meta = optimizer_to_tensors(optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
         save_checkpoint(run_dir, step, model, objective, tensors,
-                        {"optimizer": meta, "python_rng": list(random.getstate())})
+                        {"optimizer": meta, "python_rng": list(random.getstate())},
+                        extra_modules={"teacher": teacher} if teacher is not None else None)
 
     model.train()
     started = time.perf_counter()
@@ -102,7 +155,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
         lr = lr_at(step, cfg.train)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        enc = encode_batch(model, batch, objective.requires)
+        enc = encode_batch(model, batch, requires, teacher, reference)
         try:
             out = objective(enc)
         except NonFiniteLossError as err:
@@ -115,6 +168,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
         optimizer.step()
         model.clamp_logit_scale_()
         objective.on_step_end()
+        if teacher is not None:
+            _ema_update(teacher, model, cfg.train.teacher_momentum)
 
         window_samples += len(batch["captions"])
         bar.update(1)

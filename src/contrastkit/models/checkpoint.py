@@ -4,8 +4,10 @@ Layout of a run directory::
 
     RUN_DIR/config.json              the full run config
     RUN_DIR/latest                   name of the newest complete checkpoint
-    RUN_DIR/checkpoints/step-000500/ model.safetensors, objective.safetensors,
-                                     trainer.safetensors (optimizer moments, RNG), trainer.json
+    RUN_DIR/checkpoints/step-000500/ model.safetensors, objective.safetensors, teacher.safetensors
+                                     (EMA teacher, when a term uses one), trainer.safetensors
+                                     (optimizer moments, RNG), trainer.json
+    RUN_DIR/reference.safetensors    the frozen initial model, when a term uses one
 
 A checkpoint is written to a temporary folder and renamed into place, then
 ``latest`` is replaced atomically, so a run killed mid-write keeps its last
@@ -71,7 +73,7 @@ def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
 
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, objective: nn.Module | None = None,
                     trainer_tensors: dict[str, Tensor] | None = None, trainer_meta: dict[str, Any] | None = None,
-                    keep: int = 2) -> Path:
+                    keep: int = 2, extra_modules: dict[str, nn.Module] | None = None) -> Path:
     """Write ``checkpoints/step-NNNNNN`` atomically and point ``latest`` at it."""
     ckpt_root = run_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -83,6 +85,8 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, objective: nn.Mo
     save_module(model, tmp / "model.safetensors")
     if objective is not None and len(objective.state_dict()) > 0:
         save_module(objective, tmp / "objective.safetensors")
+    for name_, module in (extra_modules or {}).items():
+        save_module(module, tmp / f"{name_}.safetensors")
     if trainer_tensors is not None:
         save_file(_contiguous(trainer_tensors), str(tmp / "trainer.safetensors"))
     (tmp / "trainer.json").write_text(json.dumps({"step": step, **(trainer_meta or {})}, indent=1))
