@@ -28,7 +28,7 @@ from ..models.build import build_model
 from ..models.checkpoint import (latest_checkpoint, load_module, optimizer_from_tensors, optimizer_to_tensors,
                                  save_checkpoint, save_module)
 from ..models.dual_encoder import DualEncoder
-from ..objectives import NonFiniteLossError, build
+from ..objectives import NonFiniteLossError, Objective, build
 from .encode import REFERENCE_FIELDS, TEACHER_FIELDS, VIEW_FIELDS, encode_batch
 from .evaluation import evaluate_model
 from .inputs import missing_inputs
@@ -61,16 +61,33 @@ def _ema_update(teacher: DualEncoder, student: DualEncoder, momentum: float) -> 
             t.copy_(s)
 
 
-def _training_set(cfg: Config, train_set: Dataset, model: DualEncoder, requires: set[str]) -> TrainingSet:
+def _tag_vocabulary(objective: Objective, train_set: Dataset) -> list[str]:
+    """The tag order of the targets: a term's own ``vocabulary``, else the tags found in the data.
+
+    A term that states ``num_tags`` must agree with the vocabulary size.
+    """
+    terms = [(label, term) for label, term in zip(objective.labels, objective.terms) if "tags" in term.requires]
+    vocabulary = next((list(t.vocabulary) for _, t in terms if getattr(t, "vocabulary", None)), None)
+    vocabulary = vocabulary or tag_vocabulary(train_set)
+    for label, term in terms:
+        size = getattr(term, "num_tags", len(vocabulary))
+        if size != len(vocabulary):
+            raise ValueError(f"objective term {label!r}: num_tags is {size} but the data has {len(vocabulary)} tags; "
+                             f"set num_tags: {len(vocabulary)} (or give the term its vocabulary)")
+    return vocabulary
+
+
+def _training_set(cfg: Config, train_set: Dataset, model: DualEncoder, objective: Objective) -> TrainingSet:
     """The training view of the data: only the per-record work the objective needs."""
     size = cfg.data.image_size
+    requires = objective.requires
     views = ViewSpec()
     if requires & VIEW_FIELDS:
         views = ViewSpec(cfg.data.views, image_augment(cfg.data.view_image_augment, size),
                          TextAugment(cfg.data.view_text_augment))
     neg_per_image = cfg.data.neg_per_image if requires & {"neg_text", "neg_text_mask", "teacher_neg_text"} else 0
     augment = None if cfg.data.image_augment == "none" else image_augment(cfg.data.image_augment, size)
-    vocabulary = tag_vocabulary(train_set) if "tags" in requires else None
+    vocabulary = _tag_vocabulary(objective, train_set) if "tags" in requires else None
     return TrainingSet(train_set, model.image_transform(train=True), cfg.train.seed, neg_per_image, augment,
                        views, vocabulary)
 
@@ -95,7 +112,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     requires = objective.requires
     teacher = _frozen_copy(model) if objective.needs_teacher or requires & TEACHER_FIELDS else None
     reference = _frozen_copy(model) if objective.needs_reference or requires & REFERENCE_FIELDS else None
-    dataset = _training_set(cfg, train_set, model, requires)
+    dataset = _training_set(cfg, train_set, model, objective)
+    if dataset.tag_index is not None:
+        (run_dir / "tag_vocabulary.json").write_text(json.dumps(list(dataset.tag_index)))
 
     start_step = 0
     if resume:
@@ -111,8 +130,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     # Lazily-sized heads in the objective are materialised by one forward before the optimizer sees them.
     first = next(iter(DataLoader(dataset, batch_sampler=StepBatchSampler(
         len(train_set), cfg.train.batch_size, 1, cfg.train.seed), collate_fn=collate)))
+    # eval mode: materialise heads without touching BatchNorm running statistics.
+    objective.eval()
     with torch.no_grad():
         objective(encode_batch(model, first, requires, teacher, reference), check_finite=False)
+    objective.train()
     optimizer = make_optimizer([model, objective], cfg.train)
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
