@@ -53,8 +53,9 @@ class ModelConfig:
     logit_bias_init: float | None = None  # initial bias (sigmoid losses); null: the objective's choice
     logit_scale_max: float = 100.0  # t is clamped to [1, max] after each step, as CLIP does
     learn_logit_scale: bool = True  # false keeps t fixed (e.g. the contrastive-gap recipe's tau = 0.01)
-    lock_image: bool = False  # freeze the image tower (its projection still trains)
-    lock_text: bool = False  # freeze the text tower (LiT)
+    lock_image: bool = False  # freeze the image tower (its projection trains, or is dropped when widths match)
+    lock_text: bool = False  # freeze the text tower (LiT); with embed_dim = tower width its space is kept as is
+    init_from: str | None = None  # start from a contrastkit run directory's latest weights (fine-tuning)
 
 
 @dataclass

@@ -31,19 +31,17 @@ def _negatives(model: DualEncoder, negatives: list[list[str]], device: torch.dev
     return neg.view(len(negatives), k, -1), mask
 
 
-def _side_encodings(model: DualEncoder, batch: dict[str, Any], prefix: str, requires: Collection[str],
+def _side_encodings(model: DualEncoder, batch: dict[str, Any], prefix: str, with_negatives: bool,
                     device: torch.device) -> dict[str, Tensor]:
-    """Embeddings of a frozen copy (teacher / reference) for the fields of ``prefix`` that are required."""
-    out: dict[str, Tensor] = {}
+    """Embeddings of a frozen copy (teacher / reference) of the same batch, without gradient."""
     with torch.no_grad():
-        if f"{prefix}_image" in requires:
-            out[f"{prefix}_image"] = model.encode_image(batch["pixels"].to(device))
-        if f"{prefix}_text" in requires:
-            out[f"{prefix}_text"] = model.encode_text(model.tokenize(batch["captions"]).to(device))
-        if f"{prefix}_neg_text" in requires:
+        out = {
+            f"{prefix}_image": model.encode_image(batch["pixels"].to(device)),
+            f"{prefix}_text": model.encode_text(model.tokenize(batch["captions"]).to(device)),
+            f"{prefix}_logit_scale": model.logit_scale.detach(),
+        }
+        if with_negatives:
             out[f"{prefix}_neg_text"] = _negatives(model, batch["neg_captions"], device)[0]
-        if f"{prefix}_logit_scale" in requires:
-            out[f"{prefix}_logit_scale"] = model.logit_scale.detach()
     return out
 
 
@@ -82,10 +80,11 @@ def encode_batch(model: DualEncoder, batch: dict[str, Any], requires: Collection
         tfeats = model.text_features(model.tokenize(captions).to(device))
         enc.text_view_features = tfeats.view(v, b, -1)
         enc.text_views = model.project_text(tfeats).view(v, b, -1)
+    with_negatives = enc.neg_text is not None
     if teacher is not None:
-        for key, value in _side_encodings(teacher, batch, "teacher", requires, device).items():
+        for key, value in _side_encodings(teacher, batch, "teacher", with_negatives, device).items():
             setattr(enc, key, value)
     if reference is not None:
-        for key, value in _side_encodings(reference, batch, "reference", requires, device).items():
+        for key, value in _side_encodings(reference, batch, "reference", False, device).items():
             setattr(enc, key, value)
     return enc

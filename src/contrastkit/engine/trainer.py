@@ -105,6 +105,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
 
     objective = build(cfg.objective)
     model = build_model(cfg.model, cfg.data.image_size, objective.model_defaults)
+    if cfg.model.init_from:
+        load_module(model, latest_checkpoint(Path(cfg.model.init_from)) / "model.safetensors")
     train_set = open_source(cfg.data.source, "train", cfg.data)
     problems = missing_inputs(objective, cfg, train_set, model)
     if problems:

@@ -68,8 +68,13 @@ def build_model(cfg: ModelConfig, image_size: int = 64, objective_defaults: Mapp
         bias = cfg.logit_bias_init
     model = DualEncoder(image_tower, text_tower, cfg.embed_dim, scale, bias, cfg.logit_scale_max,
                         cfg.learn_logit_scale)
+    # A locked tower whose width equals embed_dim keeps its pretrained space exactly (no projection): LiT.
     if cfg.lock_image:
         _freeze(model.image_tower)
+        if model.image_tower.output_dim == cfg.embed_dim:
+            model.image_proj = nn.Identity()
     if cfg.lock_text:
         _freeze(model.text_tower)
+        if model.text_tower.output_dim == cfg.embed_dim:
+            model.text_proj = nn.Identity()
     return model

@@ -17,7 +17,7 @@ def load_run(run_dir: str | Path) -> tuple[DualEncoder, Config, Objective]:
     cfg = config_from_dict(read_run_config(run_dir))
     objective = build(cfg.objective)
     # Weights come from the checkpoint: do not look for the original pretrained file.
-    model_cfg = dataclasses.replace(cfg.model, pretrained=None)
+    model_cfg = dataclasses.replace(cfg.model, pretrained=None, init_from=None)
     model = build_model(model_cfg, cfg.data.image_size, objective.model_defaults)
     ckpt = latest_checkpoint(run_dir)
     load_module(model, ckpt / "model.safetensors")
