@@ -1,0 +1,21 @@
+"""Write one benchmark's section of benchmarks/RESULTS.md, leaving the other sections alone."""
+from __future__ import annotations
+
+from pathlib import Path
+
+HEADER = "# Benchmark results\n\nEvery table says the command that made it. Numbers are from the machine named.\n"
+
+
+def write_section(path: str | Path, heading: str, body: str) -> None:
+    """Replace the ``## heading`` section of ``path`` (or append it) with ``body``."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else HEADER
+    marker = f"## {heading}"
+    section = f"{marker}\n\n{body.strip()}\n"
+    start = text.find(marker + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        nxt = text.find("\n## ", start + len(marker))
+        text = text[:start] + section + ("" if nxt < 0 else "\n" + text[nxt + 1:])
+    path.write_text(text)
