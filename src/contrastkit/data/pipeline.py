@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from .records import Dataset, Record
 from .transforms import TextAugment, seeded, to_tensor_views
@@ -146,3 +146,11 @@ def collate(samples: Sequence[Sample]) -> dict[str, Any]:
     if samples[0].tag_targets is not None:
         batch["tag_targets"] = torch.stack([s.tag_targets for s in samples])
     return batch
+
+
+def make_train_loader(dataset: TrainingSet, batch_size: int, steps: int, seed: int, start_step: int = 0,
+                      workers: int = 0) -> DataLoader:
+    """Batches for steps ``start_step .. steps - 1``; batch ``s`` depends only on (seed, s)."""
+    sampler = StepBatchSampler(len(dataset), batch_size, steps, seed, start_step)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                      persistent_workers=False)

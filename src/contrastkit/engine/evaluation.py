@@ -50,8 +50,8 @@ class ModelEvaluation:
         return "\n".join(lines)
 
     def write(self, out_dir: str | Path, *, config: dict[str, Any] | None, timing: dict[str, Any] | None,
-              metrics_log: Path | None) -> dict[str, Any]:
-        results = {**self.output.results, "split": self.split}
+              metrics_log: Path | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        results = {**self.output.results, "split": self.split, **(extra or {})}
         report = write_report(out_dir, results, config=config, timing=timing, metrics_log=metrics_log,
                               image_emb=self.output.image_emb, text_emb=self.output.text_emb)
         report["markdown_summary"] = self.summary()

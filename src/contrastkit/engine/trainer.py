@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import Counter
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.pipeline import StepBatchSampler, TrainingSet, ViewSpec, collate, tag_vocabulary
+from ..data.pipeline import TrainingSet, ViewSpec, make_train_loader, tag_vocabulary
 from ..data.records import Dataset
 from ..data.transforms import TextAugment, image_augment
 from ..data.sources import open_source
@@ -126,12 +126,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     else:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
 
-    sampler = StepBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.steps, cfg.train.seed, start_step)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.workers,
-                        persistent_workers=False)
+    loader = make_train_loader(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, start_step,
+                               workers=cfg.data.workers)
     # Lazily-sized heads in the objective are materialised by one forward before the optimizer sees them.
-    first = next(iter(DataLoader(dataset, batch_sampler=StepBatchSampler(
-        len(train_set), cfg.train.batch_size, 1, cfg.train.seed), collate_fn=collate)))
+    first = next(iter(make_train_loader(dataset, cfg.train.batch_size, 1, cfg.train.seed, 0, workers=0)))
     # eval mode: materialise heads without touching BatchNorm running statistics.
     objective.eval()
     with torch.no_grad():
@@ -166,7 +164,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
         tensors, meta = optimizer_to_tensors(optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
         save_checkpoint(run_dir, step, model, objective, tensors,
-                        {"optimizer": meta, "python_rng": list(random.getstate())},
+                        {"optimizer": meta, "python_rng": list(random.getstate()), "skipped": dict(skipped)},
                         extra_modules={"teacher": teacher} if teacher is not None else None)
 
     model.train()
@@ -174,6 +172,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     window_start, window_samples = started, 0
     bar = tqdm(total=cfg.train.steps, initial=start_step, desc="train", disable=not cfg.train.progress,
                dynamic_ncols=True)
+    skipped: Counter[str] = Counter(state.get("skipped", {})) if resume else Counter()
     step = start_step
     for step, batch in enumerate(loader, start=start_step):
         lr = lr_at(step, cfg.train)
@@ -196,6 +195,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
             _ema_update(teacher, model, cfg.train.teacher_momentum)
 
         window_samples += len(batch["captions"])
+        skipped.update(batch.get("skipped", {}))
         bar.update(1)
         done = step + 1
         if done % cfg.train.log_every == 0 or done == cfg.train.steps:
@@ -205,6 +205,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
             record = {"step": done, "loss": float(out.loss.detach()), "lr": lr, "logit_scale": float(model.logit_scale.detach()),
                       "grad_norm": float(grad_norm), "samples_per_s": rate,
                       **{f"loss/{k}": float(v.detach()) for k, v in out.terms.items()}}
+            if skipped:
+                record["data_skipped"] = dict(skipped)
             if model.logit_bias is not None:
                 record["logit_bias"] = float(model.logit_bias.detach())
             log.write(record)
@@ -223,6 +225,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     eval_started = time.perf_counter()
     result = evaluate_model(model, eval_set, cfg, max_records=cfg.eval.max_records or None,
                             progress=cfg.train.progress)
+    data_report = {"skipped_records": dict(skipped), "on_error": cfg.data.on_error}
     timing = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - eval_started,
               "steps": cfg.train.steps, "resumed_from": start_step if resume else None}
-    return result.write(run_dir, config=cfg.to_dict(), timing=timing, metrics_log=run_dir / "metrics.jsonl")
+    return result.write(run_dir, config=cfg.to_dict(), timing=timing, metrics_log=run_dir / "metrics.jsonl",
+                        extra={"training_data": data_report})
