@@ -21,15 +21,25 @@ from .transforms import TextAugment, seeded, to_tensor_views
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Yields ``[(epoch, index), ...]`` for steps ``start_step .. steps - 1`` (last partial batch dropped)."""
+    """Yields ``[(epoch, index), ...]`` for steps ``start_step .. steps - 1`` (last partial batch dropped).
 
-    def __init__(self, size: int, batch_size: int, steps: int, seed: int, start_step: int = 0) -> None:
+    With ``world_size`` > 1 each rank gets its slice of the same global batch.
+    """
+
+    def __init__(self, size: int, batch_size: int, steps: int, seed: int, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
         if batch_size > size:
             raise ValueError(f"train.batch_size ({batch_size}) is larger than the dataset ({size} records); "
                              "lower the batch size or add data")
+        if batch_size % world_size:
+            raise ValueError(f"train.batch_size ({batch_size}) must be divisible by the number of processes "
+                             f"({world_size})")
         self.size, self.batch_size, self.steps, self.seed = size, batch_size, steps, seed
         self.start_step = start_step
         self.steps_per_epoch = size // batch_size
+        # Each rank takes its contiguous share of the global batch, in rank order.
+        self.local = batch_size // world_size
+        self.offset = rank * self.local
 
     def _permutation(self, epoch: int) -> Tensor:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -41,8 +51,8 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             e, offset = divmod(step, self.steps_per_epoch)
             if e != epoch:
                 epoch, perm = e, self._permutation(e)
-            chunk = perm[offset * self.batch_size:(offset + 1) * self.batch_size].tolist()
-            yield [(epoch, i) for i in chunk]
+            chunk = perm[offset * self.batch_size:(offset + 1) * self.batch_size]
+            yield [(epoch, i) for i in chunk[self.offset:self.offset + self.local].tolist()]
 
     def __len__(self) -> int:
         return max(0, self.steps - self.start_step)
@@ -149,8 +159,11 @@ def collate(samples: Sequence[Sample]) -> dict[str, Any]:
 
 
 def make_train_loader(dataset: TrainingSet, batch_size: int, steps: int, seed: int, start_step: int = 0,
-                      workers: int = 0) -> DataLoader:
-    """Batches for steps ``start_step .. steps - 1``; batch ``s`` depends only on (seed, s)."""
-    sampler = StepBatchSampler(len(dataset), batch_size, steps, seed, start_step)
+                      workers: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """This rank's share of the global batches for steps ``start_step .. steps - 1``.
+
+    Global batch ``s`` depends only on (seed, s), whatever the number of ranks or workers.
+    """
+    sampler = StepBatchSampler(len(dataset), batch_size, steps, seed, start_step, rank, world_size)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                       persistent_workers=False)
