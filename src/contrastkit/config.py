@@ -37,6 +37,23 @@ class DataConfig:
     view_text_augment: str = "eda"  # augmentation of the extra caption views: none | stopword_drop | eda
     workers: int = 0  # data-loading worker processes
     on_error: Literal["raise", "skip"] = "raise"  # bad records: stop naming the record, or skip and count
+    # Manifest / Hugging Face columns (docs: contrastkit.data.sources). Lists may be written "a,b".
+    image_column: str = "image"  # column with the image path (relative to the manifest) or image data
+    caption_columns: str | list[str] = "caption"  # caption column(s); every non-empty one is a correct caption
+    neg_caption_columns: str | list[str] = ""  # hard-negative caption column(s); the column name is the category
+    tag_column: str = ""  # short tags true for the image
+    neg_tag_column: str = ""  # short tags false for the image
+    rewrite_column: str = ""  # rewritten captions (LaCLIP)
+    label_column: str = ""  # class label (name or integer); defines a zero-shot task
+    class_template: str = "a photo of a {}."  # caption of image-folder records and zero-shot prompt; {} = class
+    val_fraction: float = 0.0  # hash split: share of records in val when the source has no val file
+    test_fraction: float = 0.0  # hash split: share of records in test when the source has no test file
+    val_source: str | None = None  # data spec of the val split (default: from data.source)
+    test_source: str | None = None  # data spec of the test split (default: from data.source)
+    resample: bool = False  # webdataset: draw shards with replacement (an endless stream)
+    shuffle_buffer: int = 1000  # webdataset: records shuffled in a buffer of this size per worker
+    rewrite_sampling: bool = False  # LaCLIP: draw the caption uniformly from {caption, its rewrites}
+    synonyms: str = ""  # EDA synonym lexicon: a JSON file word -> [synonyms], "builtin", or "" (none)
 
 
 @dataclass
@@ -72,6 +89,11 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
     seed: int = 0  # training seed (init, sampling, augmentation)
     teacher_momentum: float = 0.9996  # EMA momentum of the teacher, for terms that read teacher_* fields
+    accum_steps: int = 1  # micro-batches per step; exact large-batch gradients (GradCache), not loss summing
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16 autocast (CPU/GPU) or fp16 + grad scaler (GPU)
+    grad_checkpointing: bool = False  # recompute tower activations in backward (open_clip / hf towers)
+    compile: bool = False  # torch.compile the towers
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0: torch's default)
     progress: bool = True  # show a progress bar
 
@@ -193,7 +215,7 @@ def _check_ranges(cfg: Config) -> None:
         "data.image_size": cfg.data.image_size, "model.embed_dim": cfg.model.embed_dim,
         "model.width": cfg.model.width, "model.context_length": cfg.model.context_length,
         "model.vocab_size": cfg.model.vocab_size, "eval.batch_size": cfg.eval.batch_size,
-        "model.text_layers": cfg.model.text_layers,
+        "model.text_layers": cfg.model.text_layers, "train.accum_steps": cfg.train.accum_steps,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -208,10 +230,32 @@ def _check_ranges(cfg: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}: must be >= 0, got {value}")
+    if cfg.train.batch_size % cfg.train.accum_steps:
+        raise ConfigError(f"train.accum_steps: must divide train.batch_size ({cfg.train.batch_size}), "
+                          f"got {cfg.train.accum_steps}")
+    if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
+        raise ConfigError(f"train.device: {cfg.train.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
     if not 0 <= cfg.train.teacher_momentum < 1:
         raise ConfigError(f"train.teacher_momentum: must be in [0, 1), got {cfg.train.teacher_momentum}")
     if cfg.data.views < 0:
         raise ConfigError(f"data.views: must be >= 0, got {cfg.data.views}")
+    for key in ("val_fraction", "test_fraction"):
+        value = getattr(cfg.data, key)
+        if not 0 <= value < 1:
+            raise ConfigError(f"data.{key}: must be in [0, 1), got {value}")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction: must be below 1 (the rest is train), got "
+                          f"{cfg.data.val_fraction} + {cfg.data.test_fraction}")
+    if cfg.data.shuffle_buffer < 0:
+        raise ConfigError(f"data.shuffle_buffer: must be >= 0, got {cfg.data.shuffle_buffer}")
+    if not cfg.data.image_column.strip():
+        raise ConfigError("data.image_column: must name a column, got an empty string")
+    from .data.columns import column_list
+
+    if not column_list(cfg.data.caption_columns):
+        raise ConfigError("data.caption_columns: name at least one caption column (e.g. caption)")
+    if "{}" not in cfg.data.class_template and "{c}" not in cfg.data.class_template:
+        raise ConfigError(f"data.class_template: must contain {{}} for the class name, got {cfg.data.class_template!r}")
     from .data.transforms import IMAGE_PRESETS, TEXT_AUGMENTS
 
     for key, value, allowed in (("data.image_augment", cfg.data.image_augment, IMAGE_PRESETS),

@@ -70,6 +70,15 @@ class Encoded:
                 f"use a dataset / recipe that provides {', '.join(missing)} (see `contrastkit objectives`)"
             )
 
+    def upcast(self) -> "Encoded":
+        """A copy whose half-precision tensors are float32 (losses are computed outside autocast)."""
+        kwargs = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            low = isinstance(v, Tensor) and v.dtype in (torch.float16, torch.bfloat16)
+            kwargs[f.name] = v.float() if low else v
+        return Encoded(**kwargs)
+
     def to(self, device: torch.device | str) -> "Encoded":
         kwargs = {}
         for f in fields(self):

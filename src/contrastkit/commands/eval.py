@@ -1,34 +1,175 @@
-"""contrastkit eval: evaluate a trained model on a dataset split."""
+"""contrastkit eval: evaluate any model contrastkit can load, or compare two evaluations.
+
+    contrastkit eval --checkpoint RUN_DIR [--split test]
+    contrastkit eval --model open_clip:ViT-B-32 --pretrained vit_b32.safetensors \\
+        --task zeroshot --data /data/imagenet/val --classnames imagenet_classes.txt --templates openai_imagenet
+    contrastkit eval --model hf:/models/siglip-base --task compositional --sugarcrepe sugarcrepe/ --images val2017/
+    contrastkit eval --compare RUN_A RUN_B
+"""
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
+
+EPILOG = """\
+tasks: zeroshot, retrieval, linear_probe, compositional, geometry; 'default' = all but linear_probe,
+'all' = every task (comma-separated or repeated --task). Data specs go to contrastkit.data.sources:
+synthetic:shapes, folder:DIR (one sub-folder per class), csv:/tsv:/jsonl:/parquet: manifests, wds:
+shards, hf: datasets (column names and splits via --set data.KEY=VALUE). Features are cached on disk
+(see --cache-dir): a second evaluation of the same model on the same data reads them back.
+Output: OUT/report.json, OUT/report.md, PNG plots, OUT/results/<task>_<dataset>.json (CLIP_benchmark format)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a trained model",
-                       description="Zero-shot, retrieval, compositional and geometry metrics of a run's latest "
-                                   "checkpoint on a dataset split; writes report.md/json and plots.")
-    p.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="run directory of a trained model")
-    p.add_argument("--data", metavar="SPEC", help="data spec (default: the run's training source)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate")
-    p.add_argument("--max-records", type=int, default=0, help="evaluate at most this many records (0: all)")
-    p.add_argument("--out", help="output directory (default: RUN_DIR/eval-SPLIT)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p = sub.add_parser(
+        "eval", help="evaluate a model (zero-shot, retrieval, linear probe, compositional, geometry)",
+        description="Evaluate a contrastkit run, an open_clip model or a Hugging Face CLIP/SigLIP folder; "
+                    "write report.md/json, plots and one CLIP_benchmark-style JSON per task. "
+                    "With --compare, print two evaluations side by side.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory of a trained contrastkit model")
+    which.add_argument("--model", metavar="SPEC",
+                       help="open_clip:<name> (with --pretrained FILE), hf:<local CLIP/SigLIP folder>, or a run dir")
+    which.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                       help="compare two evaluations (report.json, its folder, or a run directory)")
+    p.add_argument("--pretrained", metavar="FILE", help="local weights file for an open_clip:<name> model")
+    p.add_argument("--task", action="append", metavar="TASKS",
+                   help="tasks to run, comma-separated (default: zeroshot,retrieval,compositional,geometry)")
+    data = p.add_argument_group("data")
+    data.add_argument("--data", metavar="SPEC", help="data spec (default for a run: its training source)")
+    data.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    data.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                      help="data setting for reading --data (e.g. data.label_column=label, data.val_fraction=0.1); "
+                           "for file sources the whole split is evaluated unless data.eval_size is set")
+    data.add_argument("--max-records", type=int, default=0, help="evaluate at most this many records (0: all)")
+    data.add_argument("--classnames", metavar="FILE", help="class names, one per line (line i = class i)")
+    data.add_argument("--templates", metavar="FILE|NAME",
+                      help="zero-shot templates: a file (one per line, with {}) or openai_imagenet | simple")
+    data.add_argument("--sugarcrepe", nargs="+", metavar="JSON",
+                      help="SugarCrepe JSON files or a folder of them (needs --images)")
+    data.add_argument("--aro", nargs="+", metavar="JSON", help="ARO-style JSON / JSONL sets (needs --images)")
+    data.add_argument("--images", metavar="DIR", help="image folder of --sugarcrepe / --aro (and of manifests)")
+    probe = p.add_argument_group("linear probe")
+    probe.add_argument("--train-split", default="train", help="split the probe trains on (default: train)")
+    probe.add_argument("--val-split", default=None,
+                       help="split that chooses C (default: a stratified 20%% of the training split)")
+    probe.add_argument("--max-train-records", type=int, default=0, help="probe on at most this many (0: all)")
+    probe.add_argument("--fewshot", type=int, nargs="+", default=[], metavar="K",
+                       help="also probe with K examples per class (e.g. --fewshot 1 5 10)")
+    metrics = p.add_argument_group("metrics")
+    metrics.add_argument("--recall-k", type=int, nargs="+", default=[1, 5, 10], metavar="K",
+                         help="retrieval recall@k values (default: 1 5 10)")
+    metrics.add_argument("--temperature", type=float, default=None,
+                         help="tau of the hardness diagnostics (default: the model's own, else 0.07)")
+    metrics.add_argument("--seed", type=int, default=0, help="seed of the probe and separability splits")
+    run_opts = p.add_argument_group("speed and output")
+    run_opts.add_argument("--batch-size", type=int, default=0, help="images / texts per forward (0: 256, or "
+                                                                  "the run's eval.batch_size)")
+    run_opts.add_argument("--workers", type=int, default=0, help="image-loading worker processes")
+    run_opts.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    run_opts.add_argument("--precision", default="fp32", choices=["fp32", "amp"], help="fp32 or autocast")
+    run_opts.add_argument("--cache-dir", metavar="DIR",
+                          help="feature cache (default: RUN_DIR/feature-cache for runs, else $CONTRASTKIT_CACHE "
+                               "or ~/.cache/contrastkit/features)")
+    run_opts.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    run_opts.add_argument("--detail", action="store_true", help="with --compare: include per-class values")
+    run_opts.add_argument("--out", help="output folder (default: RUN_DIR/eval-SPLIT, or runs/eval-<model>)")
+    run_opts.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..data.sources import open_source
-    from ..engine.evaluation import evaluate_model
-    from ..models.load import load_run
+def _compare(args: argparse.Namespace) -> int:
+    from ..evaluate.compare import format_comparison, load_report
 
-    model, cfg, _ = load_run(args.checkpoint)
-    spec = args.data or cfg.data.source
-    dataset = open_source(spec, args.split, cfg.data)
-    out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval-{args.split}"
-    result = evaluate_model(model, dataset, cfg, max_records=args.max_records or None, progress=not args.no_progress)
-    report = result.write(out, config=cfg.to_dict(), timing=None, metrics_log=None)
-    print(report.get("markdown_summary", ""))
+    a, b = load_report(args.compare[0]), load_report(args.compare[1])
+    print(format_comparison(a, b, detail=args.detail), end="")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.md").write_text(format_comparison(a, b, detail=args.detail, markdown=True))
+        print(f"comparison written to {out / 'compare.md'}")
+    return 0
+
+
+def _data_config(cfg, sets: list[str], spec: str | None, max_records: int | None):  # noqa: ANN001, ANN202
+    """The run's (or the default) DataConfig with ``--set data.KEY=VALUE`` applied and validated.
+
+    File sources cap val / test at ``data.eval_size`` records; evaluation reads
+    the whole split (or ``--max-records``) unless ``data.eval_size`` is set here.
+    """
+    import dataclasses
+
+    from ..config import Config, apply_overrides, config_from_dict
+
+    overrides = [item if item.startswith("data.") else f"data.{item}" for item in sets]
+    data_cfg = config_from_dict(apply_overrides((cfg or Config()).to_dict(), overrides)).data
+    if spec and not spec.startswith("synthetic:") and not any(o.startswith("data.eval_size=") for o in overrides):
+        data_cfg = dataclasses.replace(data_cfg, eval_size=max_records or 10**12)
+    return data_cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.compare:
+        return _compare(args)
+    if not args.checkpoint and not args.model:
+        raise ValueError("give a model: --checkpoint RUN_DIR, --model open_clip:NAME --pretrained FILE, "
+                         "or --model hf:DIR (or --compare A B)")
+    from ..engine.evaluation import summarize_results
+    from ..evaluate.cache import FeatureCache
+    from ..evaluate.inputs import read_classnames, read_templates
+    from ..evaluate.suite import EvalRequest, parse_tasks, run_suite, write_suite
+    from ..models.external import load_model, load_run_model
+
+    batch_size = args.batch_size or None
+    if args.checkpoint:
+        if args.pretrained:
+            raise ValueError("--pretrained applies to --model open_clip:<name>, not --checkpoint")
+        model = load_run_model(args.checkpoint, device=args.device, precision=args.precision,
+                               batch_size=batch_size or 256)
+    else:
+        model = load_model(args.model, args.pretrained, device=args.device, precision=args.precision,
+                           batch_size=batch_size or 256)
+    cfg = model.config
+    if cfg is not None and batch_size is None:
+        model.embedder.batch_size = batch_size = cfg.eval.batch_size
+    batch_size = batch_size or 256
+    data = args.data or (cfg.data.source if cfg is not None else None)
+    data_cfg = _data_config(cfg, args.set, data, args.max_records or None)
+    if args.no_cache:
+        cache = None
+    elif args.cache_dir:
+        cache = FeatureCache(args.cache_dir)
+    elif model.kind == "contrastkit":
+        cache = FeatureCache(Path(model.name) / "feature-cache")
+    else:
+        cache = FeatureCache()
+    tasks = parse_tasks(args.task or ["default"])
+    if not args.task and data is None:
+        tasks = ["compositional"]  # only benchmark sets given
+    req = EvalRequest(
+        tasks=tasks, data=data, split=args.split, data_config=data_cfg,
+        max_records=args.max_records or None,
+        classnames=read_classnames(args.classnames) if args.classnames else None,
+        templates=read_templates(args.templates) if args.templates else None,
+        train_split=args.train_split, val_split=args.val_split, max_train_records=args.max_train_records or None,
+        fewshot=args.fewshot, sugarcrepe=args.sugarcrepe or (), aro=args.aro or (), images=args.images,
+        recall_ks=args.recall_k, temperature=args.temperature, batch_size=batch_size, num_workers=args.workers,
+        progress=not args.no_progress, seed=args.seed,
+    )
+    output = run_suite(model, req, cache=cache)
+    if args.out:
+        out = Path(args.out)
+    elif args.checkpoint:
+        out = Path(args.checkpoint) / f"eval-{args.split}"
+    else:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model.name}").strip("_")[-60:]
+        out = Path("runs") / f"eval-{slug}"
+    config = {"model": model.name, "pretrained": model.pretrained, "data": data, "split": args.split,
+              "tasks": tasks, "batch_size": batch_size, "precision": args.precision, "data_settings": args.set,
+              "run_config": cfg.to_dict() if cfg is not None else None}
+    write_suite(out, output, config=config)
+    print(summarize_results(output.results, args.split if data else None))
     print(f"evaluation written to {out}")
     return 0

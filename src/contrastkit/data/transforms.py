@@ -8,16 +8,25 @@ Image presets (torchvision v2; normalisation comes from the tower):
   Gaussian blur p 0.5, horizontal flip (CL2L strong view, after SimCLR).
 - ``shapes_safe``: crop 0.85-1 and brightness/contrast jitter only — no flip (it would swap left/right
   relations) and no hue change (it would falsify colour words); for the synthetic world.
+- ``simclr``: SimCLR's strong augmentation (Chen et al. 2020, colour strength 1): RandomResizedCrop
+  0.08-1, horizontal flip, ColorJitter(0.8, 0.8, 0.8, 0.2) p 0.8, grayscale p 0.2, Gaussian blur p 0.5.
+  Two strong views per image: ``data.views: 2`` with ``data.view_image_augment: simclr``.
+
+The evaluation transform is always the tower's own (resize + centre crop + its normalisation).
 
 Text augmentations (Wei & Zou 2019, EDA; CL2L's caption views), seeded by the caller's ``random.Random``:
 - ``stopword_drop``: drop each stop word with probability 0.8.
 - ``eda``: ``stopword_drop`` plus one operation: random swap (0.4), random deletion (0.2) or synonym
-  replacement (0.4) from a user lexicon; with no lexicon entry for any word the synonym op is skipped and
-  counted in ``TextAugment.skipped_synonyms``.
+  replacement (0.4) from a lexicon; with no lexicon entry for any word the synonym op is skipped and
+  counted in ``TextAugment.skipped_synonyms`` (training batches carry the count as
+  ``batch["synonym_skipped"]``, one count per row). The lexicon is ``data.synonyms``: a JSON file mapping a
+  word to a list of synonyms, or ``builtin`` for the small packaged one (:mod:`contrastkit.data.lexicon`).
 """
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
@@ -25,7 +34,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
-IMAGE_PRESETS = ("none", "clip", "cl2l_weak", "cl2l_strong", "shapes_safe")
+IMAGE_PRESETS = ("none", "clip", "cl2l_weak", "cl2l_strong", "shapes_safe", "simclr")
 TEXT_AUGMENTS = ("none", "stopword_drop", "eda")
 
 STOPWORDS = frozenset(
@@ -48,12 +57,40 @@ def image_augment(preset: str, size: int) -> Callable[[Image.Image], Image.Image
                v2.RandomGrayscale(p=0.2),
                v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 10) | 1))], p=0.5),
                v2.RandomHorizontalFlip()]
+    elif preset == "simclr":
+        ops = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
+               v2.RandomHorizontalFlip(),
+               v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+               v2.RandomGrayscale(p=0.2),
+               v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 10) | 1), sigma=(0.1, 2.0))], p=0.5)]
     elif preset == "shapes_safe":
         ops = [v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.9, 1.1), antialias=True),
                v2.ColorJitter(brightness=0.2, contrast=0.2)]
     else:
         raise ValueError(f"image augmentation preset {preset!r} is unknown; choose one of {', '.join(IMAGE_PRESETS)}")
     return v2.Compose(ops)
+
+
+def load_lexicon(spec: str | Path | None) -> dict[str, list[str]]:
+    """The synonym lexicon named by ``data.synonyms``: "" (none), ``builtin``, or a JSON file word -> [words]."""
+    if not spec:
+        return {}
+    if str(spec) == "builtin":
+        from .lexicon import LEXICON
+
+        return {k: list(v) for k, v in LEXICON.items()}
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"data.synonyms: lexicon file {path} does not exist (a JSON object word -> list of "
+                         "synonyms, or 'builtin')")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeError) as err:
+        raise ValueError(f"data.synonyms: {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(w, str) for w in v)
+                                             for v in data.values()):
+        raise ValueError(f"data.synonyms: {path} must be a JSON object mapping each word to a list of strings")
+    return {str(k): list(v) for k, v in data.items()}
 
 
 class TextAugment:

@@ -1,10 +1,13 @@
 """The training loop: one batch, top-down.
 
-    records -> transforms -> batch -> model -> Encoded -> objective -> backward
-    -> clip -> AdamW step -> clamp temperature -> log / evaluate / checkpoint
+    records -> transforms -> batch (this rank's share) -> towers -> Encoded -> gather
+    -> objective -> backward (or exact accumulation) -> average gradients over ranks
+    -> clip -> AdamW step -> clamp temperature -> EMA teacher -> log / evaluate / checkpoint
 
 The engine knows nothing about particular losses: it asks the objective which
-inputs its terms need and which model settings they want.
+inputs its terms need and which model settings they want. Launched with
+``torchrun --nproc-per-node N``, every rank trains on its share of the same global
+batch and the gradients equal those of one process with the whole batch.
 """
 from __future__ import annotations
 
@@ -12,97 +15,49 @@ import json
 import random
 import time
 from collections import Counter
-from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed as dist_utils
 from ..config import Config
-from ..data.pipeline import TrainingSet, ViewSpec, make_train_loader, tag_vocabulary
-from ..data.records import Dataset
-from ..data.transforms import TextAugment, image_augment
+from ..data.pipeline import make_train_loader
 from ..data.sources import open_source
 from ..models.build import build_model
-from ..models.checkpoint import (latest_checkpoint, load_module, optimizer_from_tensors, optimizer_to_tensors,
-                                 save_checkpoint, save_module)
-from ..models.dual_encoder import DualEncoder
-from ..objectives import NonFiniteLossError, Objective, build
-from .encode import REFERENCE_FIELDS, TEACHER_FIELDS, VIEW_FIELDS, encode_batch
+from ..models.checkpoint import latest_checkpoint, load_module, save_module
+from ..objectives import NonFiniteLossError, build
+from .encode import REFERENCE_FIELDS, TEACHER_FIELDS, encode_batch
 from .evaluation import evaluate_model
 from .inputs import missing_inputs
 from .metrics_log import MetricsLog
 from .optim import lr_at, make_optimizer
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _frozen_copy(model: DualEncoder) -> DualEncoder:
-    copy = deepcopy(model)
-    copy.eval()
-    for p in copy.parameters():
-        p.requires_grad_(False)
-    return copy
-
-
-@torch.no_grad()
-def _ema_update(teacher: DualEncoder, student: DualEncoder, momentum: float) -> None:
-    """teacher <- m teacher + (1 - m) student, over parameters and floating buffers."""
-    for t, s in zip(teacher.parameters(), student.parameters()):
-        t.lerp_(s.detach(), 1 - momentum)
-    for t, s in zip(teacher.buffers(), student.buffers()):
-        if t.dtype.is_floating_point:
-            t.lerp_(s, 1 - momentum)
-        else:
-            t.copy_(s)
-
-
-def _tag_vocabulary(objective: Objective, train_set: Dataset) -> list[str]:
-    """The tag order of the targets: a term's own ``vocabulary``, else the tags found in the data.
-
-    A term that states ``num_tags`` must agree with the vocabulary size.
-    """
-    terms = [(label, term) for label, term in zip(objective.labels, objective.terms) if "tags" in term.requires]
-    vocabulary = next((list(t.vocabulary) for _, t in terms if getattr(t, "vocabulary", None)), None)
-    vocabulary = vocabulary or tag_vocabulary(train_set)
-    for label, term in terms:
-        size = getattr(term, "num_tags", len(vocabulary))
-        if size != len(vocabulary):
-            raise ValueError(f"objective term {label!r}: num_tags is {size} but the data has {len(vocabulary)} tags; "
-                             f"set num_tags: {len(vocabulary)} (or give the term its vocabulary)")
-    return vocabulary
-
-
-def _training_set(cfg: Config, train_set: Dataset, model: DualEncoder, objective: Objective) -> TrainingSet:
-    """The training view of the data: only the per-record work the objective needs."""
-    size = cfg.data.image_size
-    requires = objective.requires
-    views = ViewSpec()
-    if requires & VIEW_FIELDS:
-        views = ViewSpec(cfg.data.views, image_augment(cfg.data.view_image_augment, size),
-                         TextAugment(cfg.data.view_text_augment))
-    neg_per_image = cfg.data.neg_per_image if requires & {"neg_text", "neg_text_mask", "teacher_neg_text"} else 0
-    augment = None if cfg.data.image_augment == "none" else image_augment(cfg.data.image_augment, size)
-    vocabulary = _tag_vocabulary(objective, train_set) if "tags" in requires else None
-    return TrainingSet(train_set, model.image_transform(train=True), cfg.train.seed, neg_per_image, augment,
-                       views, vocabulary)
+from .setup import (apply_speed_switches, autocast_for, ema_update, frozen_copy, pick_device,
+                    training_set_for)
+from .state import restore_state, resume_step, save_state
+from .step import forward_backward, grad_cache_backward, split_batch
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its latest checkpoint.
 
-    Returns the final report (also written to ``run_dir/report.json``).
+    Returns the final report (also written to ``run_dir/report.json``; on rank 0 only
+    when distributed — other ranks return an empty dict).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    dist_utils.init_from_environment()
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    is_main = rank == 0
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    _seed_everything(cfg.train.seed)
+    random.seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    device = pick_device(cfg.train.device)
 
+    # Model, objective and the data view they need.
     objective = build(cfg.objective)
     model = build_model(cfg.model, cfg.data.image_size, objective.model_defaults)
     if cfg.model.init_from:
@@ -112,106 +67,103 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     if problems:
         raise ValueError("the recipe cannot run on this data/model:\n  " + "\n  ".join(problems))
     requires = objective.requires
-    teacher = _frozen_copy(model) if objective.needs_teacher or requires & TEACHER_FIELDS else None
-    reference = _frozen_copy(model) if objective.needs_reference or requires & REFERENCE_FIELDS else None
-    dataset = _training_set(cfg, train_set, model, objective)
-    if dataset.tag_index is not None:
+    model.to(device)
+    objective.to(device)
+    teacher = frozen_copy(model) if objective.needs_teacher or requires & TEACHER_FIELDS else None
+    reference = frozen_copy(model) if objective.needs_reference or requires & REFERENCE_FIELDS else None
+    dataset = training_set_for(cfg, train_set, model, objective)
+    if is_main and dataset.tag_index is not None:
         (run_dir / "tag_vocabulary.json").write_text(json.dumps(list(dataset.tag_index)))
 
-    start_step = 0
-    if resume:
-        ckpt = latest_checkpoint(run_dir)
-        state = json.loads((ckpt / "trainer.json").read_text())
-        start_step = int(state["step"])
-    else:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-
-    loader = make_train_loader(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, start_step,
-                               workers=cfg.data.workers)
-    # Lazily-sized heads in the objective are materialised by one forward before the optimizer sees them.
-    first = next(iter(make_train_loader(dataset, cfg.train.batch_size, 1, cfg.train.seed, 0, workers=0)))
-    # eval mode: materialise heads without touching BatchNorm running statistics.
+    # Lazily-sized heads are materialised by one dry forward (eval mode: BatchNorm statistics untouched).
+    first = next(iter(make_train_loader(dataset, cfg.train.batch_size, 1, cfg.train.seed, 0, 0, rank, world)))
     objective.eval()
     with torch.no_grad():
-        objective(encode_batch(model, first, requires, teacher, reference), check_finite=False)
+        objective(dist_utils.gather_encoded(encode_batch(model, first, requires, teacher, reference)),
+                  check_finite=False)
     objective.train()
+    dist_utils.broadcast_parameters([model, objective])
+    apply_speed_switches(model, cfg)
     optimizer = make_optimizer([model, objective], cfg.train)
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    autocast = autocast_for(cfg.train.precision, device)
+    scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
+    scale = scaler.scale if scaler is not None else (lambda loss: loss)
 
-    if reference is not None:
-        reference_file = run_dir / "reference.safetensors"
-        if resume:
-            load_module(reference, reference_file)
-        else:
-            save_module(reference, reference_file)
+    # Fresh start or resume.
+    start_step, skipped = 0, Counter[str]()
+    if reference is not None and resume:
+        load_module(reference, run_dir / "reference.safetensors")
+    elif reference is not None and is_main:
+        save_module(reference, run_dir / "reference.safetensors")
     if resume:
-        load_module(model, ckpt / "model.safetensors")
-        if (ckpt / "objective.safetensors").exists():
-            load_module(objective, ckpt / "objective.safetensors")
-        if teacher is not None:
-            load_module(teacher, ckpt / "teacher.safetensors")
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(ckpt / "trainer.safetensors"))
-        optimizer_from_tensors(optimizer, tensors, state["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
-        random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
-
-    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start_step if resume else None)
-    val_set = open_source(cfg.data.source, "val", cfg.data) if cfg.train.eval_every else None
+        start_step, state = resume_step(run_dir)
+        skipped = restore_state(run_dir, state, model, objective, optimizer, teacher, scaler)
+    elif is_main:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start_step if resume else None) if is_main else None
+    val_set = open_source(cfg.data.source, "val", cfg.data) if cfg.train.eval_every and is_main else None
+    loader = make_train_loader(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, start_step,
+                               cfg.data.workers, rank, world)
 
     def checkpoint(step: int) -> None:
-        tensors, meta = optimizer_to_tensors(optimizer)
-        tensors["rng.torch"] = torch.get_rng_state()
-        save_checkpoint(run_dir, step, model, objective, tensors,
-                        {"optimizer": meta, "python_rng": list(random.getstate()), "skipped": dict(skipped)},
-                        extra_modules={"teacher": teacher} if teacher is not None else None)
+        if is_main:
+            save_state(run_dir, step, model, objective, optimizer, teacher, skipped, scaler)
+        if world > 1:
+            torch.distributed.barrier()
 
     model.train()
     started = time.perf_counter()
     window_start, window_samples = started, 0
-    bar = tqdm(total=cfg.train.steps, initial=start_step, desc="train", disable=not cfg.train.progress,
+    bar = tqdm(total=cfg.train.steps, initial=start_step, desc="train", disable=not (cfg.train.progress and is_main),
                dynamic_ncols=True)
-    skipped: Counter[str] = Counter(state.get("skipped", {})) if resume else Counter()
-    step = start_step
     for step, batch in enumerate(loader, start=start_step):
         lr = lr_at(step, cfg.train)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        enc = encode_batch(model, batch, requires, teacher, reference)
+        optimizer.zero_grad(set_to_none=True)
         try:
-            out = objective(enc)
+            if cfg.train.accum_steps > 1:
+                out = grad_cache_backward(model, objective, split_batch(batch, cfg.train.accum_steps), requires,
+                                          teacher, reference, autocast, scale)
+            else:
+                out = forward_backward(model, objective, batch, requires, teacher, reference, autocast, scale)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(err.term, err.value, step) from None
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        dist_utils.average_gradients(params)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip or float("inf"))
-        if not torch.isfinite(grad_norm):
+        if not torch.isfinite(grad_norm) and scaler is None:
             raise NonFiniteLossError("gradient norm", float(grad_norm), step)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         model.clamp_logit_scale_()
         objective.on_step_end()
         if teacher is not None:
-            _ema_update(teacher, model, cfg.train.teacher_momentum)
+            ema_update(teacher, model, cfg.train.teacher_momentum)
 
-        window_samples += len(batch["captions"])
+        window_samples += len(batch["captions"]) * world
         skipped.update(batch.get("skipped", {}))
         bar.update(1)
         done = step + 1
-        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+        if log is not None and (done % cfg.train.log_every == 0 or done == cfg.train.steps):
             now = time.perf_counter()
             rate = window_samples / max(now - window_start, 1e-9)
             window_start, window_samples = now, 0
-            record = {"step": done, "loss": float(out.loss.detach()), "lr": lr, "logit_scale": float(model.logit_scale.detach()),
-                      "grad_norm": float(grad_norm), "samples_per_s": rate,
-                      **{f"loss/{k}": float(v.detach()) for k, v in out.terms.items()}}
-            if skipped:
-                record["data_skipped"] = dict(skipped)
+            record = {"step": done, "loss": float(out.loss.detach()), "lr": lr,
+                      "logit_scale": float(model.logit_scale.detach()), "grad_norm": float(grad_norm),
+                      "samples_per_s": rate, **{f"loss/{k}": float(v.detach()) for k, v in out.terms.items()}}
             if model.logit_bias is not None:
                 record["logit_bias"] = float(model.logit_bias.detach())
+            if skipped:
+                record["data_skipped"] = dict(skipped)
             log.write(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}", sps=f"{rate:.0f}")
-        if val_set is not None and done % cfg.train.eval_every == 0 and done != cfg.train.steps:
+        if val_set is not None and log is not None and done % cfg.train.eval_every == 0 and done != cfg.train.steps:
             quick = evaluate_model(model, val_set, cfg, max_records=min(500, len(val_set)), progress=False)
             log.write({"step": done, "split": "val", **quick.flat()})
             model.train()
@@ -220,13 +172,14 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     bar.close()
     train_seconds = time.perf_counter() - started
     checkpoint(cfg.train.steps)
+    if not is_main:
+        return {}
 
     eval_set = open_source(cfg.data.source, cfg.eval.split, cfg.data)
     eval_started = time.perf_counter()
     result = evaluate_model(model, eval_set, cfg, max_records=cfg.eval.max_records or None,
                             progress=cfg.train.progress)
-    data_report = {"skipped_records": dict(skipped), "on_error": cfg.data.on_error}
     timing = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - eval_started,
-              "steps": cfg.train.steps, "resumed_from": start_step if resume else None}
+              "steps": cfg.train.steps, "resumed_from": start_step if resume else None, "world_size": world}
     return result.write(run_dir, config=cfg.to_dict(), timing=timing, metrics_log=run_dir / "metrics.jsonl",
-                        extra={"training_data": data_report})
+                        extra={"training_data": {"skipped_records": dict(skipped), "on_error": cfg.data.on_error}})

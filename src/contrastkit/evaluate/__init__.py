@@ -6,9 +6,18 @@
 
 An embedder is anything with ``embed_images(images)`` and ``embed_texts(texts)``
 returning L2-normalised float32 CPU tensors (:class:`Embedder`).
+
+Any loadable model (run directory, ``open_clip:<name>`` + local weights,
+``hf:<CLIP/SigLIP folder>``), every task, the feature cache and the
+CLIP_benchmark-style result files: :mod:`contrastkit.evaluate.suite`
+(``contrastkit eval``). Linear probe: :func:`linear_probe`; SugarCrepe / ARO:
+:func:`evaluate_choices` with :mod:`contrastkit.evaluate.inputs`; two reports
+side by side: :mod:`contrastkit.evaluate.compare`.
 """
-from .compositional import evaluate_compositional, evaluate_triples, pair_correct
-from .embedder import Embedder, TextEmbeddingCache, embed_images
+from .cache import FeatureCache, TextStore
+from .compare import compare_reports, format_comparison, load_report
+from .compositional import evaluate_choices, evaluate_compositional, evaluate_triples, pair_correct
+from .embedder import Embedder, PixelEmbedder, TextEmbeddingCache, embed_images
 from .geometry import (
     alignment,
     centroid_cosine,
@@ -18,17 +27,36 @@ from .geometry import (
     mean_negative_cosine,
     mean_positive_cosine,
     modality_gap,
+    temperature_diagnostics,
+    tolerance,
     uniformity,
 )
+from .inputs import ChoiceItem, read_aro, read_classnames, read_sugarcrepe, read_templates
+from .linear_probe import linear_probe
 from .report import read_metrics_log, render_markdown, write_report
 from .retrieval import retrieval_metrics
 from .runner import EvaluationOutput, evaluate_dataset, evaluate_dataset_with_embeddings
 from .zeroshot import class_embeddings, evaluate_zeroshot, format_template, zeroshot_metrics
 
 __all__ = [
+    "ChoiceItem",
     "Embedder",
     "EvaluationOutput",
+    "FeatureCache",
+    "PixelEmbedder",
     "TextEmbeddingCache",
+    "TextStore",
+    "compare_reports",
+    "evaluate_choices",
+    "format_comparison",
+    "linear_probe",
+    "load_report",
+    "read_aro",
+    "read_classnames",
+    "read_sugarcrepe",
+    "read_templates",
+    "temperature_diagnostics",
+    "tolerance",
     "alignment",
     "centroid_cosine",
     "class_embeddings",

@@ -14,12 +14,23 @@ number of pairs), ``macro_accuracy`` (unweighted mean over categories),
 Records carry negatives as ``neg_captions: {category: [negative, ...]}``, each
 a minimal edit of ``captions[0]``; SugarCrepe-style data is a list of
 (image, caption, negative) triples per category (:func:`evaluate_triples`).
+
+Benchmark sets (SugarCrepe's JSON, ARO-style relation / attribute sets, read by
+:mod:`~contrastkit.evaluate.inputs`) are lists of
+:class:`~contrastkit.evaluate.inputs.ChoiceItem`: an image (optionally a crop
+box), its true caption and one or more false captions. :func:`evaluate_choices`
+counts an item correct iff the true caption beats *every* false one by more
+than ``tol`` (SugarCrepe and ARO have one false caption per item; ties are
+wrong, as in the SugarCrepe paper and ARO's argmax over [false, true]).
+CLIP_benchmark's ``image_caption_selection`` takes an argmax with the true
+caption first, so it counts exact ties as correct; with continuous embeddings
+the two agree.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -140,3 +151,63 @@ def evaluate_triples(
     cache.prefetch(pos + neg)
     correct = pair_correct(img_emb[torch.as_tensor(idx)], cache(pos), cache(neg), tol=tol)
     return summarize(correct, cat)
+
+
+ImageEmbedFn = Callable[[list[Any], list[Any]], Tensor]
+
+
+def evaluate_choices(
+    embedder: Embedder,
+    items: Sequence[Any],
+    *,
+    tol: float = 1e-6,
+    batch_size: int = 256,
+    progress: bool = True,
+    num_workers: int = 0,
+    text_fn: TextFn | None = None,
+    image_fn: ImageEmbedFn | None = None,
+) -> dict[str, Any]:
+    """Per-category accuracy of :class:`~contrastkit.evaluate.inputs.ChoiceItem` s (see module docstring).
+
+    Each distinct image (path + crop box, or PIL object) is embedded once,
+    each distinct string once. ``text_fn`` (e.g. a store-backed
+    :class:`TextEmbeddingCache`) and ``image_fn(loaders, identities) -> N x D``
+    (e.g. a feature-cache lookup) replace the direct embedder calls.
+    """
+    from .cache import image_identity
+    from .inputs import ImageRef
+
+    slots: dict[Any, int] = {}
+    loaders: list[Any] = []
+    idents: list[Any] = []
+    image_idx: list[int] = []
+    for item in items:
+        if isinstance(item.image, Image.Image):
+            key: Any = ("pil", id(item.image), item.box)
+        else:
+            key = (str(Path(item.image)), item.box)
+        if key not in slots:
+            slots[key] = len(loaders)
+            loaders.append(ImageRef(item.image, item.box, item.key))
+            idents.append(image_identity(item.image, item.box))
+        image_idx.append(slots[key])
+        if not item.negatives:
+            raise ValueError(f"compositional item {item.key or len(image_idx) - 1}: no false caption")
+    if not image_idx:
+        return summarize([], [])
+    if image_fn is not None:
+        img_emb = image_fn(loaders, idents)
+    else:
+        img_emb = embed_images(embedder, loaders, batch_size=batch_size, progress=progress, num_workers=num_workers,
+                               desc="embed compositional images")
+    fn = text_fn if text_fn is not None else TextEmbeddingCache(embedder, batch_size=batch_size, progress=progress)
+    if isinstance(fn, TextEmbeddingCache):
+        fn.prefetch([t for item in items for t in [item.caption, *item.negatives]])
+    # Flatten: one row per (item, negative); an item is correct iff all its rows are.
+    owner = [i for i, item in enumerate(items) for _ in item.negatives]
+    pos = [items[i].caption for i in owner]
+    neg = [n for item in items for n in item.negatives]
+    rows = pair_correct(img_emb[torch.as_tensor([image_idx[i] for i in owner])], fn(pos), fn(neg), tol=tol)
+    wrong = torch.zeros(len(items), dtype=torch.long).index_add_(0, torch.as_tensor(owner), (~rows).long())
+    correct = wrong == 0
+    return summarize(correct, [item.category for item in items])

@@ -5,15 +5,28 @@ returning L2-normalised float32 CPU tensors (N x D). Evaluation never calls it
 with more than ``batch_size`` items at a time, always under
 ``torch.inference_mode()``, and embeds each distinct text string at most once
 per evaluation (:class:`TextEmbeddingCache`).
+
+An embedder that also has ``preprocess(image) -> C x H x W`` and
+``embed_pixels(B x C x H x W) -> B x D`` (:class:`PixelEmbedder`, e.g. the
+model embedders of :mod:`contrastkit.models.external`) gets its images decoded
+and preprocessed by a ``torch.utils.data.DataLoader`` with ``num_workers``
+worker processes while the model runs, as CLIP_benchmark does.
+
+A :class:`TextEmbeddingCache` may be backed by an on-disk
+:class:`~contrastkit.evaluate.cache.TextStore`: strings embedded in an earlier
+run of the same model are read back instead of recomputed.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol, Sequence, Union, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence, Union, runtime_checkable
 
 import torch
 from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from .cache import TextStore
 
 #: How far an embedding's L2 norm may be from 1 before we call it unnormalised.
 NORM_TOLERANCE = 1e-2
@@ -63,6 +76,51 @@ def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
 ImageSource = Union[Image.Image, Callable[[], Image.Image]]
 
 
+@runtime_checkable
+class PixelEmbedder(Protocol):
+    """An :class:`Embedder` whose image path splits into per-image preprocessing and a batched forward."""
+
+    def preprocess(self, image: Image.Image) -> Tensor:
+        """One PIL image -> C x H x W float tensor (the model's eval transform)."""
+        ...
+
+    def embed_pixels(self, pixels: Tensor) -> Tensor:
+        """B x C x H x W -> B x D, rows L2-normalised (any device / dtype)."""
+        ...
+
+
+class _PixelSet(torch.utils.data.Dataset):
+    """Decodes and preprocesses item i (in a DataLoader worker when num_workers > 0)."""
+
+    def __init__(self, images: Sequence[ImageSource], preprocess: Callable[[Image.Image], Tensor]) -> None:
+        self.images = images
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Tensor:
+        im = self.images[i]
+        return self.preprocess(im if isinstance(im, Image.Image) else im())
+
+
+def _embed_pixels_loader(
+    embedder: PixelEmbedder, images: Sequence[ImageSource], batch_size: int, num_workers: int, bar: tqdm,
+) -> list[Tensor]:
+    loader = torch.utils.data.DataLoader(
+        _PixelSet(images, embedder.preprocess), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=torch.stack, pin_memory=torch.cuda.is_available() and num_workers > 0,
+        persistent_workers=False,
+    )
+    parts: list[Tensor] = []
+    for pixels in loader:
+        with torch.inference_mode():
+            out = embedder.embed_pixels(pixels)
+        parts.append(_check_output(out, pixels.shape[0], "embed_pixels"))
+        bar.update(pixels.shape[0])
+    return parts
+
+
 def embed_images(
     embedder: Embedder,
     images: Sequence[ImageSource],
@@ -70,16 +128,26 @@ def embed_images(
     batch_size: int = 256,
     progress: bool = True,
     desc: str = "embed images",
+    num_workers: int = 0,
 ) -> Tensor:
     """Embed ``images`` in chunks of ``batch_size`` under inference mode; returns N x D.
 
     An item may be a PIL image or a zero-argument callable returning one (e.g.
     ``record.load_image``); callables are called chunk by chunk, so at most
-    ``batch_size`` decoded images are held at once.
+    ``batch_size`` decoded images are held at once. A :class:`PixelEmbedder`
+    gets its images loaded and preprocessed by a DataLoader with
+    ``num_workers`` workers (0: in this process).
     """
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     parts: list[Tensor] = []
+    pixel_path = callable(getattr(embedder, "preprocess", None)) and callable(getattr(embedder, "embed_pixels", None))
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
-        for start, end in _chunks(len(images), batch_size):
+        if pixel_path and len(images):
+            parts = _embed_pixels_loader(embedder, images, batch_size, num_workers, bar)  # type: ignore[arg-type]
+        for start, end in ([] if pixel_path else _chunks(len(images), batch_size)):
             chunk = [im if isinstance(im, Image.Image) else im() for im in images[start:end]]
             with torch.inference_mode():
                 out = embedder.embed_images(chunk)
@@ -96,14 +164,20 @@ class TextEmbeddingCache:
     ``cache(texts)`` (or :meth:`embed`) returns ``len(texts) x D``; strings seen
     before are served from memory, new ones are embedded in chunks of
     ``batch_size``. ``n_embedded`` counts strings actually sent to the model.
+    With a ``store`` (:class:`~contrastkit.evaluate.cache.TextStore`, one per
+    model), strings are first looked up on disk (``n_from_store`` counts
+    them) and newly embedded ones are written back.
     """
 
-    def __init__(self, embedder: Embedder, *, batch_size: int = 256, progress: bool = True) -> None:
+    def __init__(self, embedder: Embedder, *, batch_size: int = 256, progress: bool = True,
+                 store: "TextStore | None" = None) -> None:
         self.embedder = embedder
         self.batch_size = batch_size
         self.progress = progress
+        self.store = store
         self._rows: dict[str, Tensor] = {}
         self.n_embedded = 0
+        self.n_from_store = 0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -119,6 +193,14 @@ class TextEmbeddingCache:
         for t in missing:
             if not isinstance(t, str):
                 raise TypeError(f"texts must be str, got {type(t).__name__}: {t!r}")
+        if self.store is not None:
+            found = self.store.lookup(missing)
+            self._rows.update(found)
+            self.n_from_store += len(found)
+            missing = [t for t in missing if t not in found]
+            if not missing:
+                return
+        new_rows: list[Tensor] = []
         with tqdm(total=len(missing), desc=desc, unit="txt", disable=not self.progress) as bar:
             for start, end in _chunks(len(missing), self.batch_size):
                 chunk = missing[start:end]
@@ -127,8 +209,11 @@ class TextEmbeddingCache:
                 out = _check_output(out, len(chunk), "embed_texts").clone()
                 for text, row in zip(chunk, out):
                     self._rows[text] = row
+                new_rows.append(out)
                 self.n_embedded += len(chunk)
                 bar.update(len(chunk))
+        if self.store is not None:
+            self.store.add(missing, torch.cat(new_rows))
 
     def embed(self, texts: Sequence[str]) -> Tensor:
         """``len(texts) x D`` embeddings of ``texts`` (embedding the uncached ones first)."""

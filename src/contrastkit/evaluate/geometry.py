@@ -23,11 +23,31 @@ Definitions (u_i = x_i / ||x_i||, v_i = y_i / ||y_i||, N pairs):
 - ``effective_rank``: exp(H(p)) with p_k = sigma_k / sum sigma the normalised
   singular values of the (uncentred) N x D matrix (Roy & Vetterli 2007): 1 for
   points on one line, D for an isotropic cloud.
+
+Temperature diagnostics (Wang & Liu 2021, "Understanding the behaviour of
+contrastive loss"), for anchor i with matched partner i and negatives j != i,
+s_ij = u_i . v_j and temperature tau:
+
+- the penalty on negative j is r_i(j) = exp(s_ij/tau) / sum_{k != i} exp(s_ik/tau):
+  the share of the anchor's negative gradient that j receives (dL/ds_ij =
+  P_ij / tau for j != i, so r_i is P_i restricted to the negatives and renormalised);
+- ``hardness_top{k}``: mean over anchors of the summed r_i of the k hardest
+  negatives: k/(N-1) when all negatives are equally similar, -> 1 as tau -> 0
+  when one negative is closest;
+- ``effective_negatives``: mean over anchors of exp(H(r_i)), the effective
+  number of negatives: N-1 for uniform r_i, 1 when one negative takes all;
+  ``effective_negatives_fraction`` divides it by N-1.
+  Both are averaged over the two directions (image anchors against text
+  negatives and text anchors against image negatives); ``temperature`` is tau.
+- ``tolerance``: mean cosine u_a . u_b over pairs a != b of the same class
+  (needs labels; computed per modality from class sums without an N x N
+  matrix): 1 when each class collapses to one point, ~0 for random directions.
+  ``tolerance_image`` / ``tolerance_text`` in :func:`geometry_metrics`.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -147,22 +167,113 @@ def effective_rank(x: Tensor, *, eps: float = 1e-12) -> float:
     return math.exp(-(p * p.log()).sum().item())
 
 
+def _negative_weight_stats(a: Tensor, c: Tensor, tau: float, ks: Sequence[int], chunk_size: int
+                           ) -> tuple[dict[int, float], float]:
+    """Sums over anchors a_i of the top-k penalty shares and of exp(H(r_i)), negatives c_j (j != i)."""
+    n = a.shape[0]
+    top = {k: 0.0 for k in ks}
+    eff = 0.0
+    for start in range(0, n, chunk_size):
+        end = min(start + chunk_size, n)
+        logits = (a[start:end] @ c.T) / tau
+        rows = torch.arange(end - start)
+        logits[rows, rows + start] = float("-inf")  # the positive is not a negative
+        log_r = torch.log_softmax(logits, dim=1)
+        r = log_r.exp()
+        entropy = -torch.where(r > 0, r * log_r, torch.zeros_like(r)).sum(dim=1)
+        eff += entropy.exp().sum().item()
+        for k in ks:
+            top[k] += r.topk(min(k, n - 1), dim=1).values.sum(dim=1).sum().item()
+    return top, eff
+
+
+def temperature_diagnostics(
+    x: Tensor, y: Tensor, tau: float = 0.07, *, ks: Sequence[int] = (1, 10), direction: str = "both",
+    chunk_size: int | None = None,
+) -> dict[str, float]:
+    """Hardness (top-k share of the negative gradient) and effective number of negatives at ``tau``.
+
+    ``direction``: ``"image"`` (image anchors, text negatives), ``"text"``, or
+    ``"both"`` (the mean of the two). Needs at least 2 pairs. Keys:
+    ``temperature``, ``hardness_top{k}`` for k in ``ks``, ``effective_negatives``,
+    ``effective_negatives_fraction``. Anchors are processed ``chunk_size`` rows
+    at a time (default: about 4M similarities per chunk).
+    """
+    if tau <= 0:
+        raise ValueError(f"temperature must be positive, got {tau}")
+    if direction not in ("image", "text", "both"):
+        raise ValueError(f"direction must be image, text or both, got {direction!r}")
+    for k in ks:
+        if k < 1:
+            raise ValueError(f"hardness k must be >= 1, got {k}")
+    u, v = _pairs(x, y)
+    n = u.shape[0]
+    if n < 2:
+        raise ValueError("temperature diagnostics need at least 2 pairs")
+    chunk = chunk_size or max(1, 4_000_000 // n)
+    sides = {"image": [(u, v)], "text": [(v, u)], "both": [(u, v), (v, u)]}[direction]
+    top = {k: 0.0 for k in ks}
+    eff = 0.0
+    for a, c in sides:
+        t, e = _negative_weight_stats(a, c, tau, ks, chunk)
+        eff += e
+        for k in ks:
+            top[k] += t[k]
+    count = n * len(sides)
+    out = {"temperature": float(tau)}
+    for k in ks:
+        out[f"hardness_top{k}"] = top[k] / count
+    out["effective_negatives"] = eff / count
+    out["effective_negatives_fraction"] = eff / count / (n - 1)
+    return out
+
+
+def tolerance(x: Tensor, labels: Sequence[int] | Tensor) -> float:
+    """Mean cosine of same-class pairs (a != b) of the normalised rows; labels < 0 are unlabelled.
+
+    NaN when no class has two members.
+    """
+    u = _unit(x)
+    lab = torch.as_tensor(labels, dtype=torch.long).view(-1)
+    if lab.numel() != u.shape[0]:
+        raise ValueError(f"tolerance: {u.shape[0]} embeddings but {lab.numel()} labels")
+    keep = lab >= 0
+    u, lab = u[keep], lab[keep]
+    if lab.numel() == 0:
+        return math.nan
+    _, inverse = torch.unique(lab, return_inverse=True)
+    n_classes = int(inverse.max()) + 1
+    sums = torch.zeros(n_classes, u.shape[1], dtype=u.dtype).index_add_(0, inverse, u)
+    counts = torch.bincount(inverse, minlength=n_classes).to(u.dtype)
+    self_sim = torch.zeros(n_classes, dtype=u.dtype).index_add_(0, inverse, (u * u).sum(-1))
+    pair_sum = ((sums * sums).sum(-1) - self_sim).sum() / 2  # sum over a < b of u_a . u_b
+    n_pairs = (counts * (counts - 1) / 2).sum()
+    return (pair_sum / n_pairs).item() if n_pairs > 0 else math.nan
+
+
 def geometry_metrics(
     image_emb: Tensor, text_emb: Tensor, *, seed: int = 0, uniformity_t: float = 2.0,
+    temperature: float | None = None, hardness_ks: Sequence[int] = (1, 10),
+    labels: Sequence[int] | Tensor | None = None,
 ) -> dict[str, Any]:
     """Every metric of this module on matched image/text rows, by name.
 
     Keys: ``modality_gap``, ``centroid_cosine``, ``centroid_mse``,
     ``mean_positive_cosine``, ``mean_negative_cosine``, ``alignment``,
     ``uniformity_image``, ``uniformity_text``, ``linear_separability``,
-    ``effective_rank_image``, ``effective_rank_text``, ``n_pairs``, ``dim``.
+    ``effective_rank_image``, ``effective_rank_text``, ``n_pairs``, ``dim``;
+    the temperature diagnostics at ``temperature`` (the model's own tau when the
+    caller knows it, else CLIP's initial 0.07): ``temperature``,
+    ``hardness_top{k}`` for k in ``hardness_ks``, ``effective_negatives``,
+    ``effective_negatives_fraction``; with ``labels`` (one class id per pair,
+    < 0 for unlabelled): ``tolerance_image``, ``tolerance_text`` and ``n_labelled``.
     Metrics that need 2 or more pairs are NaN with a single pair.
     """
     u, v = _pairs(image_emb, text_emb)
     n, d = u.shape
     gap = modality_gap(u, v)
     many = n >= 2
-    return {
+    out: dict[str, Any] = {
         "modality_gap": gap,
         "centroid_cosine": centroid_cosine(u, v),
         "centroid_mse": gap * gap / d,
@@ -177,3 +288,17 @@ def geometry_metrics(
         "n_pairs": n,
         "dim": d,
     }
+    tau = 0.07 if temperature is None else float(temperature)
+    if many:
+        out.update(temperature_diagnostics(u, v, tau, ks=hardness_ks))
+    else:
+        out.update({"temperature": tau, **{f"hardness_top{k}": math.nan for k in hardness_ks},
+                    "effective_negatives": math.nan, "effective_negatives_fraction": math.nan})
+    if labels is not None:
+        lab = torch.as_tensor(labels, dtype=torch.long).view(-1)
+        if lab.numel() != n:
+            raise ValueError(f"geometry: {n} pairs but {lab.numel()} labels")
+        out["tolerance_image"] = tolerance(u, lab)
+        out["tolerance_text"] = tolerance(v, lab)
+        out["n_labelled"] = int((lab >= 0).sum())
+    return out

@@ -8,7 +8,14 @@
 - ``report.md``: tables per task, the plots embedded by relative links.
 - ``loss_curve.png`` (when a metrics log with ``loss`` and ``step`` is given),
   ``embedding_gap.png`` and ``similarity_hist.png`` (when embeddings are given),
-  ``confusion_<task>.png`` for zero-shot tasks of 2 to 40 classes.
+  ``confusion_<task>.png`` for zero-shot tasks of 2 to 40 classes,
+  ``per_class_<task>.png`` (per-class recall bars) for zero-shot tasks of 2 to
+  100 classes, ``recall_at_k.png`` when the retrieval results carry a
+  ``recall_curve``.
+
+Sections beyond the four tasks, when the results have them: ``linear_probe``
+(task -> "full" / "<k>-shot" -> metrics), ``compositional_benchmarks`` (set
+name -> compositional summary), ``model``, ``feature_cache``, ``skipped``.
 
 The metrics log is JSON Lines, one object per line. Training lines carry
 ``step`` and ``loss`` (per-term losses as ``loss/<term>`` or ``loss_<term>``).
@@ -288,6 +295,43 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classnames: Sequence[str], p
     _save(fig, Path(path))
 
 
+def plot_recall_curve(curve: Mapping[str, Sequence[float]], path: str | Path, *, title: str = "") -> None:
+    """Recall@k against k (log axis) for text->image and image->text retrieval."""
+    ks = list(curve["k"])
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    for key, color, name in (("image_retrieval", IMAGE_COLOR, "text→image (image_retrieval_recall@k)"),
+                             ("text_retrieval", TEXT_COLOR, "image→text (text_retrieval_recall@k)")):
+        vals = [100 * v if v is not None else np.nan for v in curve.get(key, [])]
+        if vals:
+            ax.plot(ks, vals, marker="o", color=color, label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("k")
+    ax.set_ylabel("recall@k (%)")
+    ax.set_title(title or "Retrieval recall@k")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    _save(fig, Path(path))
+
+
+def plot_per_class(recall: Mapping[str, Any], path: str | Path, *, title: str = "") -> None:
+    """Horizontal bars of per-class recall (classes without images left out)."""
+    items = [(name, float(v)) for name, v in recall.items()
+             if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    fig = Figure(figsize=(7, max(3.0, 0.22 * len(items) + 1.5)), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    ax.barh(range(len(items)), [100 * v for _, v in items], color=IMAGE_COLOR)
+    ax.set_yticks(range(len(items)), [n for n, _ in items], fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("recall (%)")
+    ax.set_title(title or "Zero-shot per-class recall")
+    ax.grid(alpha=0.3, axis="x")
+    _save(fig, Path(path))
+
+
 # ----------------------------------------------------------------------------- markdown
 
 
@@ -326,6 +370,15 @@ _GEOMETRY_NOTES = {
     "linear_separability": "held-out accuracy telling image from text (chance 0.5)",
     "effective_rank_image": "exp entropy of singular values, images",
     "effective_rank_text": "exp entropy of singular values, texts",
+    "temperature": "tau of the temperature diagnostics (the model's own when known)",
+    "hardness_top1": "share of the negative gradient on the hardest negative (1/(N-1) if all equal)",
+    "hardness_top10": "share of the negative gradient on the 10 hardest negatives",
+    "effective_negatives": "exp entropy of the negative weights (N-1 if all equal, 1 if one dominates)",
+    "effective_negatives_fraction": "effective negatives / (N-1)",
+    "tolerance_image": "mean cosine of same-class image pairs (1 = classes collapsed)",
+    "tolerance_text": "mean cosine of same-class caption pairs",
+    "n_labelled": "pairs with a class label (for the tolerance)",
+    "tolerance_labels": "zero-shot task whose classes the tolerance uses",
 }
 
 
@@ -333,10 +386,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     """The Markdown text of a report dict (as written to report.json, with ``plots``)."""
     plots: Mapping[str, str] = report.get("plots", {})
     out: list[str] = ["# Evaluation report", ""]
-    facts = [f"{k}: **{_fmt(report[k])}**" for k in ("dataset", "n_images", "n_captions", "n_unique_texts")
+    model = report.get("model")
+    if isinstance(model, Mapping) and model.get("name"):
+        line = f"model: **{model['name']}**"
+        if model.get("pretrained"):
+            line += f" · pretrained: `{model['pretrained']}`"
+        if isinstance(model.get("logit_scale"), (int, float)):
+            line += f" · logit scale: {_fmt(model['logit_scale'], 2)}"
+        out += [line, ""]
+    facts = [f"{k}: **{_fmt(report[k])}**" for k in ("dataset", "split", "n_images", "n_captions", "n_unique_texts")
              if report.get(k) is not None]
     if facts:
         out += [" · ".join(facts), ""]
+    skipped = report.get("skipped") or {}
+    for task, why in skipped.items():
+        out += [f"_Skipped {task}: {why}._", ""]
 
     zs = report.get("zeroshot") or {}
     out += ["## Zero-shot classification", ""]
@@ -355,6 +419,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                               [[c, _fmt(s), _pct(r)] for (c, r), s in zip(recall.items(), support)])
             if f"confusion/{name}" in plots:
                 out += [f"![confusion matrix, {name}]({plots[f'confusion/{name}']})", ""]
+            if f"per_class/{name}" in plots:
+                out += [f"![per-class recall, {name}]({plots[f'per_class/{name}']})", ""]
     else:
         out += ["_No zero-shot tasks._", ""]
 
@@ -368,8 +434,24 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         out += _table(["k", "text→image", "image→text"],
                       [[k, _pct(rt.get(f"image_retrieval_recall@{k}")), _pct(rt.get(f"text_retrieval_recall@{k}"))]
                        for k in ks])
+        if "recall_at_k" in plots:
+            out += [f"![recall@k curves]({plots['recall_at_k']})", ""]
     else:
         out += ["_No retrieval results._", ""]
+
+    probe = report.get("linear_probe") or {}
+    if probe:
+        out += ["## Linear probe", "",
+                "Logistic regression on frozen image embeddings; C chosen on a validation split. Accuracies in %.", ""]
+        rows = []
+        for task, per_k in probe.items():
+            for label, m in (per_k or {}).items():
+                c = m.get("C")
+                rows.append([task, label, _fmt(m.get("n_train")), f"{c:.3g}" if isinstance(c, (int, float)) else "—",
+                             _pct(m.get("acc1")),
+                             _pct(m.get("acc5")), _pct(m.get("mean_per_class_recall"))])
+        out += _table(["task", "training data", "train examples", "C", "acc1", "acc5", "mean per-class recall"],
+                      rows)
 
     comp = report.get("compositional") or {}
     out += ["## Compositional (caption vs minimal edit)", ""]
@@ -381,8 +463,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         rows.append(["**macro mean**", _fmt(comp.get("n_pairs_total")), f"**{_pct(comp.get('macro_accuracy'))}**"])
         rows.append(["micro mean (all pairs)", _fmt(comp.get("n_pairs_total")), _pct(comp.get("micro_accuracy"))])
         out += _table(["category", "pairs", "accuracy"], rows)
-    else:
+    elif not report.get("compositional_benchmarks"):
         out += ["_No records with negative captions._", ""]
+    for bench, summary in (report.get("compositional_benchmarks") or {}).items():
+        acc = (summary or {}).get("accuracy") or {}
+        n_pairs = (summary or {}).get("n_pairs") or {}
+        out += [f"### {bench}", "",
+                "Accuracy in %: the true caption must score strictly above every false one (chance 50).", ""]
+        rows = [[cat, _fmt(n_pairs.get(cat)), _pct(a)] for cat, a in acc.items()]
+        rows.append(["**macro mean**", _fmt(summary.get("n_pairs_total")), f"**{_pct(summary.get('macro_accuracy'))}**"])
+        rows.append(["micro mean (all items)", _fmt(summary.get("n_pairs_total")), _pct(summary.get("micro_accuracy"))])
+        out += _table(["category", "items", "accuracy"], rows)
 
     geo = report.get("geometry") or {}
     out += ["## Embedding geometry", ""]
@@ -407,7 +498,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         out += ["## Timing", ""]
         out += _table(["what", "value"], [[k, _fmt(v, 2)] for k, v in _flatten(timing).items()])
 
-    known = set(TASK_KEYS) | {"config", "timing", "plots", "dataset", "n_images", "n_captions", "n_unique_texts"}
+    cache = report.get("feature_cache") or {}
+    if cache:
+        out += ["## Feature cache", ""]
+        out += _table(["what", "value"], [[k, _fmt(v)] for k, v in cache.items()])
+    files = report.get("result_files") or []
+    if files:
+        out += ["## Result files (CLIP_benchmark format)", ""] + [f"- [{f}]({f})" for f in files] + [""]
+
+    known = set(TASK_KEYS) | {"config", "timing", "plots", "dataset", "n_images", "n_captions", "n_unique_texts",
+                              "linear_probe", "compositional_benchmarks", "model", "feature_cache", "skipped",
+                              "result_files", "split"}
     extra = {k: v for k, v in report.items() if k not in known}
     if extra:
         out += ["## Other results", ""]
@@ -488,6 +589,20 @@ def write_report(
             plot_confusion(conf, metrics.get("classnames") or [str(i) for i in range(len(conf))], run_dir / fname,
                            title=f"Zero-shot confusion matrix: {name}")
             plots[f"confusion/{name}"] = fname
+
+    for name, metrics in (report["zeroshot"] or {}).items():
+        recall = metrics.get("per_class_recall") if isinstance(metrics, Mapping) else None
+        if recall and 2 <= len(recall) <= 100:
+            fname = f"per_class_{_slug(name)}.png"
+            while fname in plots.values():
+                fname = fname[:-4] + "_.png"
+            plot_per_class(recall, run_dir / fname, title=f"Zero-shot per-class recall: {name}")
+            plots[f"per_class/{name}"] = fname
+
+    curve = (report["retrieval"] or {}).get("recall_curve") if isinstance(report["retrieval"], Mapping) else None
+    if curve and curve.get("k"):
+        plot_recall_curve(curve, run_dir / "recall_at_k.png")
+        plots["recall_at_k"] = "recall_at_k.png"
 
     report["plots"] = plots
     report = to_jsonable(report)

@@ -22,17 +22,52 @@ captions embed identically) it is deterministic and independent of chunking.
 
 Memory: queries are processed ``chunk_size`` at a time, so at most
 ``chunk_size x max(M, T)`` scores exist at once (never the full T x M matrix
-unless it is small).
+unless it is small); the default chunk holds about 16M scores (64 MB, plus two
+boolean masks of the same shape). Float32 unit-norm inputs are used in place,
+not copied. For M = 100k images, T = 500k captions and D = 768 the embeddings
+take 1.8 GB, a chunk (33 queries x 500k) about 100 MB and the per-query counts
+a few MB: well under 3 GB in all (:func:`peak_bytes`).
+
+``recall_curve`` (when ``curve_ks`` is given): ``{"k": [...],
+"image_retrieval": [...], "text_retrieval": [...]}``, the two recalls at every k
+of ``curve_ks`` (for the recall@k plot), from the same ranks as the headline keys.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
+CURVE_KS: tuple[int, ...] = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100)
+SCORE_BUDGET = 1 << 24  # scores per query chunk (64 MB of float32)
+MAX_CHUNK = 4096
+
+
+def default_chunk_size(n_images: int, n_texts: int, budget: int = SCORE_BUDGET) -> int:
+    """Queries per chunk so that a chunk's score block stays within ``budget`` entries."""
+    return max(1, min(MAX_CHUNK, budget // max(n_images, n_texts, 1)))
+
+
+def peak_bytes(n_images: int, n_texts: int, dim: int, *, chunk_size: int | None = None,
+               captions_per_image: int = 5) -> int:
+    """Upper estimate of the memory :func:`retrieval_metrics` holds at once (float32 inputs)."""
+    chunk = chunk_size or default_chunk_size(n_images, n_texts)
+    gallery = max(n_images, n_texts)
+    embeddings = 4 * dim * (n_images + n_texts)
+    scores = chunk * gallery * (4 + 1 + 1)  # float scores + two boolean masks
+    positives = 8 * n_images * captions_per_image + 8 * n_texts * 3  # padded positives, index sorts
+    counts = 8 * 4 * (n_images + n_texts)
+    return embeddings + scores + positives + counts
+
+
+def _unit32(x: Tensor) -> Tensor:
+    """Rows as float32 unit vectors; a float32 input already normalised is returned as is (no copy)."""
+    if x.dtype == torch.float32 and x.numel() and ((x.norm(dim=-1) - 1).abs().max() <= 1e-5):
+        return x
+    return F.normalize(x.float(), dim=-1)
 
 
 def _hit_probability(greater: Tensor, tied_neg: Tensor, tied_pos: Tensor, k: int) -> Tensor:
@@ -95,19 +130,21 @@ def retrieval_metrics(
     ks: Sequence[int] = DEFAULT_KS,
     chunk_size: int | None = None,
     tie_tol: float = 1e-6,
-) -> dict[str, float | int]:
+    curve_ks: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """Recall@k both ways (see module docstring for definitions and ties).
 
     Returns ``image_retrieval_recall@{k}`` and ``text_retrieval_recall@{k}`` for
     each k in ``ks``, plus ``n_images`` (M), ``n_texts`` (T) and
     ``n_images_with_text`` (images the text-retrieval mean is taken over).
-    ``chunk_size`` queries are scored at a time (default: about 4M scores per chunk).
+    ``chunk_size`` queries are scored at a time (default: :func:`default_chunk_size`,
+    about 16M scores per chunk). ``curve_ks`` adds ``recall_curve`` (module docstring).
     """
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     t2i = torch.as_tensor(text_to_image, dtype=torch.long).view(-1)
-    images = F.normalize(image_emb.float(), dim=-1)
-    texts = F.normalize(text_emb.float(), dim=-1)
+    images = _unit32(image_emb)
+    texts = _unit32(text_emb)
     n_img, n_txt = images.shape[0], texts.shape[0]
     if t2i.numel() != n_txt:
         raise ValueError(f"retrieval: {n_txt} texts but {t2i.numel()} entries in text_to_image")
@@ -115,8 +152,8 @@ def retrieval_metrics(
         raise ValueError("retrieval: need at least one image and one text")
     if t2i.min() < 0 or t2i.max() >= n_img:
         raise ValueError(f"retrieval: text_to_image must lie in [0, {n_img})")
-    if chunk_size is None:  # about 4M scores per chunk, at most 1024 queries
-        chunk_size = max(1, min(1024, (1 << 22) // max(n_img, n_txt)))
+    if chunk_size is None:
+        chunk_size = default_chunk_size(n_img, n_txt)
     t_counts = _query_ranks(texts, images, t2i.unsqueeze(1), chunk_size=chunk_size, tie_tol=tie_tol)
     i_counts = _query_ranks(images, texts, _padded_positives(t2i, n_img), chunk_size=chunk_size, tie_tol=tie_tol)
     i_valid = i_counts[3]
@@ -126,6 +163,16 @@ def retrieval_metrics(
             raise ValueError(f"retrieval: k must be >= 1, got {k}")
         out[f"image_retrieval_recall@{k}"] = _hit_probability(*t_counts[:3], k).mean().item()
         out[f"text_retrieval_recall@{k}"] = _hit_probability(*i_counts[:3], k)[i_valid].mean().item()
+    if curve_ks:
+        curve_ks = sorted({int(k) for k in curve_ks})
+        if curve_ks[0] < 1:
+            raise ValueError(f"retrieval: curve k must be >= 1, got {curve_ks[0]}")
+        curve_ks = [k for k in curve_ks if k <= max(n_img, n_txt)] or [1]  # beyond both galleries: all 1
+        out["recall_curve"] = {
+            "k": curve_ks,
+            "image_retrieval": [_hit_probability(*t_counts[:3], k).mean().item() for k in curve_ks],
+            "text_retrieval": [_hit_probability(*i_counts[:3], k)[i_valid].mean().item() for k in curve_ks],
+        }
     out["n_images"] = n_img
     out["n_texts"] = n_txt
     out["n_images_with_text"] = int(i_valid.sum())

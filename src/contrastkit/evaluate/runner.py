@@ -12,7 +12,9 @@ prompts) is embedded once. Then:
 - ``compositional``: :func:`~contrastkit.evaluate.compositional.evaluate_compositional`
   over records' ``neg_captions``;
 - ``geometry``: :func:`~contrastkit.evaluate.geometry.geometry_metrics` of the image
-  embeddings against the embeddings of each record's ``captions[0]``;
+  embeddings against the embeddings of each record's ``captions[0]``, the
+  temperature diagnostics at ``temperature`` (default 0.07) and the tolerance
+  over the classes of the first zero-shot task (records outside it unlabelled);
 - ``n_images``, ``n_captions``, ``n_unique_texts``, ``dataset`` (its name) and
   ``eval_seconds`` (wall time of image embedding, text embedding, metrics).
 """
@@ -20,8 +22,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
+import torch
 from torch import Tensor
 
 from ..data.records import Dataset, Record, ZeroShotTask
@@ -61,8 +64,16 @@ def evaluate_dataset_with_embeddings(
     max_records: int | None = None,
     progress: bool = True,
     seed: int = 0,
+    temperature: float | None = None,
+    curve_ks: Sequence[int] | None = None,
+    num_workers: int = 0,
 ) -> EvaluationOutput:
-    """Like :func:`evaluate_dataset`, also returning the image and first-caption embeddings."""
+    """Like :func:`evaluate_dataset`, also returning the image and first-caption embeddings.
+
+    ``temperature`` is the tau of the geometry's temperature diagnostics,
+    ``curve_ks`` adds a recall@k curve to the retrieval results, ``num_workers``
+    DataLoader workers load images for embedders that support it.
+    """
     n = len(dataset) if max_records is None else min(len(dataset), max_records)
     if n < 1:
         raise ValueError(f"dataset {getattr(dataset, 'name', '?')!r}: no records to evaluate")
@@ -74,7 +85,7 @@ def evaluate_dataset_with_embeddings(
 
     t0 = time.perf_counter()
     image_emb = embed_images(embedder, [rec.load_image for rec in records], batch_size=batch_size,
-                             progress=progress)
+                             progress=progress, num_workers=num_workers)
     seconds["embed_images"] = time.perf_counter() - t0
 
     tasks = [t for t in (_restrict(task, n) for task in dataset.zeroshot_tasks()) if t.indices]
@@ -89,10 +100,16 @@ def evaluate_dataset_with_embeddings(
     t0 = time.perf_counter()
     zeroshot = {task.name: evaluate_zeroshot(image_emb, task, cache) for task in tasks}
     text_to_image = [i for i, rec in enumerate(records) for _ in rec.captions]
-    retrieval = retrieval_metrics(image_emb, cache(captions), text_to_image)
+    retrieval = retrieval_metrics(image_emb, cache(captions), text_to_image, curve_ks=curve_ks)
     compositional = evaluate_compositional(image_emb, records, cache)
     text_emb = cache([rec.captions[0] for rec in records])
-    geometry = geometry_metrics(image_emb, text_emb, seed=seed)
+    labels = None
+    if tasks:
+        labels = torch.full((n,), -1, dtype=torch.long)
+        labels[torch.as_tensor(tasks[0].indices, dtype=torch.long)] = torch.as_tensor(tasks[0].labels)
+    geometry = geometry_metrics(image_emb, text_emb, seed=seed, temperature=temperature, labels=labels)
+    if labels is not None:
+        geometry["tolerance_labels"] = tasks[0].name
     seconds["metrics"] = time.perf_counter() - t0
 
     results: dict[str, Any] = {

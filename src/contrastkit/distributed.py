@@ -1,0 +1,123 @@
+"""Rank helpers and the one gather that makes every objective input global.
+
+The convention (DESIGN.md): every rank encodes its local rows, the engine
+gathers each tensor the objective reads into the global batch (gradient flowing
+back to the local shard), every rank computes the same global loss, and the
+parameter gradients are averaged across ranks after backward. With W ranks the
+gather's backward sums W identical upstream gradients into the local rows, and
+the average divides by W again, so towers, temperature, bias and objective heads
+get exactly the gradient of the single-process global batch. Nothing here is a
+user-facing switch that could make gradients wrong.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from typing import Iterable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .encoded import Encoded
+
+# Encoded fields whose batch dimension is not the first one.
+BATCH_DIM = {"image_views": 1, "text_views": 1, "image_view_features": 1, "text_view_features": 1}
+NOT_BATCHED = {"logit_scale", "logit_bias", "teacher_logit_scale", "reference_logit_scale"}
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def init_from_environment() -> bool:
+    """Join the process group described by torchrun's environment; False when not launched by torchrun."""
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return is_distributed()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+    return True
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward sums every rank's upstream gradient and keeps this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:  # type: ignore[override]
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.dim, ctx.size = dim, x.shape[dim]
+        return torch.cat(parts, dim=dim)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad.narrow(ctx.dim, rank() * ctx.size, ctx.size), None
+
+
+def gather_with_grad(x: Tensor, dim: int = 0) -> Tensor:
+    """All ranks' ``x`` concatenated in rank order along ``dim``; gradient flows to this rank's part."""
+    if not is_distributed() or world_size() == 1:
+        return x
+    if not x.requires_grad:
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=dim)
+    return _GatherWithGrad.apply(x, dim)
+
+
+def gather_encoded(enc: Encoded) -> Encoded:
+    """Every batched tensor of ``enc`` made global; scalars stay as they are."""
+    if not is_distributed() or world_size() == 1:
+        return enc
+    values = {}
+    for f in fields(enc):
+        value = getattr(enc, f.name)
+        if isinstance(value, Tensor) and f.name not in NOT_BATCHED:
+            value = gather_with_grad(value, BATCH_DIM.get(f.name, 0))
+        values[f.name] = value
+    local = enc.batch_size
+    values["local_rows"] = slice(rank() * local, (rank() + 1) * local)
+    return Encoded(**values)
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter], bucket_bytes: int = 25 << 20) -> None:
+    """Average ``.grad`` over ranks in flat buckets (a no-op on one process)."""
+    if not is_distributed() or world_size() == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    bucket: list[Tensor] = []
+    size = 0
+    for g in grads + [None]:  # None flushes the last bucket
+        if g is not None:
+            bucket.append(g)
+            size += g.numel() * g.element_size()
+        if bucket and (g is None or size >= bucket_bytes):
+            flat = torch.cat([b.reshape(-1) for b in bucket])
+            dist.all_reduce(flat)
+            flat /= world_size()
+            offset = 0
+            for b in bucket:
+                b.copy_(flat[offset:offset + b.numel()].view_as(b))
+                offset += b.numel()
+            bucket, size = [], 0
+
+
+def broadcast_parameters(modules: Iterable[torch.nn.Module]) -> None:
+    """Make rank 0's parameters and buffers everyone's (same start on every rank)."""
+    if not is_distributed() or world_size() == 1:
+        return
+    for module in modules:
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=0)

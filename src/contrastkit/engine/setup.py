@@ -1,0 +1,102 @@
+"""What the trainer builds before the first step: data view, frozen copies, precision, speed switches."""
+from __future__ import annotations
+
+import contextlib
+from copy import deepcopy
+from typing import Callable, ContextManager
+
+import torch
+
+from ..config import Config, ConfigError
+from ..data.pipeline import TrainingSet, ViewSpec, tag_vocabulary
+from ..data.records import Dataset
+from ..data.transforms import TextAugment, image_augment
+from ..models.dual_encoder import DualEncoder
+from ..objectives import Objective
+from .encode import VIEW_FIELDS
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            import os
+
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name} was asked for but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def frozen_copy(model: DualEncoder) -> DualEncoder:
+    copy = deepcopy(model)
+    copy.eval()
+    for p in copy.parameters():
+        p.requires_grad_(False)
+    return copy
+
+
+@torch.no_grad()
+def ema_update(teacher: DualEncoder, student: DualEncoder, momentum: float) -> None:
+    """teacher <- m teacher + (1 - m) student, over parameters and floating buffers."""
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.lerp_(s.detach(), 1 - momentum)
+    for t, s in zip(teacher.buffers(), student.buffers()):
+        if t.dtype.is_floating_point:
+            t.lerp_(s, 1 - momentum)
+        else:
+            t.copy_(s)
+
+
+def tag_vocabulary_for(objective: Objective, train_set: Dataset) -> list[str]:
+    """The tag order of the targets: a term's own ``vocabulary``, else the tags found in the data.
+
+    A term that states ``num_tags`` must agree with the vocabulary size.
+    """
+    terms = [(label, term) for label, term in zip(objective.labels, objective.terms) if "tags" in term.requires]
+    vocabulary = next((list(t.vocabulary) for _, t in terms if getattr(t, "vocabulary", None)), None)
+    vocabulary = vocabulary or tag_vocabulary(train_set)
+    for label, term in terms:
+        size = getattr(term, "num_tags", len(vocabulary))
+        if size != len(vocabulary):
+            raise ValueError(f"objective term {label!r}: num_tags is {size} but the data has {len(vocabulary)} tags; "
+                             f"set num_tags: {len(vocabulary)} (or give the term its vocabulary)")
+    return vocabulary
+
+
+def training_set_for(cfg: Config, train_set: Dataset, model: DualEncoder, objective: Objective) -> TrainingSet:
+    """The training view of the data: only the per-record work the objective needs."""
+    size = cfg.data.image_size
+    requires = objective.requires
+    views = ViewSpec()
+    if requires & VIEW_FIELDS:
+        views = ViewSpec(cfg.data.views, image_augment(cfg.data.view_image_augment, size),
+                         TextAugment(cfg.data.view_text_augment))
+    neg_per_image = cfg.data.neg_per_image if requires & {"neg_text", "neg_text_mask", "teacher_neg_text"} else 0
+    augment = None if cfg.data.image_augment == "none" else image_augment(cfg.data.image_augment, size)
+    vocabulary = tag_vocabulary_for(objective, train_set) if "tags" in requires else None
+    return TrainingSet(train_set, model.image_transform(train=True), cfg.train.seed, neg_per_image, augment,
+                       views, vocabulary)
+
+
+def autocast_for(precision: str, device: torch.device) -> Callable[[], ContextManager]:
+    """A context factory for the towers' forward passes (losses are computed in float32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision: fp16 needs a CUDA device (use bf16 on CPU)")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def apply_speed_switches(model: DualEncoder, cfg: Config) -> None:
+    """Gradient checkpointing and torch.compile of the towers, as the config asks."""
+    if cfg.train.grad_checkpointing:
+        for name, tower in (("image", model.image_tower), ("text", model.text_tower)):
+            if not hasattr(tower, "set_grad_checkpointing"):
+                raise ConfigError(f"train.grad_checkpointing: the {name} tower ({type(tower).__name__}) does not "
+                                  "support it; it is for open_clip and hf towers")
+            tower.set_grad_checkpointing(True)
+    if cfg.train.compile:
+        model.image_tower.compile()
+        model.text_tower.compile()
