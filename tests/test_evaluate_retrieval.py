@@ -106,3 +106,58 @@ def test_bad_mapping_raises():
     with pytest.raises(ValueError, match="text_to_image"):
         retrieval_metrics(images, texts, [0, 1, 2, 3])
     assert not math.isnan(retrieval_metrics(images, texts, [0, 1, 2, 2])["text_retrieval_recall@1"])
+
+
+def test_chunked_path_equals_the_direct_score_matrix_and_bounds_each_chunk(monkeypatch):
+    """Chunked recall == recall from the full T x M matrix; no chunk exceeds the score budget."""
+    from contrastkit.evaluate import retrieval as rt
+
+    g = torch.Generator().manual_seed(4)
+    n_img, d = 300, 24
+    images = F.normalize(torch.randn(n_img, d, generator=g), dim=-1)
+    t2i = torch.randint(0, n_img, (1200,), generator=g)  # several captions per image, some images none
+    texts = F.normalize(images[t2i] + 1.1 * torch.randn(1200, d, generator=g), dim=-1)
+    scores = texts @ images.T  # the direct computation: full matrix, topk
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(len(t2i)), t2i] = True
+    has_text = positive.any(0)
+    ks = (1, 5, 10, 50)
+    direct = {}
+    for k in ks:
+        top_img = scores.topk(k, dim=1).indices
+        direct[f"image_retrieval_recall@{k}"] = positive.gather(1, top_img).any(1).float().mean().item()
+        top_txt = scores.T.topk(k, dim=1).indices
+        direct[f"text_retrieval_recall@{k}"] = positive.T.gather(1, top_txt).any(1)[has_text].float().mean().item()
+
+    seen = []
+    real = rt._query_ranks
+    monkeypatch.setattr(rt, "_query_ranks", lambda q, gal, pos, *, chunk_size, tie_tol: (
+        seen.append(min(chunk_size, q.shape[0]) * gal.shape[0]), real(q, gal, pos, chunk_size=chunk_size, tie_tol=tie_tol))[1])
+    monkeypatch.setattr(rt, "SCORE_BUDGET", 20_000)  # force many small chunks
+    for chunk in (None, 17):
+        got = rt.retrieval_metrics(images, texts, t2i, ks=ks, chunk_size=chunk, curve_ks=(1, 2, 5, 10, 50, 5000))
+        for key, value in direct.items():
+            assert got[key] == pytest.approx(value, abs=1e-6), (chunk, key)
+    assert len(seen) == 4 and max(seen[:2]) <= 20_000  # the default chunks keep to the budget
+    curve = got["recall_curve"]
+    assert curve["k"] == [1, 2, 5, 10, 50]  # k beyond both galleries dropped
+    assert curve["image_retrieval"][curve["k"].index(5)] == pytest.approx(got["image_retrieval_recall@5"])
+    assert curve["text_retrieval"] == sorted(curve["text_retrieval"])  # non-decreasing in k
+
+
+def test_memory_of_100k_images_and_500k_captions_stays_within_a_few_gigabytes():
+    from contrastkit.evaluate.retrieval import SCORE_BUDGET, default_chunk_size, peak_bytes
+
+    chunk = default_chunk_size(100_000, 500_000)
+    assert chunk >= 1 and chunk * 500_000 <= SCORE_BUDGET
+    assert peak_bytes(100_000, 500_000, 768) < 3 * 2**30  # embeddings 1.8 GB + one chunk + counts
+    assert peak_bytes(100_000, 500_000, 1024) < 4 * 2**30
+
+
+def test_unit_float32_inputs_are_not_copied():
+    from contrastkit.evaluate.retrieval import _unit32
+
+    x = F.normalize(torch.randn(50, 8), dim=-1)
+    assert _unit32(x).data_ptr() == x.data_ptr()
+    assert _unit32(3 * x).data_ptr() != x.data_ptr()
+    assert torch.allclose(_unit32(3 * x.double()), x, atol=1e-6)

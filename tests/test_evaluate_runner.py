@@ -235,3 +235,15 @@ def test_write_report_without_embeddings_or_log(tmp_path):
     assert rep["plots"] == {} and rep["config"] == {} and rep["zeroshot"] == {}
     assert (tmp_path / "report.md").read_text().count("| 1 | 25.00 | 50.00 |") == 1
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_geometry_gets_temperature_and_first_task_labels_and_retrieval_a_curve():
+    out = evaluate_dataset_with_embeddings(WorldEmbedder(), WorldDataset(), progress=False, temperature=0.5,
+                                           curve_ks=(1, 2, 50))
+    geo = out.results["geometry"]
+    assert geo["temperature"] == 0.5 and geo["tolerance_labels"] == "colour" and geo["n_labelled"] == 12
+    # records of one colour share the colour one-hot; their shape pixel differs -> tolerance in (0, 1)
+    assert 0.0 < geo["tolerance_image"] < 1.0
+    assert 0.0 < geo["hardness_top1"] <= 1.0 and 1.0 <= geo["effective_negatives"] <= 11.0
+    curve = out.results["retrieval"]["recall_curve"]
+    assert curve["k"] == [1, 2] and curve["image_retrieval"][0] == out.results["retrieval"]["image_retrieval_recall@1"]

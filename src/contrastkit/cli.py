@@ -1,7 +1,9 @@
 """The contrastkit command line.
 
     contrastkit train CONFIG [--set key=value]... [--out DIR] [--resume RUN_DIR]
-    contrastkit eval --checkpoint RUN_DIR [--data SPEC] [--split test] [--out DIR]
+    contrastkit eval (--checkpoint RUN_DIR | --model open_clip:NAME --pretrained FILE | --model hf:DIR)
+                     [--task ...] [--data SPEC] [--split test] [--out DIR]
+    contrastkit eval --compare A B
     contrastkit embed --checkpoint RUN_DIR (--images PATH... | --texts FILE) --out FILE.npy
     contrastkit data export SPEC --out DIR [--split train] [--limit N]
     contrastkit objectives

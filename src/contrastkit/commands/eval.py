@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--split", default="test", help="split to evaluate (default: test)")
     data.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
                       help="data setting for reading --data (e.g. data.label_column=label, data.val_fraction=0.1); "
-                           "for file sources the whole split is evaluated unless data.eval_size is set")
+                           "for file sources the whole split is evaluated unless data.eval_size is set "
+                           "(webdataset shards: data.eval_size records)")
     data.add_argument("--max-records", type=int, default=0, help="evaluate at most this many records (0: all)")
     data.add_argument("--classnames", metavar="FILE", help="class names, one per line (line i = class i)")
     data.add_argument("--templates", metavar="FILE|NAME",
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--sugarcrepe", nargs="+", metavar="JSON",
                       help="SugarCrepe JSON files or a folder of them (needs --images)")
     data.add_argument("--aro", nargs="+", metavar="JSON", help="ARO-style JSON / JSONL sets (needs --images)")
-    data.add_argument("--images", metavar="DIR", help="image folder of --sugarcrepe / --aro (and of manifests)")
+    data.add_argument("--images", metavar="DIR", help="folder the image paths of --sugarcrepe / --aro are relative to")
     probe = p.add_argument_group("linear probe")
     probe.add_argument("--train-split", default="train", help="split the probe trains on (default: train)")
     probe.add_argument("--val-split", default=None,
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--max-train-records", type=int, default=0, help="probe on at most this many (0: all)")
     probe.add_argument("--fewshot", type=int, nargs="+", default=[], metavar="K",
                        help="also probe with K examples per class (e.g. --fewshot 1 5 10)")
+    probe.add_argument("--probe-max-iter", type=int, default=1000, help="L-BFGS iterations per fit (default 1000)")
     metrics = p.add_argument_group("metrics")
     metrics.add_argument("--recall-k", type=int, nargs="+", default=[1, 5, 10], metavar="K",
                          help="retrieval recall@k values (default: 1 5 10)")
@@ -74,8 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                           help="feature cache (default: RUN_DIR/feature-cache for runs, else $CONTRASTKIT_CACHE "
                                "or ~/.cache/contrastkit/features)")
     run_opts.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    run_opts.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only, no PNG plots")
     run_opts.add_argument("--detail", action="store_true", help="with --compare: include per-class values")
-    run_opts.add_argument("--out", help="output folder (default: RUN_DIR/eval-SPLIT, or runs/eval-<model>)")
+    run_opts.add_argument("--out", help="output folder (default: RUN_DIR/eval-SPLIT, else runs/eval-<model>)")
     run_opts.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -98,6 +101,9 @@ def _data_config(cfg, sets: list[str], spec: str | None, max_records: int | None
 
     File sources cap val / test at ``data.eval_size`` records; evaluation reads
     the whole split (or ``--max-records``) unless ``data.eval_size`` is set here.
+    Webdataset shards are the exception: their evaluation split is a window
+    held in memory (encoded images included), so it keeps ``data.eval_size``
+    unless ``--max-records`` says otherwise.
     """
     import dataclasses
 
@@ -106,8 +112,20 @@ def _data_config(cfg, sets: list[str], spec: str | None, max_records: int | None
     overrides = [item if item.startswith("data.") else f"data.{item}" for item in sets]
     data_cfg = config_from_dict(apply_overrides((cfg or Config()).to_dict(), overrides)).data
     if spec and not spec.startswith("synthetic:") and not any(o.startswith("data.eval_size=") for o in overrides):
-        data_cfg = dataclasses.replace(data_cfg, eval_size=max_records or 10**12)
+        if max_records:
+            data_cfg = dataclasses.replace(data_cfg, eval_size=max_records)
+        elif not _is_shards(spec):
+            data_cfg = dataclasses.replace(data_cfg, eval_size=10**12)
     return data_cfg
+
+
+def _is_shards(spec: str) -> bool:
+    try:
+        from ..data.sources import parse_spec
+
+        return parse_spec(spec)[0] == "wds"
+    except (ImportError, ValueError):
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         train_split=args.train_split, val_split=args.val_split, max_train_records=args.max_train_records or None,
         fewshot=args.fewshot, sugarcrepe=args.sugarcrepe or (), aro=args.aro or (), images=args.images,
         recall_ks=args.recall_k, temperature=args.temperature, batch_size=batch_size, num_workers=args.workers,
-        progress=not args.no_progress, seed=args.seed,
+        progress=not args.no_progress, seed=args.seed, probe_max_iter=args.probe_max_iter,
     )
     output = run_suite(model, req, cache=cache)
     if args.out:
@@ -169,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     config = {"model": model.name, "pretrained": model.pretrained, "data": data, "split": args.split,
               "tasks": tasks, "batch_size": batch_size, "precision": args.precision, "data_settings": args.set,
               "run_config": cfg.to_dict() if cfg is not None else None}
-    write_suite(out, output, config=config)
+    write_suite(out, output, config=config, plots=not args.no_plots)
     print(summarize_results(output.results, args.split if data else None))
     print(f"evaluation written to {out}")
     return 0

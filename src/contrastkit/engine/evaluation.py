@@ -24,7 +24,7 @@ def _pct(v: Any) -> str:
 def summarize_results(res: Mapping[str, Any], split: str | None = None) -> str:
     """Plain-text lines with the headline numbers of an evaluation's results, for the terminal."""
     model = res.get("model")
-    head = f"evaluation on {res.get('dataset', '?')}"
+    head = f"evaluation on {res['dataset']}" if res.get("dataset") else "evaluation"
     if split or res.get("split"):
         head += f" [{split or res.get('split')}]"
     if res.get("n_images") is not None:

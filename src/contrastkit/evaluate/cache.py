@@ -20,8 +20,9 @@ dict) together with the architecture name, the preprocessing and the library
 versions, so retraining, another pretrained file or another open_clip release
 is a different key. The **data key** (:func:`records_key`) hashes the data
 spec and split and every record's image identity: path, size and modification
-time for files (plus a crop box, for ARO-style data), the pixel bytes for
-in-memory images. Keys are sha256 hex digests; directory names use the first 24
+time for files (plus a crop box, for ARO-style data), the encoded bytes for
+records that carry them (webdataset shards, parquet / Hugging Face images), the
+pixel bytes for in-memory images. Keys are sha256 hex digests; directory names use the first 24
 characters and the full key is checked against the file's metadata on read.
 
 Writes go to a temporary file renamed into place, so concurrent or killed
@@ -113,6 +114,14 @@ def image_identity(image: Image.Image | str | Path, box: Sequence[float] | None 
     if box is not None:
         ident.append([float(v) for v in box])
     return ident
+
+
+def record_identity(record: Any) -> list[Any]:
+    """:func:`image_identity` of a record's image; encoded bytes held by the record (shards, parquet) are hashed."""
+    blob = getattr(record, "blob", None)
+    if isinstance(blob, (bytes, bytearray)):
+        return ["blob", hashlib.sha1(blob).hexdigest()]
+    return image_identity(record.image)
 
 
 def records_key(identities: Iterable[Any], spec: Mapping[str, Any]) -> str:

@@ -549,8 +549,11 @@ def write_report(
     metrics_log: str | Path | None = None,
     image_emb: Tensor | None = None,
     text_emb: Tensor | None = None,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Write report.json, report.md and plots into ``run_dir`` (created if needed); return the report dict.
+
+    ``plots=False`` writes the JSON and the Markdown only.
 
     ``results`` is typically :func:`~contrastkit.evaluate.runner.evaluate_dataset`'s
     dict. ``image_emb`` / ``text_emb`` (row i matched to row i) enable the
@@ -564,47 +567,48 @@ def write_report(
     for key, value in results.items():
         if key not in report:
             report[key] = value
-    plots: dict[str, str] = {}
+    want_plots = plots
+    written: dict[str, str] = {}  # plot name -> file name
 
     if metrics_log is not None:
         rows, skipped = read_metrics_log(metrics_log)
         if skipped:
             report["metrics_log_skipped_lines"] = skipped
-        if plot_loss_curve(rows, run_dir / "loss_curve.png"):
-            plots["loss_curve"] = "loss_curve.png"
+        if want_plots and plot_loss_curve(rows, run_dir / "loss_curve.png"):
+            written["loss_curve"] = "loss_curve.png"
 
-    if image_emb is not None and text_emb is not None:
+    if want_plots and image_emb is not None and text_emb is not None:
         plot_embedding_gap(image_emb, text_emb, run_dir / "embedding_gap.png")
-        plots["embedding_gap"] = "embedding_gap.png"
+        written["embedding_gap"] = "embedding_gap.png"
         if image_emb.shape == text_emb.shape and image_emb.shape[0] >= 2:
             plot_similarity_hist(image_emb, text_emb, run_dir / "similarity_hist.png")
-            plots["similarity_hist"] = "similarity_hist.png"
+            written["similarity_hist"] = "similarity_hist.png"
 
-    for name, metrics in (report["zeroshot"] or {}).items():
+    for name, metrics in (report["zeroshot"] or {}).items() if want_plots else ():
         conf = metrics.get("confusion_matrix") if isinstance(metrics, Mapping) else None
         if conf and 2 <= len(conf) <= 40:
             fname = f"confusion_{_slug(name)}.png"
-            while fname in plots.values():
+            while fname in written.values():
                 fname = fname[:-4] + "_.png"
             plot_confusion(conf, metrics.get("classnames") or [str(i) for i in range(len(conf))], run_dir / fname,
                            title=f"Zero-shot confusion matrix: {name}")
-            plots[f"confusion/{name}"] = fname
+            written[f"confusion/{name}"] = fname
 
-    for name, metrics in (report["zeroshot"] or {}).items():
+    for name, metrics in (report["zeroshot"] or {}).items() if want_plots else ():
         recall = metrics.get("per_class_recall") if isinstance(metrics, Mapping) else None
         if recall and 2 <= len(recall) <= 100:
             fname = f"per_class_{_slug(name)}.png"
-            while fname in plots.values():
+            while fname in written.values():
                 fname = fname[:-4] + "_.png"
             plot_per_class(recall, run_dir / fname, title=f"Zero-shot per-class recall: {name}")
-            plots[f"per_class/{name}"] = fname
+            written[f"per_class/{name}"] = fname
 
     curve = (report["retrieval"] or {}).get("recall_curve") if isinstance(report["retrieval"], Mapping) else None
-    if curve and curve.get("k"):
+    if want_plots and curve and curve.get("k"):
         plot_recall_curve(curve, run_dir / "recall_at_k.png")
-        plots["recall_at_k"] = "recall_at_k.png"
+        written["recall_at_k"] = "recall_at_k.png"
 
-    report["plots"] = plots
+    report["plots"] = written
     report = to_jsonable(report)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")

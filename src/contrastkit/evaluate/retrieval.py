@@ -46,8 +46,9 @@ SCORE_BUDGET = 1 << 24  # scores per query chunk (64 MB of float32)
 MAX_CHUNK = 4096
 
 
-def default_chunk_size(n_images: int, n_texts: int, budget: int = SCORE_BUDGET) -> int:
-    """Queries per chunk so that a chunk's score block stays within ``budget`` entries."""
+def default_chunk_size(n_images: int, n_texts: int, budget: int | None = None) -> int:
+    """Queries per chunk so that a chunk's score block stays within ``budget`` (:data:`SCORE_BUDGET`) entries."""
+    budget = SCORE_BUDGET if budget is None else budget
     return max(1, min(MAX_CHUNK, budget // max(n_images, n_texts, 1)))
 
 

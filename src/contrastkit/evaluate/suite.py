@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from ..data.records import Record, ZeroShotTask
-from .cache import FeatureCache, image_identity, records_key
+from .cache import FeatureCache, record_identity, records_key
 from .compositional import evaluate_choices, evaluate_compositional, record_pairs
 from .embedder import TextEmbeddingCache, embed_images
 from .geometry import geometry_metrics
@@ -98,9 +98,10 @@ class EvalRequest:
     val_split: str | None = None
     max_train_records: int | None = None
     fewshot: Sequence[int] = ()
+    probe_max_iter: int = 1000
     sugarcrepe: Sequence[str | Path] = ()
     aro: Sequence[str | Path] = ()
-    images: str | Path | None = None  # image root of sugarcrepe / aro (and of manifests)
+    images: str | Path | None = None  # image root of the sugarcrepe / aro files
     recall_ks: Sequence[int] = DEFAULT_KS
     curve_ks: Sequence[int] = CURVE_KS
     temperature: float | None = None
@@ -163,7 +164,7 @@ class Features:
         return emb
 
     def record_images(self, records: Sequence[Record], describe: dict[str, Any]) -> Tensor:
-        return self.images([r.load_image for r in records], [image_identity(r.image) for r in records], describe,
+        return self.images([r.load_image for r in records], [record_identity(r) for r in records], describe,
                            desc=f"embed {describe.get('split', '')} images".replace("  ", " "))
 
 
@@ -243,7 +244,8 @@ def run_suite(model: Any, req: EvalRequest, cache: FeatureCache | None = None) -
     if dataset is None and not (req.sugarcrepe or req.aro):
         raise ValueError("nothing to evaluate: give --data SPEC, --sugarcrepe or --aro")
 
-    image_emb = text_emb = None
+    if (req.sugarcrepe or req.aro) and "compositional" not in tasks:
+        raise ValueError("--sugarcrepe / --aro are inputs of the compositional task: add it to --task")
     pair_img = pair_txt = None
     if dataset is not None:
         ds_name = str(getattr(dataset, "name", type(dataset).__name__))
@@ -252,9 +254,8 @@ def run_suite(model: Any, req: EvalRequest, cache: FeatureCache | None = None) -
             raise ValueError(f"dataset {ds_name!r}: no records to evaluate")
         describe = {"data": req.data or ds_name, "split": req.split, "dataset": ds_name}
         image_emb = feats.record_images(records, describe)
-        need_labels = bool({"zeroshot", "linear_probe"} & set(tasks))
-        zs_tasks = zeroshot_tasks_for(dataset, records, req, required=need_labels and "geometry" not in tasks
-                                      and "retrieval" not in tasks)
+        # Labelled tasks (zero-shot, probe, tolerance); an error only when zero-shot is all that was asked for.
+        zs_tasks = zeroshot_tasks_for(dataset, records, req, required=tasks == ["zeroshot"])
         captions = [c for rec in records for c in rec.captions]
         _, _, negatives, _ = record_pairs(records) if "compositional" in tasks else ([], [], [], [])
         prompts = [format_template(t, c) for task in (zs_tasks if "zeroshot" in tasks else [])
@@ -313,7 +314,7 @@ def run_suite(model: Any, req: EvalRequest, cache: FeatureCache | None = None) -
 
         if "linear_probe" in tasks:
             t0 = time.perf_counter()
-            results["linear_probe"] = _linear_probe(req, feats, zs_tasks, image_emb, dump, dn)
+            results["linear_probe"] = _linear_probe(req, feats, zs_tasks, image_emb, dump, dn, records)
             seconds["linear_probe"] = time.perf_counter() - t0
 
     if "compositional" in tasks and (req.sugarcrepe or req.aro):
@@ -354,8 +355,16 @@ def run_suite(model: Any, req: EvalRequest, cache: FeatureCache | None = None) -
     return SuiteOutput(results, task_results, pair_img, pair_txt, model_info)
 
 
+def _record_key(rec: Record) -> str:
+    """What identifies a record across splits: its key, else its image path (in-memory images: unique)."""
+    if rec.key:
+        return f"key:{rec.key}"
+    return f"path:{rec.image}" if not hasattr(rec.image, "tobytes") else f"object:{id(rec.image)}"
+
+
 def _linear_probe(req: EvalRequest, feats: Features, test_tasks: Sequence[ZeroShotTask], test_emb: Tensor,
-                  dump: Callable[..., None], dn: Callable[[str], str]) -> dict[str, Any]:
+                  dump: Callable[..., None], dn: Callable[[str], str], test_records: Sequence[Record]
+                  ) -> dict[str, Any]:
     if req.data is None and req.dataset is None:
         raise ValueError("linear_probe needs --data SPEC with a train split")
     if not test_tasks:
@@ -363,9 +372,17 @@ def _linear_probe(req: EvalRequest, feats: Features, test_tasks: Sequence[ZeroSh
     if req.data is None:
         raise ValueError("linear_probe: give the data as a spec (--data) so its train split can be opened")
 
+    test_keys = {_record_key(r) for r in test_records}
+
     def split_features(split: str) -> tuple[dict[str, ZeroShotTask], Tensor]:
         ds = _open(req.data, split, req)  # type: ignore[arg-type]
         records = _records(ds, req.max_train_records)
+        shared = sum(_record_key(r) in test_keys for r in records)
+        if shared > 0.5 * min(len(records), len(test_keys)):
+            raise ValueError(
+                f"linear_probe: {shared} of the {len(records)} records of the {split!r} split are also in the "
+                f"{req.split!r} split (a source without splits serves every split whole); give split files "
+                "({split} in the spec) or a hash split (--set data.test_fraction=0.2 --set data.val_fraction=0.1)")
         tasks = zeroshot_tasks_for(ds, records, EvalRequest(classnames=req.classnames), required=False)
         emb = feats.record_images(records, {"data": req.data, "split": split, "dataset": getattr(ds, "name", "")})
         return {t.name: t for t in tasks}, emb
@@ -388,7 +405,7 @@ def _linear_probe(req: EvalRequest, feats: Features, test_tasks: Sequence[ZeroSh
                 test_emb[torch.as_tensor(task.indices)], task.labels,
                 val_x=val_emb[torch.as_tensor(va.indices)] if va is not None and val_emb is not None else None,
                 val_y=va.labels if va is not None else None,
-                classnames=task.classnames, fewshot_k=k, seed=req.seed)
+                classnames=task.classnames, fewshot_k=k, seed=req.seed, max_iter=req.probe_max_iter)
             label = "full" if k is None else f"{k}-shot"
             per_k[label] = metrics
             dump("linear_probe", dn(task.name), metrics, split=req.split, fewshot_k=k,
@@ -409,9 +426,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "data"
 
 
-def write_suite(out_dir: str | Path, output: SuiteOutput, *, config: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
-    """Write the report (JSON, Markdown, plots) and ``results/<task>_<dataset>.json`` files; return the report."""
+def write_suite(out_dir: str | Path, output: SuiteOutput, *, config: dict[str, Any] | None = None,
+                plots: bool = True) -> dict[str, Any]:
+    """Write the report (JSON, Markdown, plots unless ``plots`` is False) and ``results/<task>_<dataset>.json``."""
     from .report import to_jsonable, write_report
 
     out_dir = Path(out_dir)
@@ -428,4 +445,5 @@ def write_suite(out_dir: str | Path, output: SuiteOutput, *, config: dict[str, A
         files.append(fname)
         (results_dir / fname).write_text(json.dumps(to_jsonable(entry), indent=2, allow_nan=False) + "\n")
     results = {**output.results, "result_files": [f"results/{f}" for f in files]}
-    return write_report(out_dir, results, config=config, image_emb=output.image_emb, text_emb=output.text_emb)
+    return write_report(out_dir, results, config=config, image_emb=output.image_emb, text_emb=output.text_emb,
+                        plots=plots)
