@@ -9,9 +9,10 @@
 Columns are named as for manifests (``data.image_column``, ``data.caption_columns``, ...). The image
 column may be an ``Image`` feature (read undecoded and decoded with the same checks as files), bytes,
 or a path (relative to TARGET's folder). A ``ClassLabel`` label column gives the class names. Splits:
-a ``DatasetDict`` supplies ``train`` / ``validation`` (or ``val``/``valid``) / ``test`` when it has them;
-a split it lacks comes from the hash split of ``train`` when ``data.val_fraction`` /
-``data.test_fraction`` are set, else it is the ``train`` split.
+a ``DatasetDict`` supplies ``train`` / ``validation`` (or ``val``/``valid``/``dev``) / ``test`` when it
+has them. When ``data.val_fraction`` / ``data.test_fraction`` are set and it lacks a held-out split,
+train and the missing held-out split(s) come from the hash split of its ``train`` (the held-out splits
+it has stay as they are); without fractions a missing split is the whole ``train`` split.
 """
 from __future__ import annotations
 
@@ -51,20 +52,22 @@ class HFSource(TableSource):
         loaded = _load(target)
         self.name = f"hf:{target}"
         self.base = Path(target) if Path(target).is_dir() else Path(target).parent
-        by_hash = False
+        hashing = cfg.val_fraction + cfg.test_fraction > 0
         if isinstance(loaded, (datasets.DatasetDict, dict)):
-            names = [n for n in SPLIT_NAMES[split] if n in loaded]
-            if names:
-                ds = loaded[names[0]]
+            if "train" not in loaded and not any(n in loaded for n in SPLIT_NAMES[split]):
+                raise ValueError(f"{self.name}: no {split!r} split and no 'train' split; splits: {', '.join(loaded)}")
+            native = {s: next((n for n in SPLIT_NAMES[s] if n in loaded), None) for s in SPLIT_NAMES}
+            carve = hashing and (native["val"] is None or native["test"] is None)
+            if native[split] is not None and not (split == "train" and carve):
+                ds, by_hash = loaded[native[split]], False
             else:
-                if "train" not in loaded:
-                    raise ValueError(f"{self.name}: no {split!r} split and no 'train' split; splits: "
-                                     f"{', '.join(loaded)}")
-                ds = loaded["train"]
-                by_hash = cfg.val_fraction + cfg.test_fraction > 0
+                ds, by_hash = loaded["train"], carve
         else:
-            ds = loaded
-            by_hash = cfg.val_fraction + cfg.test_fraction > 0
+            ds, by_hash = loaded, hashing
+        if by_hash:
+            from .sources import _fallback_split
+
+            split = _fallback_split(split, cfg)
         super().__init__(cfg, split, by_hash)
         check_columns(self.name, list(ds.column_names), cfg)
         feature = ds.features.get(cfg.image_column)

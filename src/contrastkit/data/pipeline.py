@@ -368,9 +368,17 @@ def make_train_loader(dataset: TrainingSet, batch_size: int, steps: int, seed: i
         raise ValueError(f"train.batch_size ({batch_size}) must be divisible by the number of processes "
                          f"({world_size})")
     options = getattr(dataset.dataset, "data_options", None)
+    resample = bool(getattr(options, "resample", False) if resample is None else resample)
+    readers = world_size * max(1, workers)
+    shards = getattr(dataset.dataset, "shards", None)
+    if not resample and shards is not None and len(shards) < readers:
+        raise ValueError(f"{getattr(dataset.dataset, 'name', 'stream')}: {len(shards)} shards cannot feed "
+                         f"{readers} readers ({world_size} ranks x {max(1, workers)} workers) without some "
+                         "getting none; lower data.workers, write more shards (contrastkit data convert "
+                         "--shard-size), or set data.resample=true")
     stream = StreamBatches(
         dataset, batch_size // world_size, seed, rank=rank, world_size=world_size, start_step=start_step,
-        resample=bool(getattr(options, "resample", False) if resample is None else resample),
+        resample=resample,
         shuffle_buffer=int(getattr(options, "shuffle_buffer", 1000) if shuffle_buffer is None else shuffle_buffer),
     )
     loader = DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=False, pin_memory=pin)

@@ -367,6 +367,14 @@ def _without_sizes(caption: Caption) -> Caption:
     return replace(caption, mentions=tuple(replace(m, size=None) for m in caption.mentions))
 
 
+def _partial_mentions(obj: SceneObject, form: str) -> list[Caption]:
+    """Captions that leave the colour or the shape unstated ("there is a large star", "a red object"),
+    as real captions often do; they tie shape and colour words to the image on their own."""
+    return [Caption((Mention(obj.shape, None, obj.size),), (), form),
+            Caption((Mention(obj.shape),), (), form),
+            Caption((Mention(None, obj.colour),), (), form)]
+
+
 def _put(items: tuple[Any, ...], i: int, item: Any) -> tuple[Any, ...]:
     return items[:i] + (item,) + items[i + 1 :]
 
@@ -424,6 +432,7 @@ def describe_scene(scene: Scene, rng: random.Random, negatives_per_category: int
             replace(canonical, form="there"),
             _without_sizes(canonical),
             replace(_without_sizes(canonical), form="photo"),
+            *_partial_mentions(objs[0], "photo"),
         ]
         rewrites = [replace(canonical, form="photo"), replace(canonical, form="there")]
     else:
@@ -444,6 +453,7 @@ def describe_scene(scene: Scene, rng: random.Random, negatives_per_category: int
             for a, b in combinations(ordered, 2):
                 positives.append(_without_sizes(_chain((a, b), scene.layout, rng.random() < 0.5)))
         positives += [Caption((_full(o),), (), "there") for o in objs]
+        positives += _partial_mentions(rng.choice(objs), "there")
 
     negatives: dict[str, list[str]] = {}
     for category, edits in _negative_edits(canonical).items():

@@ -3,8 +3,9 @@
 A shard is a tar file whose members are grouped into samples by their name
 before the first dot: ``000123.jpg`` (or ``.jpeg``/``.png``/``.webp``) is the
 image, ``000123.txt`` its caption, ``000123.json`` optional metadata. The
-caption is the ``.txt``; without one, the ``.json`` fields named by
-``data.caption_columns`` (or a ``captions`` list). From the ``.json`` also:
+captions are the ``.json``'s ``captions`` list when it has one (shards written
+by ``contrastkit data convert`` keep every caption there), else the ``.txt``,
+else the ``.json`` fields named by ``data.caption_columns``. From the ``.json`` also:
 ``neg_captions`` (category -> list; or the ``data.neg_caption_columns``
 fields), ``tags`` / ``neg_tags`` / ``rewrites`` (or the configured columns),
 ``label`` (or ``data.label_column``). Shards are opened and parsed with the
@@ -163,7 +164,7 @@ class WebDatasetSource:
             reading[0] = fname
             return True
 
-        count, key, group = 0, None, {}
+        count, key, group, last = 0, None, {}, None
         try:
             stream = gopen(url)
         except Exception as err:  # noqa: BLE001 - any opener error names the shard
@@ -176,7 +177,7 @@ class WebDatasetSource:
                 if prefix != key:
                     if key is not None:
                         yield key, group
-                        count += 1
+                        count, last = count + 1, key
                     key, group = prefix, {}
                 group[suffix.lower()] = member["data"]
         except (tarfile.TarError, EOFError, OSError, ValueError) as err:
@@ -187,13 +188,13 @@ class WebDatasetSource:
             errors.append(EOFError("the file ends without the tar end-of-archive blocks"))
             if key is not None and _complete(group):  # cut after a whole sample: keep it
                 yield key, group
-                count += 1
+                count, last = count + 1, key
             key = None
         if errors and key is not None and base_plus_ext(reading[0])[0] != key and _complete(group):
             yield key, group  # the cut is in the next sample: this one is whole
-            count += 1
+            count, last = count + 1, key
         if errors:
-            where = f"shard {url}" + (f" after sample {key or '(none)'}" if count else "")
+            where = f"shard {url}" + (f" after sample {last}" if last is not None else "")
             yield Problem("truncated_shard", where, f"tar data ends early ({errors[0]}); read {count} samples, "
                                                     "the rest of the shard is lost")
         elif key is not None:
@@ -212,10 +213,10 @@ class WebDatasetSource:
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeError) as err:
                 raise DataError("invalid_row", where, f"the .json member does not parse: {err}") from None
-        if "txt" in group:
-            raw: list[Any] = [group["txt"]]
-        elif isinstance(meta.get("captions"), list):
-            raw = meta["captions"]
+        if isinstance(meta.get("captions"), list) and meta["captions"]:
+            raw: list[Any] = meta["captions"]
+        elif "txt" in group:
+            raw = [group["txt"]]
         else:
             raw = [meta[c] for c in self.caption_columns if c in meta]
         captions = check_captions(raw, where)

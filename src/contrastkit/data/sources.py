@@ -155,7 +155,7 @@ def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) ->
     else:
         from .hf import HFSource
 
-        dataset = HFSource(target, part, cfg)
+        dataset = HFSource(target, split, cfg)  # it knows which splits it has (rule 3 before rule 4)
     dataset.data_options = DataOptions.of(cfg)  # type: ignore[attr-defined]
     if split != "train" and not raw and not getattr(dataset, "streaming", False):
         from .views import CheckedView
