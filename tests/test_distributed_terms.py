@@ -144,3 +144,29 @@ def test_two_ranks_equal_one_process(name, distributed_results):
         assert ranked.keys() == single.keys()
         for key, value in single.items():
             torch.testing.assert_close(ranked[key], value, rtol=1e-5, atol=1e-6, msg=f"{name}: {key} (rank {rank})")
+
+
+def _uneven_worker(rank: int, init_file: str, out_dir: str) -> None:
+    """Ranks with 3 and 5 rows (records skipped as bad make local batches unequal)."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        rows = slice(0, 3) if rank == 0 else slice(3, B)
+        for name in ("clip", "negclip", "barlip"):
+            save_file({k: v.contiguous() for k, v in run_term(name, rows).items()},
+                      os.path.join(out_dir, f"uneven-{name}.rank{rank}.safetensors"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_unequal_local_batches_equal_one_process(tmp_path):
+    mp.spawn(_uneven_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    for name in ("clip", "negclip", "barlip"):
+        single = run_term(name, slice(0, B))
+        for rank in range(WORLD):
+            ranked = load_file(str(tmp_path / f"uneven-{name}.rank{rank}.safetensors"))
+            for key, value in single.items():
+                torch.testing.assert_close(ranked[key], value, rtol=1e-5, atol=1e-6,
+                                           msg=f"{name}: {key} (rank {rank})")

@@ -49,46 +49,68 @@ def init_from_environment() -> bool:
     return True
 
 
+def _sizes(n: int, device: torch.device) -> list[int]:
+    """Every rank's local batch size (they differ when bad records were skipped)."""
+    local = torch.tensor([n], device=device)
+    parts = [torch.zeros_like(local) for _ in range(world_size())]
+    dist.all_gather(parts, local)
+    return [int(p) for p in parts]
+
+
+def _all_gather_padded(x: Tensor, dim: int, sizes: list[int]) -> Tensor:
+    """all_gather of tensors whose ``dim`` sizes differ: pad to the largest, gather, cut."""
+    biggest = max(sizes)
+    if x.shape[dim] < biggest:
+        pad_shape = list(x.shape)
+        pad_shape[dim] = biggest - x.shape[dim]
+        x = torch.cat([x, x.new_zeros(pad_shape)], dim=dim)
+    parts = [torch.empty_like(x) for _ in sizes]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim)
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather forward; backward sums every rank's upstream gradient and keeps this rank's slice."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, dim: int) -> Tensor:  # type: ignore[override]
-        parts = [torch.empty_like(x) for _ in range(world_size())]
-        dist.all_gather(parts, x.contiguous())
-        ctx.dim, ctx.size = dim, x.shape[dim]
-        return torch.cat(parts, dim=dim)
+    def forward(ctx, x: Tensor, dim: int, sizes: list[int]) -> Tensor:  # type: ignore[override]
+        ctx.dim, ctx.sizes = dim, sizes
+        return _all_gather_padded(x, dim, sizes)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         grad = grad.contiguous()
         dist.all_reduce(grad)
-        return grad.narrow(ctx.dim, rank() * ctx.size, ctx.size), None
+        offset = sum(ctx.sizes[: rank()])
+        return grad.narrow(ctx.dim, offset, ctx.sizes[rank()]), None, None
 
 
-def gather_with_grad(x: Tensor, dim: int = 0) -> Tensor:
-    """All ranks' ``x`` concatenated in rank order along ``dim``; gradient flows to this rank's part."""
+def gather_with_grad(x: Tensor, dim: int = 0, sizes: list[int] | None = None) -> Tensor:
+    """All ranks' ``x`` concatenated in rank order along ``dim``; gradient flows to this rank's part.
+
+    ``sizes`` (every rank's length along ``dim``) is looked up when not given.
+    """
     if not is_distributed() or world_size() == 1:
         return x
+    sizes = sizes if sizes is not None else _sizes(x.shape[dim], x.device)
     if not x.requires_grad:
-        parts = [torch.empty_like(x) for _ in range(world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts, dim=dim)
-    return _GatherWithGrad.apply(x, dim)
+        return _all_gather_padded(x, dim, sizes)
+    return _GatherWithGrad.apply(x, dim, sizes)
 
 
 def gather_encoded(enc: Encoded) -> Encoded:
     """Every batched tensor of ``enc`` made global; scalars stay as they are."""
     if not is_distributed() or world_size() == 1:
         return enc
+    sizes = _sizes(enc.batch_size, enc.image.device)
     values = {}
     for f in fields(enc):
         value = getattr(enc, f.name)
         if isinstance(value, Tensor) and f.name not in NOT_BATCHED:
-            value = gather_with_grad(value, BATCH_DIM.get(f.name, 0))
+            value = gather_with_grad(value, BATCH_DIM.get(f.name, 0), sizes)
         values[f.name] = value
-    local = enc.batch_size
-    values["local_rows"] = slice(rank() * local, (rank() + 1) * local)
+    offset = sum(sizes[: rank()])
+    values["local_rows"] = slice(offset, offset + sizes[rank()])
     return Encoded(**values)
 
 

@@ -37,14 +37,17 @@ LIVE_FIELDS = ("logit_scale", "logit_bias")
 
 
 def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
-    """Split a collated batch into ``parts`` equal micro-batches (views split along their batch dim)."""
+    """Split a collated batch into ``parts`` micro-batches (views split along their batch dim).
+
+    Sizes differ by at most one when ``parts`` does not divide the batch (records skipped as bad).
+    """
     size = len(batch["captions"])
-    if size % parts:
-        raise ValueError(f"train.accum_steps={parts} must divide the per-process batch size {size}")
-    step = size // parts
+    if size < parts:
+        raise ValueError(f"train.accum_steps={parts} is larger than this batch ({size} records)")
+    bounds = [k * size // parts for k in range(parts + 1)]
     out = []
     for k in range(parts):
-        rows = slice(k * step, (k + 1) * step)
+        rows = slice(bounds[k], bounds[k + 1])
         micro: dict[str, Any] = {}
         for key, value in batch.items():
             if key == "image_views":

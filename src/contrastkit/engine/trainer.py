@@ -91,7 +91,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     scale = scaler.scale if scaler is not None else (lambda loss: loss)
 
     # Fresh start or resume.
-    start_step, skipped = 0, Counter[str]()
+    start_step, skipped, events = 0, Counter[str](), Counter[str]()
+    truncated_before = getattr(getattr(model.text_tower, "tokenizer", None), "truncated", None)
     if reference is not None and resume:
         load_module(reference, run_dir / "reference.safetensors")
     elif reference is not None and is_main:
@@ -148,6 +149,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
 
         window_samples += len(batch["captions"]) * world
         skipped.update(batch.get("skipped", {}))
+        if "synonym_skipped" in batch:
+            events["synonym_skipped"] += int(batch["synonym_skipped"].sum())
         bar.update(1)
         done = step + 1
         if log is not None and (done % cfg.train.log_every == 0 or done == cfg.train.steps):
@@ -179,7 +182,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     eval_started = time.perf_counter()
     result = evaluate_model(model, eval_set, cfg, max_records=cfg.eval.max_records or None,
                             progress=cfg.train.progress)
+    if truncated_before is not None:
+        events["caption_truncations"] = model.text_tower.tokenizer.truncated - truncated_before
     timing = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - eval_started,
               "steps": cfg.train.steps, "resumed_from": start_step if resume else None, "world_size": world}
     return result.write(run_dir, config=cfg.to_dict(), timing=timing, metrics_log=run_dir / "metrics.jsonl",
-                        extra={"training_data": {"skipped_records": dict(skipped), "on_error": cfg.data.on_error}})
+                        extra={"training_data": {"skipped_records": dict(skipped), "on_error": cfg.data.on_error,
+                                                 **events}})
