@@ -9,6 +9,11 @@ Representation Learning With Noisy Text Supervision" (ALIGN).
 with optional label smoothing P = (1 - eps) I + eps / C (C global columns).
 ALIGN preset: eps = 0.1, learnable temperature initialised at t = 1, the two
 directions summed instead of averaged.
+
+The term computes the loss with the tiled kernel of :mod:`.tiled` (memory
+linear in B, exact gradients); batches of at most ``dense_max_rows`` rows (or
+one tile) use the dense :func:`clip_loss`, which is faster there and gives the
+same result. :func:`clip_loss` stays the reference the tests compare against.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from torch import Tensor
 from ..encoded import Encoded
 from .base import Term, register_term
 from .functional import info_nce
+from .tiled import check_tile_size, default_tile_size, dense_max_rows, tiled_clip_loss
 
 PRESETS: dict[str, dict[str, object]] = {
     "clip": {"label_smoothing": 0.0, "reduction": "mean"},
@@ -43,7 +49,7 @@ class ClipTerm(Term):
     model_defaults: ClassVar[dict[str, float]] = {}
 
     def __init__(self, label_smoothing: float | None = None, reduction: str | None = None,
-                 preset: str = "clip") -> None:
+                 preset: str = "clip", tile_size: int | None = None) -> None:
         super().__init__()
         if preset not in PRESETS:
             raise ValueError(f"clip: preset must be one of {sorted(PRESETS)}, got {preset!r}")
@@ -55,8 +61,13 @@ class ClipTerm(Term):
             raise ValueError(f"clip: label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.reduction not in ("mean", "sum"):
             raise ValueError(f"clip: reduction must be 'mean' or 'sum', got {self.reduction!r}")
+        self.tile_size = check_tile_size(tile_size, "clip")
         if preset == "align":
             self.model_defaults = {"logit_scale": 1.0}
 
     def loss(self, enc: Encoded) -> Tensor:
-        return clip_loss(enc.image, enc.text, enc.logit_scale, self.label_smoothing, self.reduction)
+        tile = self.tile_size or default_tile_size(enc.image.device)
+        if enc.image.shape[0] <= min(tile, dense_max_rows(enc.image.device)):
+            return clip_loss(enc.image, enc.text, enc.logit_scale, self.label_smoothing, self.reduction)
+        return tiled_clip_loss(enc.image, enc.text, enc.logit_scale, self.label_smoothing, self.reduction,
+                               tile_size=tile)

@@ -7,6 +7,12 @@ Zhai et al. 2023, "Sigmoid Loss for Language Image Pre-Training".
 
 Learnable t and b, initialised t = 10, b = -10 (so the B^2 - B negatives do
 not swamp early training).
+
+The term computes the loss with the tiled kernel of :mod:`.tiled` (memory
+linear in B, exact gradients); batches of at most ``dense_max_rows`` rows (or
+one tile) use the dense :func:`siglip_loss`, the reference the tests compare
+against. Same sign convention as open_clip's ``SigLipLoss``: z = +1 on the
+diagonal, -1 elsewhere.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from torch import Tensor
 
 from ..encoded import Encoded
 from .base import Term, register_term
+from .tiled import check_tile_size, default_tile_size, dense_max_rows, tiled_siglip_loss
 
 
 def siglip_loss(image: Tensor, text: Tensor, logit_scale: Tensor, logit_bias: Tensor) -> Tensor:
@@ -34,6 +41,13 @@ class SiglipTerm(Term):
     requires: ClassVar[tuple[str, ...]] = ("logit_bias",)
     model_defaults: ClassVar[dict[str, float]] = {"logit_scale": 10.0, "logit_bias": -10.0}
 
+    def __init__(self, tile_size: int | None = None) -> None:
+        super().__init__()
+        self.tile_size = check_tile_size(tile_size, "siglip")
+
     def loss(self, enc: Encoded) -> Tensor:
         assert enc.logit_bias is not None
-        return siglip_loss(enc.image, enc.text, enc.logit_scale, enc.logit_bias)
+        tile = self.tile_size or default_tile_size(enc.image.device)
+        if max(enc.image.shape[0], enc.text.shape[0]) <= min(tile, dense_max_rows(enc.image.device)):
+            return siglip_loss(enc.image, enc.text, enc.logit_scale, enc.logit_bias)
+        return tiled_siglip_loss(enc.image, enc.text, enc.logit_scale, enc.logit_bias, tile_size=tile)
