@@ -1,9 +1,11 @@
 """Built-in tiny towers that train in minutes on two CPU cores.
 
 The image tower keeps spatial information: a strided CNN ends in a 4 x 4 grid
-of cells, a learned positional embedding is added to each cell, and the
-flattened grid is projected, so "a red circle left of a blue square" and its
-swapped negative give different features (global average pooling would not).
+of cells, a learned positional embedding is added to each cell, and one
+attention layer with a pooling token reads the position-tagged cells, so "a red
+circle left of a blue square" and its swapped negative give different features
+(global average pooling would not), while shape detectors stay shared across
+positions (a flattened grid would learn each shape once per cell).
 The text tower is a pre-norm transformer over hashed-word tokens whose output
 at the start token is the pooled feature.
 """
@@ -27,11 +29,16 @@ def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class TinyCNN(nn.Module):
-    """Strided CNN -> 4x4 grid + positional embedding -> flatten -> features (B x width)."""
+    """Strided CNN -> 4x4 grid of cells + positional embedding -> one attention layer -> pooled feature.
+
+    Shape detectors in the convolutions are shared by every position; the attention
+    layer over position-tagged cells (with a learned pooling token) relates objects
+    to each other and to where they are.
+    """
 
     projected = False
 
-    def __init__(self, width: int = 128, image_size: int = 64) -> None:
+    def __init__(self, width: int = 128, image_size: int = 64, heads: int = 4) -> None:
         super().__init__()
         if image_size % 16 != 0:
             raise ValueError(f"tiny_cnn needs an image size divisible by 16, got {image_size}")
@@ -46,17 +53,23 @@ class TinyCNN(nn.Module):
         self.body = nn.Sequential(*stages)
         self.cells = grid * grid
         self.pos = nn.Parameter(torch.randn(1, self.cells, width) * 0.02)
+        self.pool_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.mixer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, activation="gelu",
+                                                batch_first=True, norm_first=True)
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(self.cells * width, width)
         self.output_dim = width
 
     def forward_tokens(self, pixels: Tensor) -> Tensor:
-        """Cell features with position: B x cells x width."""
-        grid = self.body(pixels)
-        return self.norm(grid.flatten(2).transpose(1, 2) + self.pos)
+        """Cell features with position, after the attention layer: B x cells x width."""
+        return self._mix(pixels)[:, 1:]
+
+    def _mix(self, pixels: Tensor) -> Tensor:
+        cells = self.body(pixels).flatten(2).transpose(1, 2) + self.pos
+        tokens = torch.cat([self.pool_token.expand(cells.shape[0], -1, -1), cells], dim=1)
+        return self.norm(self.mixer(tokens))
 
     def forward(self, pixels: Tensor) -> Tensor:
-        return self.head(self.forward_tokens(pixels).flatten(1))
+        return self._mix(pixels)[:, 0]
 
     def image_transform(self, train: bool) -> Callable[[Image.Image], Tensor]:
         size = self.image_size
