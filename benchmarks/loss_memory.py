@@ -37,7 +37,9 @@ import subprocess
 import sys
 import time
 
-SECTION = "## Loss memory and speed (CPU)"
+from results_file import write_section
+
+SECTION = "Loss memory and speed (CPU)"
 IMPLS = ("contrastkit clip", "open_clip ClipLoss", "contrastkit siglip", "open_clip SigLipLoss")
 
 
@@ -217,20 +219,6 @@ def build_table(results: list[dict], gflops: float, dim: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: str, body: str) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md, leaving other sections alone."""
-    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    start = text.find(SECTION)
-    section = f"{SECTION}\n\n{body.strip()}\n"
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("" if nxt < 0 else "\n" + text[nxt + 1:])
-    with open(path, "w") as fh:
-        fh.write(text)
-
-
 def _load() -> str:
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -320,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"open_clip SigLipLoss), 6 for open_clip ClipLoss (two logit matmuls). "
                 f"Floor = GFLOP / GEMM rate. CPU s = process CPU time (all its threads), less sensitive "
                 f"than wall time to other jobs on the machine.\n\n{table}\n")
-        write_section(args.results, body)
+        write_section(args.results, SECTION, body)
         print(f"wrote the '{SECTION}' section of {args.results}")
     return 0
 

@@ -11,6 +11,7 @@ contrastkit's rate comes from its metrics.jsonl (samples/s per logged step), ope
 from __future__ import annotations
 
 import argparse
+import csv as csv_module
 import json
 import os
 import re
@@ -55,6 +56,15 @@ def run_contrastkit(csv: Path, config_dir: Path, out: Path, steps: int, batch: i
 
 
 def run_open_clip(csv: Path, config_dir: Path, out: Path, steps: int, batch: int) -> list[float]:
+    # open_clip's CSV loader opens paths relative to the working directory: give it absolute ones.
+    absolute = out.parent / "captions-absolute.csv"
+    with csv.open() as src, absolute.open("w", newline="") as dst:
+        reader = csv_module.DictReader(src)
+        writer = csv_module.DictWriter(dst, fieldnames=["image", "caption"])
+        writer.writeheader()
+        for row in reader:
+            writer.writerow({"image": str(csv.parent / row["image"]), "caption": row["caption"]})
+    csv = absolute
     code = (f"import open_clip, sys; open_clip.add_model_config({str(config_dir)!r}); "
             "from open_clip_train.main import main; main(sys.argv[1:])")
     args = ["--train-data", str(csv), "--dataset-type", "csv", "--csv-img-key", "image", "--csv-caption-key",
