@@ -23,14 +23,7 @@ MANIFEST_BAD = {"missing_file", "unreadable_image", "truncated_image", "empty_im
                 "invalid_utf8", "missing_column"}
 
 
-@pytest.fixture(autouse=True)
-def no_plots(monkeypatch):
-    """Report plots are tested with the report; here they only cost time."""
-    import contrastkit.evaluate.report as report
-
-    for name in dir(report):
-        if name.startswith("plot_"):
-            monkeypatch.setattr(report, name, lambda *a, **k: False)
+pytestmark = pytest.mark.usefixtures("no_plots")
 
 
 def tiny(*extra):

@@ -19,14 +19,7 @@ TINY = ["data.image_size=32", "model.width=32", "model.embed_dim=32", "model.con
         "train.eval_every=0", "train.checkpoint_every=0"]
 
 
-@pytest.fixture(autouse=True)
-def no_plots(monkeypatch):
-    """Report plots are tested with the report; here they only cost time."""
-    import contrastkit.evaluate.report as report
-
-    for name in dir(report):
-        if name.startswith("plot_"):
-            monkeypatch.setattr(report, name, lambda *a, **k: False)
+pytestmark = pytest.mark.usefixtures("no_plots")
 
 
 def tiny(*extra):

@@ -17,14 +17,7 @@ FULL = dict(caption_columns="caption,caption2", neg_caption_columns="hard_swap,h
             neg_tag_column="neg_tags", rewrite_column="rewrites", label_column="label")
 
 
-@pytest.fixture(autouse=True)
-def no_plots(monkeypatch):
-    """Report plots are tested with the report; here they only cost time."""
-    import contrastkit.evaluate.report as report
-
-    for name in dir(report):
-        if name.startswith("plot_"):
-            monkeypatch.setattr(report, name, lambda *a, **k: False)
+pytestmark = pytest.mark.usefixtures("no_plots")
 
 
 def tiny(*extra):

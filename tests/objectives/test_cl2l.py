@@ -17,13 +17,7 @@ from contrastkit.objectives.clip import clip_loss
 SMALL = {"hidden_dim": 6, "out_dim": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny CPU ops: intra-op threads only add contention on the shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_enc(b: int = 5, v: int = 2, vt: int | None = None, fi: int = 7, ft: int = 5, dtype=torch.float64,

@@ -16,12 +16,7 @@ PAD, BOS, EOS = 0, 1, 2
 SMALL = {"vocab_size": 11, "width": 8, "layers": 2, "heads": 2, "context_length": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_tokens(b: int, length: int, vocab: int, g: torch.Generator, min_len: int = 2) -> torch.Tensor:

@@ -13,12 +13,7 @@ from contrastkit.objectives._heads import has_lazy_parameters
 from contrastkit.objectives.hq_tags import HqTagsTerm, masked_tag_bce
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_enc(b: int = 6, t: int = 5, d: int = 4, dtype=torch.float64, seed: int = 0) -> Encoded:

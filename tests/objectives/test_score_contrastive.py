@@ -11,13 +11,7 @@ from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.score_contrastive import ScoreContrastiveTerm
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny CPU ops: intra-op threads only add contention on the shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_enc(b: int = 6, cols: int | None = None, d: int = 4, dtype=torch.float64, seed: int = 0) -> Encoded:

@@ -17,13 +17,7 @@ from contrastkit.objectives.ssl_heads import (BarlipTerm, ByolipTerm, SiamlipTer
 SMALL = {"hidden_dim": 6, "out_dim": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny CPU ops: intra-op threads only add contention on the shared 2-core box (BatchNorm ~80x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_enc(b: int = 6, v: int | None = 2, fi: int = 5, ft: int = 4, dtype=torch.float64, seed: int = 0) -> Encoded:

@@ -12,12 +12,7 @@ from contrastkit.objectives._heads import has_lazy_parameters
 from contrastkit.objectives.whitening import GroupWhiteningTerm, group_whiten
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_enc(b: int = 10, v: int = 2, f: int = 6, dtype=torch.float64, seed: int = 0) -> Encoded:

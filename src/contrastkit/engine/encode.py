@@ -20,28 +20,31 @@ TEACHER_FIELDS = frozenset({"teacher_image", "teacher_text", "teacher_neg_text",
 REFERENCE_FIELDS = frozenset({"reference_image", "reference_text", "reference_logit_scale"})
 
 
-def _negatives(model: DualEncoder, negatives: list[list[str]], device: torch.device) -> tuple[Tensor, Tensor]:
+def _negative_tokens(model: DualEncoder, negatives: list[list[str]], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Tokens of every row's K hard negatives (B*K x L, padded with empty captions) and the B x K validity mask."""
     k = max((len(n) for n in negatives), default=0)
     if k == 0:
         raise ValueError("a term needs hard-negative captions (neg_text) but no record of this batch has any; "
                          "use data with negative captions (synthetic:shapes has them)")
     flat = [n[j] if j < len(n) else "" for n in negatives for j in range(k)]
     mask = torch.tensor([[j < len(n) for j in range(k)] for n in negatives], device=device)
-    neg = model.encode_text(model.tokenize(flat).to(device))
-    return neg.view(len(negatives), k, -1), mask
+    return model.tokenize(flat).to(device), mask
 
 
-def _side_encodings(model: DualEncoder, batch: dict[str, Any], prefix: str, with_negatives: bool,
-                    device: torch.device) -> dict[str, Tensor]:
-    """Embeddings of a frozen copy (teacher / reference) of the same batch, without gradient."""
+def _side_encodings(model: DualEncoder, pixels: Tensor, tokens: Tensor, neg_tokens: Tensor | None,
+                    neg_shape: tuple[int, int], prefix: str) -> dict[str, Tensor]:
+    """Embeddings of a frozen copy (teacher / reference) of the same batch, without gradient.
+
+    The copy shares the student's tokenizer, so the student's tokens are reused.
+    """
     with torch.no_grad():
         out = {
-            f"{prefix}_image": model.encode_image(batch["pixels"].to(device)),
-            f"{prefix}_text": model.encode_text(model.tokenize(batch["captions"]).to(device)),
+            f"{prefix}_image": model.encode_image(pixels),
+            f"{prefix}_text": model.encode_text(tokens),
             f"{prefix}_logit_scale": model.logit_scale.detach(),
         }
-        if with_negatives:
-            out[f"{prefix}_neg_text"] = _negatives(model, batch["neg_captions"], device)[0]
+        if neg_tokens is not None:
+            out[f"{prefix}_neg_text"] = model.encode_text(neg_tokens).view(*neg_shape, -1)
     return out
 
 
@@ -66,8 +69,10 @@ def encode_batch(model: DualEncoder, batch: dict[str, Any], requires: Collection
         enc.caption_tokens = tokens
     if "image_tokens" in requires:
         enc.image_tokens = model.image_tower.forward_tokens(pixels)
+    neg_tokens = None
     if "neg_text" in requires or "neg_text_mask" in requires:
-        enc.neg_text, enc.neg_text_mask = _negatives(model, batch["neg_captions"], device)
+        neg_tokens, enc.neg_text_mask = _negative_tokens(model, batch["neg_captions"], device)
+        enc.neg_text = model.encode_text(neg_tokens).view(*enc.neg_text_mask.shape, -1)
     if "tags" in requires:
         enc.tags = batch["tag_targets"].to(device)
     if VIEW_FIELDS & set(requires):
@@ -80,11 +85,11 @@ def encode_batch(model: DualEncoder, batch: dict[str, Any], requires: Collection
         tfeats = model.text_features(model.tokenize(captions).to(device))
         enc.text_view_features = tfeats.view(v, b, -1)
         enc.text_views = model.project_text(tfeats).view(v, b, -1)
-    with_negatives = enc.neg_text is not None
+    neg_shape = tuple(enc.neg_text_mask.shape) if enc.neg_text_mask is not None else (0, 0)
     if teacher is not None:
-        for key, value in _side_encodings(teacher, batch, "teacher", with_negatives, device).items():
+        for key, value in _side_encodings(teacher, pixels, tokens, neg_tokens, neg_shape, "teacher").items():
             setattr(enc, key, value)
     if reference is not None:
-        for key, value in _side_encodings(reference, batch, "reference", False, device).items():
+        for key, value in _side_encodings(reference, pixels, tokens, None, neg_shape, "reference").items():
             setattr(enc, key, value)
     return enc

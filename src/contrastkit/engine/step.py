@@ -24,7 +24,7 @@ from typing import Any, Callable, Collection, ContextManager, Sequence
 import torch
 from torch import Tensor
 
-from ..distributed import BATCH_DIM, gather_encoded
+from ..distributed import BATCH_DIM, NOT_BATCHED, gather_encoded
 from ..encoded import Encoded
 from ..models.dual_encoder import DualEncoder
 from ..objectives import Objective, ObjectiveOutput
@@ -86,8 +86,7 @@ def _concat(encodings: Sequence[Encoded]) -> Encoded:
     for f in fields(Encoded):
         items = [getattr(e, f.name) for e in encodings]
         first = items[0]
-        if isinstance(first, Tensor) and f.name not in ("logit_scale", "logit_bias", "teacher_logit_scale",
-                                                          "reference_logit_scale"):
+        if isinstance(first, Tensor) and f.name not in NOT_BATCHED:
             values[f.name] = torch.cat(items, dim=BATCH_DIM.get(f.name, 0))
         else:
             values[f.name] = first

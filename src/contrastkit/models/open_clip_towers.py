@@ -69,8 +69,12 @@ class OpenClipTextTower(nn.Module):
         return self.model.encode_text(tokens)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        target = getattr(self.model, "text", None) or self.model.transformer
-        target.set_grad_checkpointing(enable) if hasattr(target, "set_grad_checkpointing") else None
+        # CustomTextCLIP keeps its text encoder in .text (which has the switch); CLIP in .transformer.
+        text = getattr(self.model, "text", None)
+        if text is not None:
+            text.set_grad_checkpointing(enable)
+        else:
+            self.model.transformer.grad_checkpointing = enable
 
 
 @dataclass
