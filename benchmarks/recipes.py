@@ -3,7 +3,7 @@
     python benchmarks/recipes.py                      # all recipes, demo-sized runs (about an hour on 2 cores)
     python benchmarks/recipes.py --steps 300 --finetune-steps 150 --recipes siglip,negclip
 
-From-scratch recipes train for --steps like the CLIP baseline (configs/demo.yaml). Fine-tuning recipes
+From-scratch recipes train for --steps like the plain CLIP baseline (configs/clip.yaml). Fine-tuning recipes
 (model.init_from in the recipe) start from that baseline and train --finetune-steps; their control is the
 baseline fine-tuned with plain CLIP on the same schedule ("clip (fine-tuned)"). The table goes to
 benchmarks/RESULTS.md under "Recipes on synthetic:shapes".
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     finetune = common + [f"train.steps={args.finetune_steps}"]
 
     rows = []
-    base_report, base_s = run("clip", "configs/demo.yaml", runs / "clip", scratch)
+    base_report, base_s = run("clip", "configs/clip.yaml", runs / "clip", scratch)
     rows.append(_row("clip (baseline)", base_report, base_s))
     for name in SCRATCH:
         if name in chosen:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(_row(name, report, seconds))
     if chosen & set(FINETUNE):
         tuned = finetune + [f"model.init_from={runs / 'clip'}", "train.lr=2e-4", "train.warmup_steps=20"]
-        report, seconds = run("clip-ft", "configs/demo.yaml", runs / "clip-ft", tuned)
+        report, seconds = run("clip-ft", "configs/clip.yaml", runs / "clip-ft", tuned)
         rows.append(_row("clip (fine-tuned)", report, seconds))
         for name in FINETUNE:
             if name in chosen:

