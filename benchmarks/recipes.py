@@ -2,6 +2,7 @@
 
     python benchmarks/recipes.py                      # all recipes, demo-sized runs (about an hour on 2 cores)
     python benchmarks/recipes.py --steps 300 --finetune-steps 150 --recipes siglip,negclip
+    python benchmarks/recipes.py --reuse              # only recipes without a finished run of the same config
 
 From-scratch recipes train for --steps like the plain CLIP baseline (configs/clip.yaml). Fine-tuning recipes
 (model.init_from in the recipe) start from that baseline and train --finetune-steps; their control is the
@@ -11,16 +12,17 @@ benchmarks/RESULTS.md under "Recipes on synthetic:shapes".
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-from contrastkit.config import load_config
+from contrastkit.config import config_from_dict, load_config
 from contrastkit.engine.trainer import train
 from results_file import write_section
 
 SCRATCH = ["siglip", "align", "mochi", "cl2l", "coca", "hq_clip", "lit", "cwcl_lit"]
-FINETUNE = ["negclip", "degla", "gap_cua", "gap_cuaxu", "m2mix", "clip_refine"]
+FINETUNE = ["negclip", "degla", "gap_cua", "gap_cuaxu", "m2mix", "clip_refine", "meow"]
 CATEGORIES = ["replace_attribute", "replace_object", "replace_relation", "swap_attributes", "swap_objects"]
 
 
@@ -41,8 +43,14 @@ HEADER = ("| recipe | zs shape | zs colour | T→I R@1 | I→T R@1 | repl. attr 
           "| swap obj | gap | lin. sep. % | train s |\n|" + "---|" * 14)
 
 
-def run(name: str, config: str, out: Path, overrides: list[str]) -> tuple[dict, float]:
+def run(name: str, config: str, out: Path, overrides: list[str], reuse: bool = False) -> tuple[dict, float]:
     cfg = load_config(config, overrides + ["train.progress=false"])
+    done = out / "report.json"
+    if reuse and done.exists():
+        report = json.loads(done.read_text())
+        if config_from_dict(report["config"]) == cfg:  # keys added since take their defaults
+            print(f"{name}: reusing {done}", file=sys.stderr)
+            return report, report["timing"]["train_seconds"]
     started = time.perf_counter()
     report = train(cfg, out)
     seconds = time.perf_counter() - started
@@ -57,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--runs-dir", default="runs/bench", help="where runs are written")
     parser.add_argument("--results", default="benchmarks/RESULTS.md", help="results file to update ('' to skip)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take a recipe's row from an earlier run in --runs-dir made with the same config")
     args = parser.parse_args(argv)
     chosen = set(args.recipes.split(",")) if args.recipes else set(SCRATCH + FINETUNE)
     runs = Path(args.runs_dir)
@@ -65,20 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     finetune = common + [f"train.steps={args.finetune_steps}"]
 
     rows = []
-    base_report, base_s = run("clip", "configs/clip.yaml", runs / "clip", scratch)
+    base_report, base_s = run("clip", "configs/clip.yaml", runs / "clip", scratch, args.reuse)
     rows.append(_row("clip (baseline)", base_report, base_s))
     for name in SCRATCH:
         if name in chosen:
-            report, seconds = run(name, f"configs/{name}.yaml", runs / name, scratch)
+            report, seconds = run(name, f"configs/{name}.yaml", runs / name, scratch, args.reuse)
             rows.append(_row(name, report, seconds))
     if chosen & set(FINETUNE):
         tuned = finetune + [f"model.init_from={runs / 'clip'}", "train.lr=2e-4", "train.warmup_steps=20"]
-        report, seconds = run("clip-ft", "configs/clip.yaml", runs / "clip-ft", tuned)
+        report, seconds = run("clip-ft", "configs/clip.yaml", runs / "clip-ft", tuned, args.reuse)
         rows.append(_row("clip (fine-tuned)", report, seconds))
         for name in FINETUNE:
             if name in chosen:
                 report, seconds = run(name, f"configs/{name}.yaml", runs / name,
-                                      finetune + [f"model.init_from={runs / 'clip'}"])
+                                      finetune + [f"model.init_from={runs / 'clip'}"], args.reuse)
                 rows.append(_row(f"{name} (fine-tuned)", report, seconds))
 
     command = "python benchmarks/recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -25,6 +25,8 @@ def test_recipe_runs(path, base_run, tmp_path):
     overrides = list(TINY)
     if load_config(path).model.init_from:
         overrides.append(f"model.init_from={base_run}")
+    if load_config(path).clusters.sizes:  # 128 records: fewer clusters, re-clustered every step
+        overrides += ["clusters.sizes=[4, 8]", "clusters.every=1"]
     cfg = load_config(path, overrides)
     report = train(cfg, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

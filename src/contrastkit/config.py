@@ -99,6 +99,18 @@ class TrainConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """k-means assignments of the training records, for terms that read cluster ids (meow, ProtoNCE)."""
+
+    sizes: list[int] = field(default_factory=list)  # k of each clustering, e.g. [100, 300]; empty: no clustering
+    every: int = 0  # steps between re-clusterings (0: once, before the first step)
+    embed: Literal["model", "teacher", "reference"] = "model"  # whose embeddings are clustered
+    modality: Literal["image", "text", "joint"] = "joint"  # joint: normalize(image + text)
+    iters: int = 20  # Lloyd iterations per clustering
+    phi_mean: float = 0.1  # mean of the per-cluster ProtoNCE temperatures (PCL scales phi to the temperature)
+
+
+@dataclass
 class EvalConfig:
     split: Literal["train", "val", "test"] = "test"  # split evaluated at the end of training
     max_records: int = 2000  # records evaluated (0: all)
@@ -112,6 +124,7 @@ class Config:
     objective: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "clip", "weight": 1.0}])
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    clusters: ClusterConfig = field(default_factory=ClusterConfig)
     name: str = "run"  # run name (default run directory: runs/<name>)
 
     def to_dict(self) -> dict[str, Any]:
@@ -272,6 +285,14 @@ def _check_ranges(cfg: Config) -> None:
     for i, beta in enumerate(cfg.train.betas):
         if not 0 <= beta < 1:
             raise ConfigError(f"train.betas[{i}]: must be in [0, 1), got {beta}")
+    for i, k in enumerate(cfg.clusters.sizes):
+        if k < 2:
+            raise ConfigError(f"clusters.sizes[{i}]: a clustering needs at least 2 clusters, got {k}")
+    if cfg.clusters.every < 0 or cfg.clusters.iters < 1:
+        raise ConfigError("clusters.every must be >= 0 and clusters.iters >= 1, got "
+                          f"{cfg.clusters.every} and {cfg.clusters.iters}")
+    if not cfg.clusters.phi_mean > 0:
+        raise ConfigError(f"clusters.phi_mean: must be positive, got {cfg.clusters.phi_mean}")
     if not cfg.objective:
         raise ConfigError("objective: list at least one term, e.g. [{name: clip, weight: 1.0}]")
     # Term names and parameters are checked by the objective builder at the same point.

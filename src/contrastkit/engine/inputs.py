@@ -10,6 +10,7 @@ from ..data.records import Dataset
 from ..encoded import ENCODED_FIELDS
 from ..models.dual_encoder import DualEncoder
 from ..objectives import Objective
+from .clusters import CLUSTER_FIELDS
 from .encode import REFERENCE_FIELDS, TEACHER_FIELDS, VIEW_FIELDS
 
 ALWAYS = {"image", "text", "logit_scale", "image_features", "text_features", "caption_tokens", "group_ids",
@@ -28,7 +29,13 @@ def missing_inputs(objective: Objective, cfg: Config, dataset: Dataset, model: D
             reason = None
             if field in ALWAYS:
                 continue
-            if field not in ENCODED_FIELDS:
+            if field in CLUSTER_FIELDS:
+                if not cfg.clusters.sizes:
+                    reason = ("the recipe has no clusters; add a clusters section, e.g. "
+                              "clusters: {sizes: [100, 300], every: 500}")
+                elif getattr(dataset, "streaming", False):
+                    reason = "cluster ids are kept per record, which needs an indexable dataset (not shards)"
+            elif field not in ENCODED_FIELDS:
                 reason = (f"{field!r} is not something the engine computes (extras keys must be supplied "
                           "by your own training loop)")
             elif field in ("neg_text", "neg_text_mask"):

@@ -22,19 +22,21 @@ def resume_step(run_dir: Path) -> tuple[int, dict[str, Any]]:
 
 
 def save_state(run_dir: Path, step: int, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer,
-               teacher: nn.Module | None, skipped: Counter[str], scaler: Any = None) -> None:
+               teacher: nn.Module | None, skipped: Counter[str], scaler: Any = None,
+               clusters: nn.Module | None = None) -> None:
     tensors, meta = optimizer_to_tensors(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     extra: dict[str, Any] = {"optimizer": meta, "python_rng": list(random.getstate()), "skipped": dict(skipped)}
     if scaler is not None:
         extra["grad_scaler"] = {k: (float(v) if isinstance(v, torch.Tensor) else v)
                                 for k, v in scaler.state_dict().items()}
-    save_checkpoint(run_dir, step, model, objective, tensors, extra,
-                    extra_modules={"teacher": teacher} if teacher is not None else None)
+    modules = {name: module for name, module in (("teacher", teacher), ("clusters", clusters)) if module is not None}
+    save_checkpoint(run_dir, step, model, objective, tensors, extra, extra_modules=modules)
 
 
 def restore_state(run_dir: Path, state: dict[str, Any], model: nn.Module, objective: nn.Module,
-                  optimizer: torch.optim.Optimizer, teacher: nn.Module | None, scaler: Any = None) -> Counter[str]:
+                  optimizer: torch.optim.Optimizer, teacher: nn.Module | None, scaler: Any = None,
+                  clusters: nn.Module | None = None) -> Counter[str]:
     """Load the latest checkpoint into the live objects; returns the skipped-record counts so far."""
     ckpt = latest_checkpoint(run_dir)
     load_module(model, ckpt / "model.safetensors")
@@ -42,6 +44,8 @@ def restore_state(run_dir: Path, state: dict[str, Any], model: nn.Module, object
         load_module(objective, ckpt / "objective.safetensors")
     if teacher is not None:
         load_module(teacher, ckpt / "teacher.safetensors")
+    if clusters is not None:
+        load_module(clusters, ckpt / "clusters.safetensors")
     tensors = load_file(str(ckpt / "trainer.safetensors"))
     optimizer_from_tensors(optimizer, tensors, state["optimizer"])
     torch.set_rng_state(tensors["rng.torch"])

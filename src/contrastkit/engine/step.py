@@ -69,14 +69,22 @@ def _identity(loss: Tensor) -> Tensor:
     return loss
 
 
+def _same(enc: Encoded) -> Encoded:
+    return enc
+
+
 def forward_backward(model: DualEncoder, objective: Objective, batch: dict[str, Any], requires: Collection[str],
                      teacher: DualEncoder | None = None, reference: DualEncoder | None = None,
                      autocast: AutocastFactory = contextlib.nullcontext,
-                     scale: Callable[[Tensor], Tensor] = _identity) -> ObjectiveOutput:
-    """Towers under ``autocast``; objective in float32 on the gathered batch; backward of ``scale(loss)``."""
+                     scale: Callable[[Tensor], Tensor] = _identity,
+                     attach: Callable[[Encoded], Encoded] = _same) -> ObjectiveOutput:
+    """Towers under ``autocast``; objective in float32 on the gathered batch; backward of ``scale(loss)``.
+
+    ``attach`` adds engine-kept inputs (cluster ids) to the gathered batch.
+    """
     with autocast():
         enc = encode_batch(model, batch, requires, teacher, reference)
-    out = objective(gather_encoded(enc.upcast()))
+    out = objective(attach(gather_encoded(enc.upcast())))
     scale(out.loss).backward()
     return out
 
@@ -106,7 +114,8 @@ def _set_rng_state(state: tuple[Tensor, list[Tensor] | None]) -> None:
 def grad_cache_backward(model: DualEncoder, objective: Objective, micro_batches: Sequence[dict[str, Any]],
                         requires: Collection[str], teacher: DualEncoder | None = None,
                         reference: DualEncoder | None = None, autocast: AutocastFactory = contextlib.nullcontext,
-                        scale: Callable[[Tensor], Tensor] = _identity) -> ObjectiveOutput:
+                        scale: Callable[[Tensor], Tensor] = _identity,
+                        attach: Callable[[Encoded], Encoded] = _same) -> ObjectiveOutput:
     """Exact large-batch gradients from micro-batches (see the module docstring)."""
     states, cached = [], []
     for micro in micro_batches:
@@ -123,7 +132,7 @@ def grad_cache_backward(model: DualEncoder, objective: Objective, micro_batches:
             setattr(full, name, leaves[name])
     full.logit_scale = model.logit_scale
     full.logit_bias = model.logit_bias
-    out = objective(gather_encoded(full))
+    out = objective(attach(gather_encoded(full)))
     scale(out.loss).backward()
 
     offset = 0

@@ -24,10 +24,12 @@ from tqdm.auto import tqdm
 from .. import distributed as dist_utils
 from ..config import Config
 from ..data.pipeline import make_train_loader
+from ..encoded import Encoded
 from ..data.sources import open_source
 from ..models.build import build_model
 from ..models.checkpoint import latest_checkpoint, load_module, save_module
 from ..objectives import NonFiniteLossError, build
+from .clusters import cluster_table_for
 from .encode import REFERENCE_FIELDS, TEACHER_FIELDS, encode_batch
 from .evaluation import evaluate_model
 from .inputs import missing_inputs
@@ -37,6 +39,10 @@ from .setup import (apply_speed_switches, autocast_for, ema_update, frozen_copy,
                     training_set_for)
 from .state import restore_state, resume_step, save_state
 from .step import forward_backward, grad_cache_backward, split_batch
+
+
+def _unchanged(enc: Encoded) -> Encoded:
+    return enc
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -69,9 +75,14 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     requires = objective.requires
     model.to(device)
     objective.to(device)
-    teacher = frozen_copy(model) if objective.needs_teacher or requires & TEACHER_FIELDS else None
-    reference = frozen_copy(model) if objective.needs_reference or requires & REFERENCE_FIELDS else None
+    clustered_by = cfg.clusters.embed if cfg.clusters.sizes else None
+    teacher = (frozen_copy(model) if objective.needs_teacher or requires & TEACHER_FIELDS or clustered_by == "teacher"
+               else None)
+    reference = (frozen_copy(model)
+                 if objective.needs_reference or requires & REFERENCE_FIELDS or clustered_by == "reference" else None)
     dataset = training_set_for(cfg, train_set, model, objective)
+    clusters = cluster_table_for(cfg.clusters, train_set, model.embed_dim, dataset.streaming)
+    attach = clusters.to(device).attach if clusters is not None else _unchanged
     if is_main and dataset.tag_index is not None:
         (run_dir / "tag_vocabulary.json").write_text(json.dumps(list(dataset.tag_index)))
 
@@ -79,8 +90,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     first = next(iter(make_train_loader(dataset, cfg.train.batch_size, 1, cfg.train.seed, 0, 0, rank, world)))
     objective.eval()
     with torch.no_grad():
-        objective(dist_utils.gather_encoded(encode_batch(model, first, requires, teacher, reference)),
-                  check_finite=False)
+        enc = dist_utils.gather_encoded(encode_batch(model, first, requires, teacher, reference))
+        objective(attach(enc), check_finite=False)
     objective.train()
     dist_utils.broadcast_parameters([model, objective])
     apply_speed_switches(model, cfg)
@@ -99,7 +110,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
         save_module(reference, run_dir / "reference.safetensors")
     if resume:
         start_step, state = resume_step(run_dir)
-        skipped = restore_state(run_dir, state, model, objective, optimizer, teacher, scaler)
+        skipped = restore_state(run_dir, state, model, objective, optimizer, teacher, scaler, clusters)
     elif is_main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start_step if resume else None) if is_main else None
@@ -109,7 +120,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
 
     def checkpoint(step: int) -> None:
         if is_main:
-            save_state(run_dir, step, model, objective, optimizer, teacher, skipped, scaler)
+            save_state(run_dir, step, model, objective, optimizer, teacher, skipped, scaler, clusters)
         if world > 1:
             torch.distributed.barrier()
 
@@ -123,12 +134,16 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
+        if clusters is not None and clusters.due(step):
+            embedder = {"model": model, "teacher": teacher, "reference": reference}[cfg.clusters.embed]
+            clusters.refresh(embedder, train_set, step, cfg.train.seed, progress=cfg.train.progress and is_main)
         try:
             if cfg.train.accum_steps > 1:
                 out = grad_cache_backward(model, objective, split_batch(batch, cfg.train.accum_steps), requires,
-                                          teacher, reference, autocast, scale)
+                                          teacher, reference, autocast, scale, attach)
             else:
-                out = forward_backward(model, objective, batch, requires, teacher, reference, autocast, scale)
+                out = forward_backward(model, objective, batch, requires, teacher, reference, autocast, scale,
+                                       attach)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(err.term, err.value, step) from None
         dist_utils.average_gradients(params)

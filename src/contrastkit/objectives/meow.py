@@ -25,14 +25,17 @@ can zero single rows.
 Inputs (``Encoded.extras`` keys, all global like the rest of the batch):
 
 - ``extras["cluster_ids"]``: C x B (or B) long tensor, the assignments of the
-  C clusterings for the rows of this batch. Compute them on a schedule on
-  frozen/teacher embeddings (ids go stale as the model moves).
+  C clusterings for the rows of this batch. The engine keeps them when the
+  recipe has a ``clusters`` section (k-means of every training record,
+  re-run every ``clusters.every`` steps on the model, EMA teacher or frozen
+  reference; see :mod:`contrastkit.engine.clusters` and configs/meow.yaml);
+  a custom loop supplies its own.
 - without it, ``enc.group_ids`` (B) acts as a single clustering (C = 1):
   w_ij = 1[g_i != g_j], i.e. rows of the same group are removed from each
   other's denominators.
 - ProtoNCE (``proto_weight > 0``, the paper's weight is 1; Li et al. 2021,
-  "Prototypical Contrastive Learning") additionally needs
-  ``extras["cluster_centroids"]``: a list of C tensors k_c x D (L2-normalised
+  "Prototypical Contrastive Learning") additionally needs (the engine's
+  clusters provide both) ``extras["cluster_centroids"]``: a list of C tensors k_c x D (L2-normalised
   centroids of each clustering; a C x k x D tensor also works) and optionally
   ``extras["cluster_density"]``: a list of C tensors k_c (per-prototype
   temperatures phi; default: tau for all):
