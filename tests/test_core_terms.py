@@ -86,6 +86,23 @@ def test_clip_matches_open_clip():
     assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
 
 
+def test_clip_matches_pytorch_metric_learning_ntxent_both_ways():
+    """clip = mean of NT-Xent image->text and text->image (PML's ref_emb form: negatives from the other modality)."""
+    losses = pytest.importorskip("pytorch_metric_learning.losses", reason="a dev dependency")
+    raw = torch.randn(24, 16, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    y = F.normalize(torch.randn(24, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
+    t = 1 / 0.07
+    labels, ref_labels = torch.arange(24), torch.arange(24)  # PML treats ref_labels *is* labels as no reference
+    ntxent = losses.NTXentLoss(temperature=1 / t)  # cosine similarity: normalises its inputs itself
+    theirs = (ntxent(raw, labels, ref_emb=y, ref_labels=ref_labels)
+              + ntxent(y, labels, ref_emb=raw, ref_labels=ref_labels)) / 2
+    ours, _ = build([{"name": "clip"}])(Encoded(image=F.normalize(raw, dim=-1), text=y, logit_scale=torch.tensor(t)))
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
+    g_ours, = torch.autograd.grad(ours, raw)
+    g_theirs, = torch.autograd.grad(theirs, raw)
+    assert torch.allclose(g_ours, g_theirs, rtol=1e-4, atol=1e-6)
+
+
 def test_siglip_matches_open_clip():
     open_clip_loss = pytest.importorskip("open_clip.loss", reason="open_clip is a dev dependency")
     x, y = _pair(32, 16, dtype=torch.float32)
