@@ -71,7 +71,8 @@ def run_open_clip(csv: Path, config_dir: Path, out: Path, steps: int, batch: int
             "caption", "--csv-separator", ",", "--model", MODEL, "--batch-size", str(batch), "--epochs", "1",
             "--train-num-samples", str(steps * batch), "--workers", "1", "--lr", "1e-3", "--warmup", "1",
             "--log-every-n-steps", "1", "--logs", str(out), "--name", "bench", "--device", "cpu",
-            "--precision", "fp32", "--save-frequency", "0", "--report-to", ""]
+            "--precision", "fp32", "--save-frequency", "0", "--report-to", "",
+            "--grad-clip-norm", "1.0"]  # contrastkit clips at 1.0 by default: both do the same work
     proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True)
     text = proc.stdout + proc.stderr
     if proc.returncode != 0:

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -159,3 +160,42 @@ def test_hf_minilm_text_tower_matches_sentence_transformers():
 def test_hf_tower_needs_a_local_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a local model folder"):
         build_model(ModelConfig(text_tower=f"hf:{tmp_path / 'nothing'}"))
+
+
+@pytest.mark.parametrize("custom_text", [False, True], ids=["CLIP", "CustomTextCLIP"])
+def test_open_clip_causal_text_runs_on_used_positions_only(tmp_path, custom_text):
+    """Trailing pad columns are dropped for causal towers: same features and gradients as the full context."""
+    open_clip = pytest.importorskip("open_clip", reason="open_clip is a dev dependency")
+    from contrastkit.models.open_clip_towers import OpenClipTextTower
+
+    name = register_tiny_open_clip(tmp_path / "cfg")
+    reference = open_clip.create_model(name, force_custom_text=custom_text)
+    tower = OpenClipTextTower(reference, name, open_clip.get_tokenizer(name))
+    assert tower._causal is not None
+    tokens = tower.tokenize(["a red square", "a small blue circle to the left of a large star", "x"])
+    assert tokens.shape == (3, 16) and bool((tokens[:, -2:] == 0).all())  # padding to trim
+    hook = reference.positional_embedding if not custom_text else reference.text.positional_embedding
+    ours = tower(tokens)
+    full = reference.encode_text(tokens)
+    assert torch.allclose(ours, full, atol=1e-5, rtol=1e-5)
+    (g_ours,) = torch.autograd.grad(ours.square().sum(), hook)
+    (g_full,) = torch.autograd.grad(reference.encode_text(tokens).square().sum(), hook)
+    assert torch.allclose(g_ours, g_full, rtol=1e-4, atol=1e-5 * float(g_full.abs().max()))
+    assert bool((g_ours[-2:] == 0).all())  # positions past the longest caption were not used
+
+
+def test_open_clip_text_without_causal_mask_keeps_the_full_context(tmp_path):
+    open_clip = pytest.importorskip("open_clip", reason="open_clip is a dev dependency")
+    from contrastkit.models.open_clip_towers import OpenClipTextTower
+
+    config = {"embed_dim": 32,
+              "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1,
+                           "no_causal_mask": True, "pool_type": "last"}}
+    (tmp_path / "ck-test-bidirectional.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path)
+    model = open_clip.create_model("ck-test-bidirectional")
+    tower = OpenClipTextTower(model, "ck-test-bidirectional", open_clip.get_tokenizer("ck-test-bidirectional"))
+    assert tower._causal is None  # last-token pooling over padding: trimming would change the features
+    tokens = tower.tokenize(["a red square"])
+    assert torch.equal(tower(tokens), model.encode_text(tokens))

@@ -11,7 +11,12 @@ from ..config import TrainConfig
 
 
 def make_optimizer(modules: Iterable[nn.Module], cfg: TrainConfig) -> torch.optim.AdamW:
-    """Weight decay on matrices only; biases, norms, temperature and bias go undecayed (as open_clip)."""
+    """Weight decay on matrices only; biases, norms, temperature and bias go undecayed (as open_clip).
+
+    The fused AdamW kernel (one pass over each parameter's value, gradient and moments instead of
+    a dozen foreach passes) is used where torch has it (CPU and CUDA tensors): about 10% more
+    training samples/s for a small ViT on CPU (benchmarks/RESULTS.md, training throughput).
+    """
     decay, no_decay = [], []
     seen: set[int] = set()
     for module in modules:
@@ -21,7 +26,8 @@ def make_optimizer(modules: Iterable[nn.Module], cfg: TrainConfig) -> torch.opti
             seen.add(id(param))
             (decay if param.ndim >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

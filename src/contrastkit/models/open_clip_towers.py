@@ -7,6 +7,15 @@ read with ``torch.load(weights_only=True)``, which never unpickles code). The
 image tower is the model's ``visual`` module; the text tower is the rest, with
 its own tokenizer. Both are already projected to the model's embedding size,
 and the model's temperature and bias initialise the DualEncoder's.
+
+Causal text towers run only on the batch's used positions: open_clip pads
+every caption to the context length (77 for the OpenAI models) although
+captions are usually much shorter. Under a causal mask a position never sees
+later ones, and argmax/eos pooling reads the end-of-text position, so dropping
+the trailing columns that are padding in every row gives the same features
+(tested against ``encode_text`` on the full context) for a fraction of the text
+compute. Towers with a padding mask, a class token or last-token pooling
+(e.g. SigLIP's) always run on the full context.
 """
 from __future__ import annotations
 
@@ -51,6 +60,40 @@ class OpenClipImageTower(nn.Module):
         return open_clip.image_transform(self.image_size, is_train=train, mean=self.mean, std=self.std)
 
 
+def _causal_text(model: nn.Module) -> tuple[nn.Module, str, int | None] | None:
+    """(module, pool type, eos id) of an open_clip causal text transformer that may drop trailing pads, else None.
+
+    ``CLIP`` keeps its text transformer on the model itself, ``CustomTextCLIP`` in ``.text``
+    (a ``TextTransformer``; Hugging Face text encoders there are left alone).
+    """
+    text = getattr(model, "text", None)
+    if text is None:
+        module, pool, eos = model, getattr(model, "text_pool_type", None), getattr(model, "text_eos_id", None)
+    else:
+        if getattr(text, "cls_emb", None) is not None or getattr(text, "use_pad_mask", False):
+            return None
+        module, pool, eos = text, getattr(text, "pool_type", None), getattr(text, "eos_id", None)
+    parts = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
+    if pool not in ("argmax", "eos") or any(getattr(module, name, None) is None for name in parts):
+        return None
+    return module, pool, eos
+
+
+def _encode_first_positions(module: nn.Module, pool: str, eos: int | None, tokens: Tensor) -> Tensor:
+    """open_clip's causal text forward on the first ``tokens.shape[1]`` positions only."""
+    from open_clip.transformer import text_global_pool
+
+    used = tokens.shape[1]
+    cast = module.transformer.get_cast_dtype()
+    x = module.token_embedding(tokens).to(cast) + module.positional_embedding[:used].to(cast)
+    x = module.transformer(x, attn_mask=module.attn_mask[:used, :used])
+    x = text_global_pool(module.ln_final(x), tokens, pool, eos_token_id=eos)
+    projection = getattr(module, "text_projection", None)
+    if isinstance(projection, nn.Linear):
+        return projection(x)
+    return x if projection is None else x @ projection
+
+
 class OpenClipTextTower(nn.Module):
     projected = True
 
@@ -59,13 +102,20 @@ class OpenClipTextTower(nn.Module):
         self.model = model
         self.name = name
         self._tokenizer = tokenizer
-        self.output_dim = int(getattr(model, "embed_dim", 0) or model.text_projection.shape[-1])
+        self.output_dim = int(getattr(model, "embed_dim", 0) or getattr(getattr(model, "text", None), "output_dim", 0)
+                              or model.text_projection.shape[-1])
         self.pad_token_id = 0
+        self._causal = _causal_text(model)
 
     def tokenize(self, texts: list[str]) -> Tensor:
         return self._tokenizer(list(texts))
 
     def forward(self, tokens: Tensor) -> Tensor:
+        if self._causal is not None:
+            columns = torch.nonzero((tokens != self.pad_token_id).any(dim=0))
+            used = int(columns.max()) + 1 if len(columns) else tokens.shape[1]
+            if used < tokens.shape[1]:
+                return _encode_first_positions(*self._causal, tokens[:, :used])
         return self.model.encode_text(tokens)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
