@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from contrastkit.engine import trainer as trainer_module
 from contrastkit.engine.clusters import ClusterTable, concentration, spherical_kmeans
 from contrastkit.engine.trainer import train
 from contrastkit.models.checkpoint import latest_checkpoint
-from test_scale import _free_port, assert_same_training
+from test_scale import _free_port, assert_same_training, rank_main
 
 SMALL = ["data.train_size=96", "data.eval_size=32", "data.image_size=32", "model.width=32", "model.embed_dim=16",
          "train.batch_size=16", "train.steps=6", "train.warmup_steps=1", "train.log_every=1", "train.progress=false",
@@ -143,21 +142,11 @@ def test_cluster_inputs_are_asked_for_at_start(tmp_path):
         load_config("configs/demo.yaml", SMALL + ["clusters.embed=student"])
 
 
-def _rank_main(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    torch.set_num_threads(1)
-    try:
-        train(load_config("configs/demo.yaml", SMALL + ["train.threads=1"]), out)
-    finally:
-        torch.distributed.destroy_process_group()
-
-
 def test_two_gloo_ranks_share_rank_zeros_clusters_and_train_like_one_process(tmp_path):
     single = tmp_path / "single"
     train(load_config("configs/demo.yaml", SMALL + ["train.threads=1"]), single)
     ranked = tmp_path / "ranked"
-    mp.spawn(_rank_main, args=(2, _free_port(), str(ranked)), nprocs=2, join=True)
+    mp.spawn(rank_main, args=(2, _free_port(), str(ranked), SMALL), nprocs=2, join=True)
     cfg = load_config("configs/demo.yaml", SMALL)
     assert_same_training(single, ranked, cfg.train.lr, cfg.train.steps)
     a = load_file(str(latest_checkpoint(single) / "clusters.safetensors"))

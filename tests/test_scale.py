@@ -120,12 +120,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, out: str) -> None:
+def rank_main(rank: int, world: int, port: int, out: str, overrides: list[str] = SMALL) -> None:
+    """One rank of a gloo run of configs/demo.yaml with ``overrides`` (the body of an mp.spawn test)."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
     try:
-        train(load_config("configs/demo.yaml", SMALL + ["train.threads=1"]), out)
+        train(load_config("configs/demo.yaml", overrides + ["train.threads=1"]), out)
     finally:
         torch.distributed.destroy_process_group()
 
@@ -134,7 +135,7 @@ def test_two_gloo_ranks_train_like_one_process(tmp_path):
     single = tmp_path / "single"
     train(load_config("configs/demo.yaml", SMALL + ["train.threads=1"]), single)
     ranked = tmp_path / "ranked"
-    mp.spawn(_rank_main, args=(2, _free_port(), str(ranked)), nprocs=2, join=True)
+    mp.spawn(rank_main, args=(2, _free_port(), str(ranked)), nprocs=2, join=True)
     cfg = load_config("configs/demo.yaml", SMALL)
     assert_same_training(single, ranked, cfg.train.lr, cfg.train.steps)
     report = (ranked / "report.json").read_text()
