@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,9 +95,9 @@ def test_training_reclusters_on_schedule_and_feeds_meow(tmp_path, monkeypatch):
     refreshed: list[int] = []
     real = ClusterTable.refresh
 
-    def spy(self, embedder, dataset, step, seed, progress=False):
+    def spy(self, embedder, dataset, step, seed, progress=False, on_error="raise"):
         refreshed.append(step)
-        return real(self, embedder, dataset, step, seed, progress)
+        return real(self, embedder, dataset, step, seed, progress, on_error)
 
     monkeypatch.setattr(ClusterTable, "refresh", spy)
     train(load_config("configs/demo.yaml", SMALL), tmp_path)
@@ -153,3 +154,33 @@ def test_two_gloo_ranks_share_rank_zeros_clusters_and_train_like_one_process(tmp
     b = load_file(str(latest_checkpoint(ranked) / "clusters.safetensors"))
     agree = float((a["ids"] == b["ids"]).float().mean())
     assert agree > 0.9  # same model up to float noise -> (almost) the same k-means partition
+
+
+def test_bad_records_stop_clustering_or_are_left_out_as_training_treats_them(tmp_path, monkeypatch):
+    """A missing image: on_error=raise names it before the first step; skip clusters the other records."""
+    from contrastkit.data.export import export_dataset
+    from contrastkit.data.problems import DataError
+    from contrastkit.data.sources import open_source
+    from contrastkit.data.synthetic import SyntheticShapes
+    from contrastkit.engine import clusters as clusters_module
+
+    path = export_dataset(SyntheticShapes("train", size=64, image_size=32), tmp_path / "data")
+    args = [a for a in SMALL if not a.startswith("data.train_size")] + [
+        f"data.source=csv:{path}", "data.val_fraction=0", "data.test_fraction=0.25", "eval.split=test",
+        "train.steps=2", "clusters.every=0"]
+    cfg = load_config("configs/demo.yaml", args)
+    train_records = open_source(cfg.data.source, "train", cfg.data)
+    Path(train_records[3].image).unlink()  # one training record loses its image
+    with pytest.raises(DataError, match="missing_file"):
+        train(cfg, tmp_path / "raise")
+
+    clustered: list[int] = []
+    real = clusters_module.spherical_kmeans
+
+    def spy(z, k, iters, generator, chunk=8192):
+        clustered.append(z.shape[0])
+        return real(z, k, iters, generator, chunk)
+
+    monkeypatch.setattr(clusters_module, "spherical_kmeans", spy)
+    train(load_config("configs/demo.yaml", args + ["data.on_error=skip"]), tmp_path / "skip")
+    assert clustered == [len(train_records) - 1] * 2  # both clusterings, without the bad record

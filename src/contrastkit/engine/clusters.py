@@ -42,7 +42,8 @@ from tqdm import tqdm
 
 from .. import distributed as dist_utils
 from ..config import ClusterConfig
-from ..data.records import Dataset
+from ..data.problems import DataError
+from ..data.records import Dataset, Record
 from ..encoded import Encoded
 from ..models.dual_encoder import DualEncoder
 
@@ -105,27 +106,57 @@ def concentration(z: Tensor, ids: Tensor, centroids: Tensor, phi_mean: float) ->
     return phi_mean * phi / phi.mean()
 
 
+def _usable(record: Record, index: int) -> Record:
+    """The record, or the DataError training would raise for it (problem found on reading, no caption)."""
+    problem = getattr(record, "problem", None)
+    if problem is not None:
+        raise problem.error()
+    if not record.captions:
+        raise DataError("empty_caption", record.key or str(index), "has no caption")
+    return record
+
+
 @torch.no_grad()
-def embed_records(model: DualEncoder, dataset: Dataset, modality: str, batch_size: int = 256,
-                  progress: bool = False) -> Tensor:
-    """L2-normalised embeddings of every record (eval transform, first caption), N x D, in eval mode."""
+def embed_records(model: DualEncoder, dataset: Dataset, modality: str, on_error: str = "raise",
+                  batch_size: int = 256, progress: bool = False) -> tuple[Tensor, Tensor]:
+    """L2-normalised embeddings (eval transform, first caption) of the usable records, and their indices.
+
+    A bad record (unreadable image, no caption, a problem found on reading) raises the error training
+    would raise with ``on_error="raise"``; with ``"skip"`` it is left out (training skips and counts it,
+    so its cluster id is never read).
+    """
     was_training = model.training
     model.eval()
     device = model.log_logit_scale.device
     transform = model.image_transform(train=False)
-    parts = []
+    parts, kept = [], []
     for start in tqdm(range(0, len(dataset), batch_size), desc="cluster: embed", disable=not progress,
                       leave=False):
-        records = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        records, pixels = [], []
+        for i in range(start, min(start + batch_size, len(dataset))):
+            try:
+                record = _usable(dataset[i], i)
+                if modality != "text":
+                    pixels.append(transform(record.load_image()))
+            except DataError:
+                if on_error == "raise":
+                    raise
+                continue
+            records.append(record)
+            kept.append(i)
+        if not records:
+            continue
         image = text = None
         if modality in ("image", "joint"):
-            image = model.encode_image(torch.stack([transform(r.load_image()) for r in records]).to(device))
+            image = model.encode_image(torch.stack(pixels).to(device))
         if modality in ("text", "joint"):
             text = model.encode_text(model.tokenize([r.captions[0] for r in records]).to(device))
         z = image if text is None else text if image is None else nn.functional.normalize(image + text, dim=1)
         parts.append(z.float())
     model.train(was_training)
-    return torch.cat(parts)
+    if not parts:
+        raise ValueError("clusters: no usable training record to cluster")
+    return torch.cat(parts), torch.tensor(kept, dtype=torch.long)
 
 
 class ClusterTable(nn.Module):
@@ -156,15 +187,20 @@ class ClusterTable(nn.Module):
         return last < 0 or (self.cfg.every > 0 and step % self.cfg.every == 0 and step != last)
 
     @torch.no_grad()
-    def refresh(self, embedder: DualEncoder, dataset: Dataset, step: int, seed: int, progress: bool = False) -> None:
+    def refresh(self, embedder: DualEncoder, dataset: Dataset, step: int, seed: int, progress: bool = False,
+                on_error: str = "raise") -> None:
         """Re-embed the records and recluster (rank 0), then share the result with every rank."""
         if dist_utils.rank() == 0:
-            z = embed_records(embedder, dataset, self.cfg.modality, progress=progress).to(self.ids.device)
+            z, kept = embed_records(embedder, dataset, self.cfg.modality, on_error, progress=progress)
+            z, kept = z.to(self.ids.device), kept.to(self.ids.device)
             generator = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + step)
             for c, k in enumerate(self.cfg.sizes):
+                if k > len(kept):
+                    raise ValueError(f"clusters.sizes[{c}]: {k} clusters for {len(kept)} usable training records")
                 ids, centroids = spherical_kmeans(z.cpu(), k, self.cfg.iters, generator)
                 ids, centroids = ids.to(z.device), centroids.to(z.device)
-                self.ids[c].copy_(ids)
+                self.ids[c].zero_()  # skipped records keep cluster 0; training never reads them
+                self.ids[c, kept] = ids
                 getattr(self, f"centroids_{c}").copy_(centroids)
                 getattr(self, f"density_{c}").copy_(concentration(z, ids, centroids, self.cfg.phi_mean))
         self.refreshed_at.fill_(step)

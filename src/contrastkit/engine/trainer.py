@@ -136,7 +136,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
         optimizer.zero_grad(set_to_none=True)
         if clusters is not None and clusters.due(step):
             embedder = {"model": model, "teacher": teacher, "reference": reference}[cfg.clusters.embed]
-            clusters.refresh(embedder, train_set, step, cfg.train.seed, progress=cfg.train.progress and is_main)
+            clusters.refresh(embedder, train_set, step, cfg.train.seed, cfg.train.progress and is_main,
+                             dataset.on_error)
         try:
             if cfg.train.accum_steps > 1:
                 out = grad_cache_backward(model, objective, split_batch(batch, cfg.train.accum_steps), requires,
