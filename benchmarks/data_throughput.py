@@ -31,12 +31,13 @@ import io
 import json
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import command_line, write_section
 
 SECTION = "Data loader throughput"
 
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                     out[name].append(time_loader(loader, a.batches)[pick])
     ours, theirs = statistics.median(runs["contrastkit"]), statistics.median(runs["open_clip"])
     ours_cpu, theirs_cpu = statistics.median(cpu["contrastkit"]), statistics.median(cpu["open_clip"])
-    command = "python benchmarks/data_throughput.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    command = command_line("data_throughput.py", argv)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__}"
     lines = [
         f"Command: `{command.strip()}` ({_dt.date.today().isoformat()}; {machine}).",
@@ -214,9 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if a.results:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from results_file import write_section
-
         write_section(a.results, SECTION, text)
     return 0
 

@@ -25,7 +25,6 @@ import argparse
 import math
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from results_file import write_section
+from results_file import command_line, write_section
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, secs in rows:
         table.append(f"| {name} | {n / min(secs):.1f} | {', '.join(f'{s:.2f}' for s in secs)} | "
                      f"{best_peer / min(secs):.2f} |")
-    cmd = shlex.join(["python", "benchmarks/eval_throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    cmd = command_line("eval_throughput.py", argv)
     machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads, device {device}, load average {load_at_start:.1f} at the start")
     body = "\n".join([

@@ -45,9 +45,10 @@ import torch.nn.functional as F
 
 from contrastkit.encoded import Encoded
 from contrastkit.objectives.clip import ClipTerm, clip_loss
-from contrastkit.objectives.siglip import SiglipTerm, siglip_loss
+from contrastkit.objectives.siglip import siglip_loss
 from contrastkit.objectives.tiled import (DEFAULT_TILE_CUDA, DENSE_MAX_CUDA, tiled_clip_loss,
                                           tiled_siglip_loss)
+from loss_memory import make_loss  # the same four implementations as the CPU benchmark
 
 try:
     import open_clip
@@ -98,22 +99,6 @@ def gemm_tflops(device: torch.device, dtype: torch.dtype, n: int, reps: int = 5)
 
 
 # ----------------------------------------------------------------------------- losses
-
-def make_loss(impl: str):
-    if impl == "contrastkit clip":
-        term = ClipTerm()
-        return lambda x, y, t, b: term(Encoded(image=x, text=y, logit_scale=t))
-    if impl == "contrastkit siglip":
-        term = SiglipTerm()
-        return lambda x, y, t, b: term(Encoded(image=x, text=y, logit_scale=t, logit_bias=b))
-    if impl == "open_clip ClipLoss":
-        loss = ClipLoss()
-        return lambda x, y, t, b: loss(x, y, t)
-    if impl == "open_clip SigLipLoss":
-        loss = SigLipLoss()
-        return lambda x, y, t, b: loss(x, y, t, b)
-    raise ValueError(impl)
-
 
 def inputs(rows: int, dim: int, dtype: torch.dtype, device: torch.device, siglip: bool, seed: int = 0):
     g = torch.Generator(device=device).manual_seed(seed)

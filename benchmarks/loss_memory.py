@@ -32,12 +32,11 @@ import json
 import os
 import platform
 import resource
-import shlex
 import subprocess
 import sys
 import time
 
-from results_file import write_section
+from results_file import command_line, write_section
 
 SECTION = "Loss memory and speed (CPU)"
 IMPLS = ("contrastkit clip", "open_clip ClipLoss", "contrastkit siglip", "open_clip SigLipLoss")
@@ -78,9 +77,8 @@ def _memory_probe():
     return lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - base
 
 
-def _make_loss(impl: str):
-    import torch
-
+def make_loss(impl: str):
+    """``fn(x, y, t, b) -> loss`` for one of the four compared implementations (also used by gpu_check.py)."""
     from contrastkit.encoded import Encoded
     from contrastkit.objectives import build
 
@@ -99,7 +97,6 @@ def _make_loss(impl: str):
         loss = SigLipLoss()
         return lambda x, y, t, b: loss(x, y, t, b)
     raise ValueError(impl)  # pragma: no cover
-    del torch
 
 
 def _inputs(rows: int, dim: int, impl: str, seed: int = 0):
@@ -120,7 +117,7 @@ def run_case(impl: str, rows: int, dim: int, reps: int, threads: int) -> dict:
 
     if threads > 0:
         torch.set_num_threads(threads)
-    loss_fn = _make_loss(impl)
+    loss_fn = make_loss(impl)
     # Warm-up on a tiny batch: thread pools, GEMM kernels, allocator arenas.
     wx, wy, wt, wb = _inputs(64, dim, impl, seed=1)
     loss_fn(wx, wy, wt, wb).backward()
@@ -264,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.alone, args.reps = "256,2048", "4096", 2
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     alone = [int(s) for s in args.alone.split(",") if s.strip()]
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:])
+    command = command_line("loss_memory.py", argv)
     threads = args.threads if args.threads > 0 else torch.get_num_threads()
     started, load_start = _dt.datetime.now().astimezone(), _load()
     print(f"command: {command}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from contrastkit.config import config_from_dict, load_config
 from contrastkit.engine.trainer import train
-from results_file import write_section
+from results_file import command_line, write_section
 
 SCRATCH = ["siglip", "align", "mochi", "cl2l", "coca", "hq_clip", "lit", "cwcl_lit"]
 FINETUNE = ["negclip", "degla", "gap_cua", "gap_cuaxu", "m2mix", "clip_refine", "meow"]
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                                       finetune + [f"model.init_from={runs / 'clip'}"], args.reuse)
                 rows.append(_row(f"{name} (fine-tuned)", report, seconds))
 
-    command = "python benchmarks/recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("recipes.py", argv)
     table = HEADER + "\n" + "\n".join(rows)
     body = (f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, 2-core CPU). Test split of "
             f"synthetic:shapes (held-out shape–colour combinations), {base_report['n_images']} images; zero-shot on "

@@ -1,9 +1,18 @@
 """Write one benchmark's section of benchmarks/RESULTS.md, leaving the other sections alone."""
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
+from typing import Sequence
 
 HEADER = "# Benchmark results\n\nEvery table says the command that made it. Numbers are from the machine named.\n"
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """How the benchmark was started, for the "Command:" line of its section (shell-quoted)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", f"benchmarks/{script}", *(shlex.quote(a) for a in args)])
 
 
 def write_section(path: str | Path, heading: str, body: str) -> None:

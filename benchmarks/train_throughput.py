@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import write_section
+from results_file import command_line, write_section
 
 MODEL = "ck-bench-ViT-small"
 MODEL_CONFIG = {
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     table = ("| trainer | samples/s (median) | steps measured | ratio |\n|---|---:|---:|---:|\n"
              f"| contrastkit | {ck:.1f} | {len(rates['contrastkit'])} | {ck / oc:.2f} |\n"
              f"| open_clip_train | {oc:.1f} | {len(rates['open_clip_train'])} | 1.00 |\n")
-    command = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("train_throughput.py", argv)
     body = (f"Command: `{command.strip()}` ({started}; load average at start {load}). open_clip ViT "
             f"({MODEL_CONFIG['vision_cfg']}, text {MODEL_CONFIG['text_cfg']}), random init, synthetic:shapes "
             f"exported to CSV, batch {args.batch_size}, fp32, AdamW, one data worker, CPU; median samples/s "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 TINY_OPEN_CLIP = "ck-test-ViT-tiny"
 
@@ -20,3 +21,30 @@ def register_tiny_open_clip(folder: Path) -> str:
     (folder / f"{TINY_OPEN_CLIP}.json").write_text(json.dumps(config))
     open_clip.add_model_config(folder)
     return TINY_OPEN_CLIP
+
+
+def save_tiny_open_clip(folder: Path, seed: int = 0) -> tuple[str, Path]:
+    """Register the tiny architecture, save a seeded random-init model as safetensors; (name, weights path)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    name = register_tiny_open_clip(folder / "cfg")
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name)
+    weights = folder / "tiny.safetensors"
+    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(weights))
+    return name, weights
+
+
+def kill_at_step(monkeypatch, trainer_module, step: int) -> Callable[[], None]:
+    """Make training raise KeyboardInterrupt when it reaches ``step``; returns the undo (a simulated kill)."""
+    real_lr_at = trainer_module.lr_at
+
+    def dies(at: int, cfg):
+        if at == step:
+            raise KeyboardInterrupt("simulated kill")
+        return real_lr_at(at, cfg)
+
+    monkeypatch.setattr(trainer_module, "lr_at", dies)
+    return lambda: monkeypatch.setattr(trainer_module, "lr_at", real_lr_at)

@@ -17,6 +17,7 @@ from contrastkit.engine import trainer as trainer_module
 from contrastkit.engine.clusters import ClusterTable, concentration, spherical_kmeans
 from contrastkit.engine.trainer import train
 from contrastkit.models.checkpoint import latest_checkpoint
+from helpers import kill_at_step
 from test_scale import _free_port, assert_same_training, rank_main
 
 SMALL = ["data.train_size=96", "data.eval_size=32", "data.image_size=32", "model.width=32", "model.embed_dim=16",
@@ -113,17 +114,10 @@ def test_training_reclusters_on_schedule_and_feeds_meow(tmp_path, monkeypatch):
 def test_killed_clustered_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     args = SMALL + ["train.checkpoint_every=3"]
     train(load_config("configs/demo.yaml", args), tmp_path / "straight")
-    real_lr_at = trainer_module.lr_at
-
-    def dies_at_step_4(step, cfg):
-        if step == 4:
-            raise KeyboardInterrupt("simulated kill")
-        return real_lr_at(step, cfg)
-
-    monkeypatch.setattr(trainer_module, "lr_at", dies_at_step_4)
+    revive = kill_at_step(monkeypatch, trainer_module, 4)
     with pytest.raises(KeyboardInterrupt):
         train(load_config("configs/demo.yaml", args), tmp_path / "killed")
-    monkeypatch.setattr(trainer_module, "lr_at", real_lr_at)
+    revive()
     train(load_config("configs/demo.yaml", args), tmp_path / "killed", resume=True)
     for name in ("model", "clusters"):
         a = load_file(str(latest_checkpoint(tmp_path / "straight") / f"{name}.safetensors"))

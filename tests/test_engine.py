@@ -10,6 +10,7 @@ from contrastkit.engine import trainer as trainer_module
 from contrastkit.engine.trainer import train
 from contrastkit.models.checkpoint import latest_checkpoint
 from contrastkit.objectives import NonFiniteLossError
+from helpers import kill_at_step
 
 SMALL = ["data.train_size=256", "data.eval_size=64", "data.image_size=32", "model.width=32",
          "model.embed_dim=32", "model.context_length=20", "train.batch_size=32", "train.steps=6",
@@ -57,18 +58,11 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     train(small_config("train.checkpoint_every=3"), straight)
 
     killed = tmp_path / "killed"
-    real_lr_at = trainer_module.lr_at
-
-    def dies_at_step_4(step, cfg):
-        if step == 4:
-            raise KeyboardInterrupt("simulated kill")
-        return real_lr_at(step, cfg)
-
-    monkeypatch.setattr(trainer_module, "lr_at", dies_at_step_4)
+    revive = kill_at_step(monkeypatch, trainer_module, 4)
     with pytest.raises(KeyboardInterrupt):
         train(small_config("train.checkpoint_every=3"), killed)
     assert latest_checkpoint(killed).name == "step-000003"
-    monkeypatch.setattr(trainer_module, "lr_at", real_lr_at)
+    revive()
 
     report = train(small_config("train.checkpoint_every=3"), killed, resume=True)
     assert report["timing"]["resumed_from"] == 3

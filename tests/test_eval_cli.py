@@ -12,8 +12,7 @@ from PIL import Image
 
 open_clip = pytest.importorskip("open_clip")
 
-from helpers import register_tiny_open_clip  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from helpers import save_tiny_open_clip  # noqa: E402
 
 from contrastkit.cli import main  # noqa: E402
 
@@ -24,11 +23,7 @@ RGB = {"red_things": (220, 20, 20), "green_things": (20, 200, 20), "blue_things"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalcli")
-    name = register_tiny_open_clip(root / "cfg")
-    torch.manual_seed(0)
-    model = open_clip.create_model(name)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(weights))
+    name, weights = save_tiny_open_clip(root)
     g = torch.Generator().manual_seed(0)
     for cls in CLASSES:
         (root / "folder" / cls).mkdir(parents=True)

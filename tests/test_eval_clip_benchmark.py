@@ -27,8 +27,7 @@ open_clip = pytest.importorskip("open_clip")
 
 from clip_benchmark.datasets.sugar_crepe import SugarCrepe  # noqa: E402
 from clip_benchmark.metrics import image_caption_selection, zeroshot_classification, zeroshot_retrieval  # noqa: E402
-from helpers import register_tiny_open_clip  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from helpers import save_tiny_open_clip  # noqa: E402
 
 from contrastkit.data.records import Record, ZeroShotTask  # noqa: E402
 from contrastkit.evaluate.suite import EvalRequest, run_suite  # noqa: E402
@@ -78,11 +77,7 @@ class RecordsData:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("cb")
-    name = register_tiny_open_clip(root / "cfg")
-    torch.manual_seed(0)
-    model = open_clip.create_model(name)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(weights))
+    name, weights = save_tiny_open_clip(root)
     g = torch.Generator().manual_seed(1)
     paths = []
     for i in range(N_IMAGES):  # blocky random images, some structure for the ViT patches

@@ -46,6 +46,7 @@ from ..data.problems import DataError
 from ..data.records import Dataset, Record
 from ..encoded import Encoded
 from ..models.dual_encoder import DualEncoder
+from ..models.embedder import ModelEmbedder
 
 CLUSTER_FIELDS = frozenset({"cluster_ids", "cluster_centroids", "cluster_density"})
 PCL_ALPHA = 10.0  # smoothing of the concentration estimate (PCL's alpha)
@@ -116,7 +117,6 @@ def _usable(record: Record, index: int) -> Record:
     return record
 
 
-@torch.no_grad()
 def embed_records(model: DualEncoder, dataset: Dataset, modality: str, on_error: str = "raise",
                   batch_size: int = 256, progress: bool = False) -> tuple[Tensor, Tensor]:
     """L2-normalised embeddings (eval transform, first caption) of the usable records, and their indices.
@@ -125,19 +125,16 @@ def embed_records(model: DualEncoder, dataset: Dataset, modality: str, on_error:
     would raise with ``on_error="raise"``; with ``"skip"`` it is left out (training skips and counts it,
     so its cluster id is never read).
     """
-    was_training = model.training
-    model.eval()
-    device = model.log_logit_scale.device
-    transform = model.image_transform(train=False)
+    embedder = ModelEmbedder(model, batch_size)
     parts, kept = [], []
     for start in tqdm(range(0, len(dataset), batch_size), desc="cluster: embed", disable=not progress,
                       leave=False):
-        records, pixels = [], []
+        records, images = [], []
         for i in range(start, min(start + batch_size, len(dataset))):
             try:
                 record = _usable(dataset[i], i)
                 if modality != "text":
-                    pixels.append(transform(record.load_image()))
+                    images.append(record.load_image())
             except DataError:
                 if on_error == "raise":
                     raise
@@ -146,14 +143,9 @@ def embed_records(model: DualEncoder, dataset: Dataset, modality: str, on_error:
             kept.append(i)
         if not records:
             continue
-        image = text = None
-        if modality in ("image", "joint"):
-            image = model.encode_image(torch.stack(pixels).to(device))
-        if modality in ("text", "joint"):
-            text = model.encode_text(model.tokenize([r.captions[0] for r in records]).to(device))
-        z = image if text is None else text if image is None else nn.functional.normalize(image + text, dim=1)
-        parts.append(z.float())
-    model.train(was_training)
+        image = embedder.embed_images(images) if modality != "text" else None
+        text = embedder.embed_texts([r.captions[0] for r in records]) if modality != "image" else None
+        parts.append(image if text is None else text if image is None else nn.functional.normalize(image + text, dim=1))
     if not parts:
         raise ValueError("clusters: no usable training record to cluster")
     return torch.cat(parts), torch.tensor(kept, dtype=torch.long)

@@ -30,11 +30,9 @@ def missing_inputs(objective: Objective, cfg: Config, dataset: Dataset, model: D
             if field in ALWAYS:
                 continue
             if field in CLUSTER_FIELDS:
-                if not cfg.clusters.sizes:
+                if not cfg.clusters.sizes:  # (streamed data is refused where the cluster table is built)
                     reason = ("the recipe has no clusters; add a clusters section, e.g. "
                               "clusters: {sizes: [100, 300], every: 500}")
-                elif getattr(dataset, "streaming", False):
-                    reason = "cluster ids are kept per record, which needs an indexable dataset (not shards)"
             elif field not in ENCODED_FIELDS:
                 reason = (f"{field!r} is not something the engine computes (extras keys must be supplied "
                           "by your own training loop)")

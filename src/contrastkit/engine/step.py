@@ -69,7 +69,8 @@ def _identity(loss: Tensor) -> Tensor:
     return loss
 
 
-def _same(enc: Encoded) -> Encoded:
+def no_extras(enc: Encoded) -> Encoded:
+    """The ``attach`` of a run without engine-kept inputs: the batch as it is."""
     return enc
 
 
@@ -77,7 +78,7 @@ def forward_backward(model: DualEncoder, objective: Objective, batch: dict[str, 
                      teacher: DualEncoder | None = None, reference: DualEncoder | None = None,
                      autocast: AutocastFactory = contextlib.nullcontext,
                      scale: Callable[[Tensor], Tensor] = _identity,
-                     attach: Callable[[Encoded], Encoded] = _same) -> ObjectiveOutput:
+                     attach: Callable[[Encoded], Encoded] = no_extras) -> ObjectiveOutput:
     """Towers under ``autocast``; objective in float32 on the gathered batch; backward of ``scale(loss)``.
 
     ``attach`` adds engine-kept inputs (cluster ids) to the gathered batch.
@@ -115,7 +116,7 @@ def grad_cache_backward(model: DualEncoder, objective: Objective, micro_batches:
                         requires: Collection[str], teacher: DualEncoder | None = None,
                         reference: DualEncoder | None = None, autocast: AutocastFactory = contextlib.nullcontext,
                         scale: Callable[[Tensor], Tensor] = _identity,
-                        attach: Callable[[Encoded], Encoded] = _same) -> ObjectiveOutput:
+                        attach: Callable[[Encoded], Encoded] = no_extras) -> ObjectiveOutput:
     """Exact large-batch gradients from micro-batches (see the module docstring)."""
     states, cached = [], []
     for micro in micro_batches:

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from .. import distributed as dist_utils
 from ..config import Config
 from ..data.pipeline import make_train_loader
-from ..encoded import Encoded
 from ..data.sources import open_source
 from ..models.build import build_model
 from ..models.checkpoint import latest_checkpoint, load_module, save_module
@@ -38,11 +37,7 @@ from .optim import lr_at, make_optimizer
 from .setup import (apply_speed_switches, autocast_for, ema_update, frozen_copy, pick_device,
                     training_set_for)
 from .state import restore_state, resume_step, save_state
-from .step import forward_backward, grad_cache_backward, split_batch
-
-
-def _unchanged(enc: Encoded) -> Encoded:
-    return enc
+from .step import forward_backward, grad_cache_backward, no_extras, split_batch
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -82,7 +77,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
                  if objective.needs_reference or requires & REFERENCE_FIELDS or clustered_by == "reference" else None)
     dataset = training_set_for(cfg, train_set, model, objective)
     clusters = cluster_table_for(cfg.clusters, train_set, model.embed_dim, dataset.streaming)
-    attach = clusters.to(device).attach if clusters is not None else _unchanged
+    attach = clusters.to(device).attach if clusters is not None else no_extras
     if is_main and dataset.tag_index is not None:
         (run_dir / "tag_vocabulary.json").write_text(json.dumps(list(dataset.tag_index)))
 
