@@ -16,6 +16,10 @@ the trailing columns that are padding in every row gives the same features
 (tested against ``encode_text`` on the full context) for a fraction of the text
 compute. Towers with a padding mask, a class token or last-token pooling
 (e.g. SigLIP's) always run on the full context.
+
+Both towers' ``nn.MultiheadAttention`` modules become
+:class:`~contrastkit.models.lean_attention.LeanSelfAttention` (same parameters and state-dict
+keys, same function; fewer layout copies in training).
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from typing import Callable
 import torch
 from PIL import Image
 from torch import Tensor, nn
+
+from .lean_attention import use_lean_attention
 
 
 def _require_open_clip():  # noqa: ANN202 - returns the module
@@ -150,6 +156,7 @@ def build_open_clip(name: str, pretrained: str | None = None) -> OpenClipParts:
     model = open_clip.create_model(name, pretrained=pretrained, weights_only=True)
     if not hasattr(model, "visual") or not hasattr(model, "encode_text"):
         raise ValueError(f"open_clip model {name!r} is not a two-tower CLIP model")
+    use_lean_attention(model)
     logit_scale = float(model.logit_scale.detach().exp())
     bias = getattr(model, "logit_bias", None)
     logit_bias = float(bias.detach()) if isinstance(bias, torch.Tensor) else None
