@@ -31,6 +31,7 @@ from ..objectives import NonFiniteLossError, build
 from .clusters import cluster_table_for
 from .encode import REFERENCE_FIELDS, TEACHER_FIELDS, encode_batch
 from .evaluation import evaluate_model
+from .host_memory import keep_freed_host_memory
 from .inputs import missing_inputs
 from .metrics_log import MetricsLog
 from .optim import lr_at, make_optimizer
@@ -57,6 +58,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     random.seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
     device = pick_device(cfg.train.device)
+    if device.type == "cpu":
+        keep_freed_host_memory()
 
     # Model, objective and the data view they need.
     objective = build(cfg.objective)
