@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({MODEL_CONFIG['vision_cfg']}, text {MODEL_CONFIG['text_cfg']}), random init, synthetic:shapes "
             f"exported to CSV, batch {args.batch_size}, fp32, AdamW, one data worker, CPU; {args.repeats} alternating "
             f"runs each; median samples/s over the pooled steps of all runs after {args.warmup} warm-up steps per run. "
-            "Target: ratio >= 1.2.\n\n{table}")
+            f"Target: ratio >= 1.2.\n\n{table}")
     print(table)
     if args.results:
         write_section(args.results, "Training throughput (CPU, vs open_clip_train)", body)
