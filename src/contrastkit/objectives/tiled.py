@@ -32,6 +32,10 @@ subtracted elementwise in each tile as a dense loss does) and the float64
 results agree with :func:`contrastkit.objectives.clip.clip_loss` /
 :func:`contrastkit.objectives.siglip.siglip_loss` to rounding.
 
+Per-tile elementwise work: on CPU in place, in preallocated scratch blocks; on CUDA as
+fused compiled kernels (:mod:`contrastkit.objectives.tiled_fused`) that read each logit
+tile once or twice in the matmul dtype — 4x faster in bf16 at B = 64k on an H200.
+
 Mixed precision: the matmuls run in the inputs' dtype (or the autocast dtype
 when autocast is on, as a dense loss under autocast would); log-sum-exp,
 softplus/sigmoid and the gradient accumulators run in float32 (float64 inputs
@@ -50,9 +54,11 @@ import contextlib
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from .tiled_fused import (fused, infonce_fold, infonce_grad, sigmoid_tile, sigmoid_tile_loss,
+                          uses_fused_tiles)
 
 # Tile edge (rows = columns of one logit block). CPU: measured on a 2-core
 # Xeon (AVX-512), D = 512: single-threaded, 1024 and 2048 run the tile GEMMs at
@@ -223,15 +229,21 @@ class TiledInfoNCE(torch.autograd.Function):
             diag = torch.empty(n, dtype=acc, device=x.device)
             blocks = _blocks(n, tile)
             scratch = _Scratch(min(tile, n), max(min(tile, n), x.shape[1]), x.device)
+            fold = fused(infonce_fold) if uses_fused_tiles(x.device) else None
             for i0, i1 in blocks:
                 xi = xs[i0:i1]
                 for j0, j1 in blocks:
-                    logits = _tile_logits(xi, yc[j0:j1], scratch.get(0, i1 - i0, j1 - j0, acc), scratch)
+                    if fold is not None:  # one fused kernel set reads the tile in the matmul dtype
+                        logits = torch.mm(xi, yc[j0:j1].T, out=scratch.get(0, i1 - i0, j1 - j0, compute))
+                        m_r[i0:i1], s_r[i0:i1], m_c[j0:j1], s_c[j0:j1] = fold(
+                            logits, m_r[i0:i1], s_r[i0:i1], m_c[j0:j1], s_c[j0:j1])
+                    else:
+                        logits = _tile_logits(xi, yc[j0:j1], scratch.get(0, i1 - i0, j1 - j0, acc), scratch)
+                        work = scratch.get(1, i1 - i0, j1 - j0, acc)
+                        _online_lse_(m_r[i0:i1], s_r[i0:i1], logits, work, dim=1)
+                        _online_lse_(m_c[j0:j1], s_c[j0:j1], logits, work, dim=0)
                     if i0 == j0:
                         diag[i0:i1] = logits.diagonal()
-                    work = scratch.get(1, i1 - i0, j1 - j0, acc)
-                    _online_lse_(m_r[i0:i1], s_r[i0:i1], logits, work, dim=1)
-                    _online_lse_(m_c[j0:j1], s_c[j0:j1], logits, work, dim=0)
             log_s_r, log_s_c = s_r.log(), s_c.log()
             # Per-row losses as (max - target) + log(sum): exact when the target is the max.
             per_row = (m_r - diag) + log_s_r
@@ -274,19 +286,26 @@ class TiledInfoNCE(torch.autograd.Function):
             gx = torch.zeros(n, y.shape[1], dtype=acc, device=x.device) if need_gx else None  # G^T @ tX
             blocks = _blocks(n, tile)
             scratch = _Scratch(min(tile, n), max(min(tile, n), x.shape[1]), x.device)
+            grad_tile = fused(infonce_grad) if uses_fused_tiles(x.device) else None
+            targets = torch.tensor([uniform, diagonal, 0.0], dtype=acc, device=x.device)
             for i0, i1 in blocks:
                 xi = xs[i0:i1]
                 for j0, j1 in blocks:
                     yj = yc[j0:j1]
-                    logits = _tile_logits(xi, yj, scratch.get(0, i1 - i0, j1 - j0, acc), scratch)
-                    g = torch.sub(logits, m_r[i0:i1, None], out=scratch.get(1, i1 - i0, j1 - j0, acc)).exp_()
-                    g.mul_(inv_r[i0:i1, None])
-                    g.addcmul_(logits.sub_(m_c[None, j0:j1]).exp_(), inv_c[None, j0:j1])
-                    if uniform:
-                        g.sub_(uniform)
-                    if i0 == j0:
-                        g.diagonal().sub_(diagonal)
-                    gc = _to_compute(g, compute, scratch)
+                    if grad_tile is not None:
+                        logits = torch.mm(xi, yj.T, out=scratch.get(0, i1 - i0, j1 - j0, compute))
+                        gc = grad_tile(logits, m_r[i0:i1], inv_r[i0:i1], m_c[j0:j1], inv_c[j0:j1], targets[0],
+                                       targets[1] if i0 == j0 else targets[2])
+                    else:
+                        logits = _tile_logits(xi, yj, scratch.get(0, i1 - i0, j1 - j0, acc), scratch)
+                        g = torch.sub(logits, m_r[i0:i1, None], out=scratch.get(1, i1 - i0, j1 - j0, acc)).exp_()
+                        g.mul_(inv_r[i0:i1, None])
+                        g.addcmul_(logits.sub_(m_c[None, j0:j1]).exp_(), inv_c[None, j0:j1])
+                        if uniform:
+                            g.sub_(uniform)
+                        if i0 == j0:
+                            g.diagonal().sub_(diagonal)
+                        gc = _to_compute(g, compute, scratch)
                     if gy is not None:
                         _accumulate(gy[i0:i1], gc, yj, scratch)
                     if gx is not None:
@@ -356,10 +375,27 @@ def _sigmoid_tiles(x: Tensor, y: Tensor, t: Tensor, b: Tensor, tile: int, need_x
         zero = torch.zeros((), dtype=acc, device=x.device)
         side = min(tile, max(rows_x, rows_y))
         scratch = _Scratch(side, max(side, x.shape[1]), x.device)
+        fuse = uses_fused_tiles(x.device)
+        on_diagonal = torch.tensor([True, False], device=x.device)
         for i0, i1 in _blocks(rows_x, tile):
             xi = xs[i0:i1]
             for j0, j1 in _blocks(rows_y, tile):
                 yj = yc[j0:j1]
+                if fuse:  # one fused kernel set per tile, reading it in the matmul dtype
+                    low = torch.mm(xi, yj.T, out=scratch.get(0, i1 - i0, j1 - j0, compute))
+                    positives = on_diagonal[0] if i0 == j0 else on_diagonal[1]
+                    if not any_grad:
+                        loss_parts.append(fused(sigmoid_tile_loss)(low, ba, positives))
+                        continue
+                    loss_sum, gc, g_sum = fused(sigmoid_tile)(low, ba, positives)
+                    loss_parts.append(loss_sum)
+                    if need_b:
+                        db_parts.append(g_sum)
+                    if gy is not None:
+                        _accumulate(gy[i0:i1], gc, yj, scratch)
+                    if gx is not None:
+                        _accumulate(gx[j0:j1], gc.T, xi, scratch)
+                    continue
                 logits = _tile_logits(xi, yj, scratch.get(0, i1 - i0, j1 - j0, acc), scratch).add_(ba)
                 diag = logits.diagonal().clone() if i0 == j0 else None  # the positives i = j
                 # negatives: -log sigmoid(-L) = softplus(L) = logaddexp(L, 0) (stable, no threshold)
