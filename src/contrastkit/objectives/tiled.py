@@ -51,6 +51,7 @@ Public API::
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import Iterator
 
 import torch
@@ -352,6 +353,39 @@ def tiled_clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float, la
 # ---------------------------------------------------------------------------------------------
 
 
+def _eager_sigmoid_tile(xi: Tensor, yj: Tensor, bias: Tensor, on_diagonal: bool, with_grad: bool,
+                        scratch: _Scratch) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(loss sum, gradient tile in the matmul dtype, its sum) of one SigLIP tile, in place in ``scratch``."""
+    acc = bias.dtype
+    zero = torch.zeros((), dtype=acc, device=xi.device)
+    logits = _tile_logits(xi, yj, scratch.get(0, xi.shape[0], yj.shape[0], acc), scratch).add_(bias)
+    diag = logits.diagonal().clone() if on_diagonal else None  # the positives i = j
+    # negatives: -log sigmoid(-L) = softplus(L) = logaddexp(L, 0) (stable, no threshold)
+    loss = torch.logaddexp(logits, zero, out=scratch.get(1, xi.shape[0], yj.shape[0], acc))
+    if diag is not None:  # positives: -log sigmoid(L) = softplus(-L), computed directly
+        loss.diagonal().copy_(torch.logaddexp(-diag, zero))
+    if not with_grad:
+        return loss.sum(), None, None
+    loss_sum = loss.sum()
+    g = logits.sigmoid_()  # d softplus(L) / dL for the negatives
+    if diag is not None:  # d softplus(-L) / dL = -sigmoid(-L) for the positives
+        g.diagonal().copy_(torch.sigmoid(-diag).neg_())
+    return loss_sum, _to_compute(g, xi.dtype, scratch), g.sum()
+
+
+def _fused_sigmoid_tile(xi: Tensor, yj: Tensor, bias: Tensor, on_diagonal: bool, with_grad: bool,
+                        scratch: _Scratch, flags: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`_eager_sigmoid_tile` as compiled kernels reading the tile in the matmul dtype.
+
+    ``flags`` is the device tensor ``[True, False]`` (made once per loss call, not per tile).
+    """
+    logits = torch.mm(xi, yj.T, out=scratch.get(0, xi.shape[0], yj.shape[0], xi.dtype))
+    positives = flags[0] if on_diagonal else flags[1]
+    if not with_grad:
+        return fused(sigmoid_tile_loss)(logits, bias, positives), None, None
+    return fused(sigmoid_tile)(logits, bias, positives)
+
+
 def _sigmoid_tiles(x: Tensor, y: Tensor, t: Tensor, b: Tensor, tile: int, need_x: bool, need_y: bool,
                    need_t: bool, need_b: bool) -> tuple[Tensor, ...]:
     """One pass over the logit tiles of the SigLIP loss.
@@ -372,45 +406,21 @@ def _sigmoid_tiles(x: Tensor, y: Tensor, t: Tensor, b: Tensor, tile: int, need_x
         gy = torch.zeros(rows_x, x.shape[1], dtype=acc, device=x.device) if need_gy else None  # G @ Y
         gx = torch.zeros(rows_y, y.shape[1], dtype=acc, device=x.device) if need_gx else None  # G^T @ tX
         loss_parts, db_parts = [], []
-        zero = torch.zeros((), dtype=acc, device=x.device)
         side = min(tile, max(rows_x, rows_y))
         scratch = _Scratch(side, max(side, x.shape[1]), x.device)
-        fuse = uses_fused_tiles(x.device)
-        on_diagonal = torch.tensor([True, False], device=x.device)
+        tile_step = _eager_sigmoid_tile
+        if uses_fused_tiles(x.device):
+            tile_step = partial(_fused_sigmoid_tile, flags=torch.tensor([True, False], device=x.device))
         for i0, i1 in _blocks(rows_x, tile):
             xi = xs[i0:i1]
             for j0, j1 in _blocks(rows_y, tile):
                 yj = yc[j0:j1]
-                if fuse:  # one fused kernel set per tile, reading it in the matmul dtype
-                    low = torch.mm(xi, yj.T, out=scratch.get(0, i1 - i0, j1 - j0, compute))
-                    positives = on_diagonal[0] if i0 == j0 else on_diagonal[1]
-                    if not any_grad:
-                        loss_parts.append(fused(sigmoid_tile_loss)(low, ba, positives))
-                        continue
-                    loss_sum, gc, g_sum = fused(sigmoid_tile)(low, ba, positives)
-                    loss_parts.append(loss_sum)
-                    if need_b:
-                        db_parts.append(g_sum)
-                    if gy is not None:
-                        _accumulate(gy[i0:i1], gc, yj, scratch)
-                    if gx is not None:
-                        _accumulate(gx[j0:j1], gc.T, xi, scratch)
+                loss_sum, gc, g_sum = tile_step(xi, yj, ba, i0 == j0, any_grad, scratch)
+                loss_parts.append(loss_sum)
+                if gc is None:
                     continue
-                logits = _tile_logits(xi, yj, scratch.get(0, i1 - i0, j1 - j0, acc), scratch).add_(ba)
-                diag = logits.diagonal().clone() if i0 == j0 else None  # the positives i = j
-                # negatives: -log sigmoid(-L) = softplus(L) = logaddexp(L, 0) (stable, no threshold)
-                loss = torch.logaddexp(logits, zero, out=scratch.get(1, i1 - i0, j1 - j0, acc))
-                if diag is not None:  # positives: -log sigmoid(L) = softplus(-L), computed directly
-                    loss.diagonal().copy_(torch.logaddexp(-diag, zero))
-                loss_parts.append(loss.sum())
-                if not any_grad:
-                    continue
-                g = logits.sigmoid_()  # d softplus(L) / dL for the negatives
-                if diag is not None:  # d softplus(-L) / dL = -sigmoid(-L) for the positives
-                    g.diagonal().copy_(torch.sigmoid(-diag).neg_())
                 if need_b:
-                    db_parts.append(g.sum())
-                gc = _to_compute(g, compute, scratch)
+                    db_parts.append(g_sum)
                 if gy is not None:
                     _accumulate(gy[i0:i1], gc, yj, scratch)
                 if gx is not None:
