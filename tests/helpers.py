@@ -1,4 +1,4 @@
-"""Shared test helpers: a tiny open_clip architecture registered from a temp folder."""
+"""Shared test helpers: the tiny open_clip architecture, the simulated kill, loss inputs and their gradients."""
 from __future__ import annotations
 
 import json
@@ -48,3 +48,30 @@ def kill_at_step(monkeypatch, trainer_module, step: int) -> Callable[[], None]:
 
     monkeypatch.setattr(trainer_module, "lr_at", dies)
     return lambda: monkeypatch.setattr(trainer_module, "lr_at", real_lr_at)
+
+
+def pair_inputs(rows: int, dim: int = 6, cols: int | None = None, dtype=None, seed: int = 0, scale: float = 3.0,
+                bias: float = -2.0):
+    """L2-normalised image/text rows (correlated pairs when ``cols`` is None), a temperature and a bias.
+
+    ``dtype`` defaults to float64 (the exactness tests).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    dtype = torch.float64 if dtype is None else dtype
+    g = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(rows, dim, generator=g, dtype=dtype), dim=1)
+    y = F.normalize(torch.randn(rows if cols is None else cols, dim, generator=g, dtype=dtype), dim=1)
+    if cols is None:  # correlated pairs, so positives matter
+        y = F.normalize(y + x, dim=1)
+    return x, y, torch.tensor(scale, dtype=dtype), torch.tensor(bias, dtype=dtype)
+
+
+def value_and_grads(fn: Callable, *args):
+    """``fn`` on fresh leaf copies of ``args``: (detached value, gradients of the value w.r.t. each)."""
+    import torch
+
+    leaves = [a.detach().clone().requires_grad_(True) for a in args]
+    value = fn(*leaves)
+    return value.detach(), torch.autograd.grad(value, leaves)

@@ -20,6 +20,8 @@ from contrastkit.objectives.siglip import SiglipTerm, siglip_loss
 from contrastkit.objectives.tiled import (DENSE_MAX_CPU, TiledInfoNCE, TiledSigmoid, default_tile_size,
                                           tiled_clip_loss, tiled_siglip_loss)
 
+from helpers import pair_inputs, value_and_grads
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -30,31 +32,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _inputs(rows: int, dim: int = 6, cols: int | None = None, dtype=torch.float64, seed: int = 0,
-            scale: float = 3.0, bias: float = -2.0):
-    g = torch.Generator().manual_seed(seed)
-    x = F.normalize(torch.randn(rows, dim, generator=g, dtype=dtype), dim=1)
-    y = F.normalize(torch.randn(rows if cols is None else cols, dim, generator=g, dtype=dtype), dim=1)
-    if cols is None:  # correlated pairs, so positives matter
-        y = F.normalize(y + x, dim=1)
-    return x, y, torch.tensor(scale, dtype=dtype), torch.tensor(bias, dtype=dtype)
-
-
-def _value_and_grads(fn, *args):
-    leaves = [a.detach().clone().requires_grad_(True) for a in args]
-    value = fn(*leaves)
-    return value.detach(), torch.autograd.grad(value, leaves)
-
-
 # ------------------------------------------------------------------ tiled == dense (float64)
 
 @pytest.mark.parametrize("rows,tile", [(1, 3), (2, 3), (7, 3), (10, 4), (5, 16), (33, 8)])
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_clip_tiled_matches_dense_float64(rows, tile, eps, reduction):
-    x, y, t, _ = _inputs(rows, seed=rows)
-    got, got_g = _value_and_grads(lambda a, b, s: tiled_clip_loss(a, b, s, eps, reduction, tile), x, y, t)
-    ref, ref_g = _value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, reduction), x, y, t)
+    x, y, t, _ = pair_inputs(rows, seed=rows)
+    got, got_g = value_and_grads(lambda a, b, s: tiled_clip_loss(a, b, s, eps, reduction, tile), x, y, t)
+    ref, ref_g = value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, reduction), x, y, t)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
     for name, a, b in zip("xyt", got_g, ref_g):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"d{name}")
@@ -63,9 +49,9 @@ def test_clip_tiled_matches_dense_float64(rows, tile, eps, reduction):
 @pytest.mark.parametrize("rows,cols,tile", [(1, 1, 3), (7, 7, 3), (10, 10, 4), (5, 5, 16), (33, 33, 8),
                                             (7, 11, 3), (11, 7, 4), (5, 9, 16)])
 def test_siglip_tiled_matches_dense_float64(rows, cols, tile):
-    x, y, t, b = _inputs(rows, cols=cols, seed=rows + cols, scale=5.0, bias=-3.0)
-    got, got_g = _value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=tile), x, y, t, b)
-    ref, ref_g = _value_and_grads(siglip_loss, x, y, t, b)
+    x, y, t, b = pair_inputs(rows, cols=cols, seed=rows + cols, scale=5.0, bias=-3.0)
+    got, got_g = value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=tile), x, y, t, b)
+    ref, ref_g = value_and_grads(siglip_loss, x, y, t, b)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
     for name, a, r in zip(["x", "y", "t", "b"], got_g, ref_g):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12, msg=f"d{name}")
@@ -73,16 +59,16 @@ def test_siglip_tiled_matches_dense_float64(rows, cols, tile):
 
 def test_large_logits_are_stable():
     """t = 100 with nearly-identical pairs: logits near +-100, no overflow, still equal to dense."""
-    x, y, _, _ = _inputs(20, seed=3)
+    x, y, _, _ = pair_inputs(20, seed=3)
     y = F.normalize(x + 1e-3 * y, dim=1)
     t, b = torch.tensor(100.0, dtype=torch.float64), torch.tensor(-5.0, dtype=torch.float64)
-    got, got_g = _value_and_grads(lambda a, c, s: tiled_clip_loss(a, c, s, 0.1, "mean", 6), x, y, t)
-    ref, ref_g = _value_and_grads(lambda a, c, s: clip_loss(a, c, s, 0.1, "mean"), x, y, t)
+    got, got_g = value_and_grads(lambda a, c, s: tiled_clip_loss(a, c, s, 0.1, "mean", 6), x, y, t)
+    ref, ref_g = value_and_grads(lambda a, c, s: clip_loss(a, c, s, 0.1, "mean"), x, y, t)
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
     for a, r in zip(got_g, ref_g):
         torch.testing.assert_close(a, r, rtol=1e-8, atol=1e-10)
-    got, got_g = _value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=6), x, y, t, b)
-    ref, ref_g = _value_and_grads(siglip_loss, x, y, t, b)
+    got, got_g = value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=6), x, y, t, b)
+    ref, ref_g = value_and_grads(siglip_loss, x, y, t, b)
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
     for a, r in zip(got_g, ref_g):
         torch.testing.assert_close(a, r, rtol=1e-8, atol=1e-10)
@@ -111,7 +97,7 @@ def test_siglip_gradcheck(rows, cols):
 
 def test_partial_requires_grad():
     """Locked image tower (no grad on x) and a fixed temperature: only the needed gradients."""
-    x, y, t, b = _inputs(9, seed=4)
+    x, y, t, b = pair_inputs(9, seed=4)
     y = y.clone().requires_grad_(True)
     loss = tiled_clip_loss(x, y, t, 0.1, "mean", 4)
     (gy,) = torch.autograd.grad(loss, [y])
@@ -125,7 +111,7 @@ def test_partial_requires_grad():
 
 
 def test_double_backward_is_refused():
-    x, y, t, _ = _inputs(5, seed=5)
+    x, y, t, _ = pair_inputs(5, seed=5)
     x.requires_grad_(True)
     (gx,) = torch.autograd.grad(tiled_clip_loss(x, y, t, tile_size=2), [x], create_graph=True)
     with pytest.raises(RuntimeError):
@@ -137,10 +123,10 @@ def test_double_backward_is_refused():
 @pytest.mark.parametrize("scale", [1 / 0.07, 100.0])
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_clip_float32_within_1e5(scale, eps):
-    x, y, t, _ = _inputs(300, dim=32, dtype=torch.float32, seed=6, scale=scale)
-    got, got_g = _value_and_grads(lambda a, b, s: tiled_clip_loss(a, b, s, eps, "mean", 64), x, y, t)
-    dense, dense_g = _value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, "mean"), x, y, t)
-    exact, exact_g = _value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, "mean"),
+    x, y, t, _ = pair_inputs(300, dim=32, dtype=torch.float32, seed=6, scale=scale)
+    got, got_g = value_and_grads(lambda a, b, s: tiled_clip_loss(a, b, s, eps, "mean", 64), x, y, t)
+    dense, dense_g = value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, "mean"), x, y, t)
+    exact, exact_g = value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, "mean"),
                                       x.double(), y.double(), t.double())
     assert abs(got.item() - dense.item()) <= 1e-5 * abs(dense.item())
     assert abs(got.item() - exact.item()) <= 1e-5 * abs(exact.item())
@@ -156,10 +142,10 @@ def test_clip_float32_within_1e5(scale, eps):
 
 @pytest.mark.parametrize("scale,bias", [(10.0, -10.0), (100.0, -15.0)])
 def test_siglip_float32_within_1e5(scale, bias):
-    x, y, t, b = _inputs(300, dim=32, dtype=torch.float32, seed=7, scale=scale, bias=bias)
-    got, got_g = _value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=64), x, y, t, b)
-    dense, dense_g = _value_and_grads(siglip_loss, x, y, t, b)
-    exact, exact_g = _value_and_grads(siglip_loss, x.double(), y.double(), t.double(), b.double())
+    x, y, t, b = pair_inputs(300, dim=32, dtype=torch.float32, seed=7, scale=scale, bias=bias)
+    got, got_g = value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=64), x, y, t, b)
+    dense, dense_g = value_and_grads(siglip_loss, x, y, t, b)
+    exact, exact_g = value_and_grads(siglip_loss, x.double(), y.double(), t.double(), b.double())
     assert abs(got.item() - dense.item()) <= 1e-5 * abs(dense.item())
     assert abs(got.item() - exact.item()) <= 1e-5 * abs(exact.item())
     for a, d, e in zip(got_g, dense_g, exact_g):
@@ -168,12 +154,12 @@ def test_siglip_float32_within_1e5(scale, bias):
 
 
 def test_cpu_autocast_bfloat16_close_to_dense():
-    x, y, t, b = _inputs(200, dim=32, dtype=torch.float32, seed=8, scale=10.0)
+    x, y, t, b = pair_inputs(200, dim=32, dtype=torch.float32, seed=8, scale=10.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got, got_g = _value_and_grads(lambda a, c, s: tiled_clip_loss(a, c, s, tile_size=64), x, y, t)
-        ref, ref_g = _value_and_grads(lambda a, c, s: clip_loss(a, c, s), x, y, t)
-        sig, sig_g = _value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=64), x, y, t, b)
-        sig_ref, _ = _value_and_grads(siglip_loss, x, y, t, b)
+        got, got_g = value_and_grads(lambda a, c, s: tiled_clip_loss(a, c, s, tile_size=64), x, y, t)
+        ref, ref_g = value_and_grads(lambda a, c, s: clip_loss(a, c, s), x, y, t)
+        sig, sig_g = value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=64), x, y, t, b)
+        sig_ref, _ = value_and_grads(siglip_loss, x, y, t, b)
     assert got.dtype == torch.float32 and all(g.dtype == torch.float32 for g in got_g + sig_g)
     torch.testing.assert_close(got, ref.float(), rtol=2e-2, atol=0)
     torch.testing.assert_close(sig, sig_ref.float(), rtol=2e-2, atol=0)
@@ -212,10 +198,10 @@ def _open_clip_loss():
 @pytest.mark.parametrize("rows,tile_size", [(7, None), (7, 3), (DENSE_MAX_CPU + 77, None)])
 def test_clip_term_matches_open_clip(rows, tile_size):
     ref_loss, _ = _open_clip_loss()
-    x, y, t, _ = _inputs(rows, dim=16, dtype=torch.float32, seed=9, scale=1 / 0.07)
+    x, y, t, _ = pair_inputs(rows, dim=16, dtype=torch.float32, seed=9, scale=1 / 0.07)
     term = ClipTerm(tile_size=tile_size)
-    got, got_g = _value_and_grads(lambda a, b, s: term(Encoded(image=a, text=b, logit_scale=s)), x, y, t)
-    ref, ref_g = _value_and_grads(lambda a, b, s: ref_loss(a, b, s), x, y, t)
+    got, got_g = value_and_grads(lambda a, b, s: term(Encoded(image=a, text=b, logit_scale=s)), x, y, t)
+    ref, ref_g = value_and_grads(lambda a, b, s: ref_loss(a, b, s), x, y, t)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=0)
     for a, r in zip(got_g, ref_g):
         assert (a - r).norm() <= 2e-5 * r.norm()
@@ -226,18 +212,18 @@ def test_siglip_term_matches_open_clip(rows, tile_size):
     _, ref_loss = _open_clip_loss()
     # open_clip keeps logit_scale as log(t) in the model and passes exp() to the loss; its bias
     # is added as is; labels are 2 I - 1 (+1 positives): the same convention as contrastkit.
-    x, y, t, b = _inputs(rows, dim=16, dtype=torch.float32, seed=10, scale=10.0, bias=-10.0)
+    x, y, t, b = pair_inputs(rows, dim=16, dtype=torch.float32, seed=10, scale=10.0, bias=-10.0)
     term = SiglipTerm(tile_size=tile_size)
-    got, got_g = _value_and_grads(
+    got, got_g = value_and_grads(
         lambda a, c, s, d: term(Encoded(image=a, text=c, logit_scale=s, logit_bias=d)), x, y, t, b)
-    ref, ref_g = _value_and_grads(lambda a, c, s, d: ref_loss(a, c, s, d), x, y, t, b)
+    ref, ref_g = value_and_grads(lambda a, c, s, d: ref_loss(a, c, s, d), x, y, t, b)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=0)
     for a, r in zip(got_g, ref_g):
         assert (a - r).norm() <= 2e-5 * r.norm()
 
 
 def test_terms_take_tile_size_from_the_recipe():
-    x, y, t, b = _inputs(11, dim=8, dtype=torch.float32, seed=11)
+    x, y, t, b = pair_inputs(11, dim=8, dtype=torch.float32, seed=11)
     objective = build([{"name": "clip", "tile_size": 4}, {"name": "siglip", "tile_size": 4}])
     out = objective(Encoded(image=x, text=y, logit_scale=t, logit_bias=b))
     torch.testing.assert_close(out.terms["clip"], clip_loss(x, y, t), rtol=1e-5, atol=0)
@@ -251,7 +237,7 @@ def test_terms_take_tile_size_from_the_recipe():
 
 
 def test_shape_errors():
-    x, y, t, b = _inputs(5, seed=12)
+    x, y, t, b = pair_inputs(5, seed=12)
     with pytest.raises(ValueError, match="same shape"):
         tiled_clip_loss(x, y[:4], t)
     with pytest.raises(ValueError, match="Bx x D"):
@@ -264,7 +250,7 @@ def test_shape_errors():
 
 def test_forward_saves_only_linear_size_tensors():
     rows, dim = 512, 8
-    x, y, t, b = _inputs(rows, dim=dim, dtype=torch.float32, seed=13)
+    x, y, t, b = pair_inputs(rows, dim=dim, dtype=torch.float32, seed=13)
     leaves = [v.requires_grad_(True) for v in (x, y, t, b)]
     for fn, node in ((lambda: tiled_clip_loss(*leaves[:3], label_smoothing=0.1, tile_size=64), TiledInfoNCE),
                      (lambda: tiled_siglip_loss(*leaves, tile_size=64), TiledSigmoid)):
@@ -298,7 +284,7 @@ class _LargestTensor(TorchDispatchMode):
 @pytest.mark.parametrize("which", ["clip", "siglip"])
 def test_no_op_materialises_b_by_b(which):
     rows, dim, tile = 1024, 8, 256
-    x, y, t, b = _inputs(rows, dim=dim, dtype=torch.float32, seed=14)
+    x, y, t, b = pair_inputs(rows, dim=dim, dtype=torch.float32, seed=14)
     leaves = [v.requires_grad_(True) for v in (x, y, t, b)]
     with _LargestTensor() as probe:
         if which == "clip":
@@ -342,7 +328,7 @@ def test_resident_memory_stays_linear(which):
     tiles (1 MiB each) and a few B x D buffers (1 MiB each).
     """
     rows, dim, tile = 4096, 64, 512
-    x, y, t, b = _inputs(rows, dim=dim, dtype=torch.float32, seed=15)
+    x, y, t, b = pair_inputs(rows, dim=dim, dtype=torch.float32, seed=15)
     leaves = [v.requires_grad_(True) for v in (x, y, t, b)]
 
     def tiled(n: int = rows) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from contrastkit.objectives import tiled_fused
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.siglip import siglip_loss
 from contrastkit.objectives.tiled import tiled_clip_loss, tiled_siglip_loss
 from contrastkit.objectives.tiled_fused import infonce_fold, infonce_grad
+
+from helpers import pair_inputs, value_and_grads
 
 
 def _fused_on_cpu(monkeypatch, backend: str) -> None:
@@ -28,28 +29,12 @@ def fused_cpu(monkeypatch):
     torch._dynamo.reset()
 
 
-def _inputs(rows: int, dim: int = 6, cols: int | None = None, dtype=torch.float64, seed: int = 0,
-            scale: float = 3.0, bias: float = -2.0):
-    g = torch.Generator().manual_seed(seed)
-    x = F.normalize(torch.randn(rows, dim, generator=g, dtype=dtype), dim=1)
-    y = F.normalize(torch.randn(rows if cols is None else cols, dim, generator=g, dtype=dtype), dim=1)
-    if cols is None:
-        y = F.normalize(y + x, dim=1)
-    return x, y, torch.tensor(scale, dtype=dtype), torch.tensor(bias, dtype=dtype)
-
-
-def _value_and_grads(fn, *args):
-    leaves = [a.detach().clone().requires_grad_(True) for a in args]
-    value = fn(*leaves)
-    return value.detach(), torch.autograd.grad(value, leaves)
-
-
 @pytest.mark.parametrize("rows,tile", [(7, 3), (10, 4), (12, 4)])
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_fused_clip_matches_dense_float64(fused_cpu, rows, tile, eps):
-    x, y, t, _ = _inputs(rows, seed=rows)
-    got, got_g = _value_and_grads(lambda a, b, s: tiled_clip_loss(a, b, s, eps, "mean", tile), x, y, t)
-    ref, ref_g = _value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, "mean"), x, y, t)
+    x, y, t, _ = pair_inputs(rows, seed=rows)
+    got, got_g = value_and_grads(lambda a, b, s: tiled_clip_loss(a, b, s, eps, "mean", tile), x, y, t)
+    ref, ref_g = value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, "mean"), x, y, t)
     assert tiled_fused._compiled.keys() == {"infonce_fold", "infonce_grad"}  # the fused path ran
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
     for name, a, b in zip("xyt", got_g, ref_g):
@@ -58,9 +43,9 @@ def test_fused_clip_matches_dense_float64(fused_cpu, rows, tile, eps):
 
 @pytest.mark.parametrize("rows,cols,tile", [(7, 7, 3), (7, 11, 3), (11, 7, 4)])
 def test_fused_siglip_matches_dense_float64(fused_cpu, rows, cols, tile):
-    x, y, t, b = _inputs(rows, cols=cols, seed=rows + cols, scale=5.0, bias=-3.0)
-    got, got_g = _value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=tile), x, y, t, b)
-    ref, ref_g = _value_and_grads(siglip_loss, x, y, t, b)
+    x, y, t, b = pair_inputs(rows, cols=cols, seed=rows + cols, scale=5.0, bias=-3.0)
+    got, got_g = value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=tile), x, y, t, b)
+    ref, ref_g = value_and_grads(siglip_loss, x, y, t, b)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
     for name, a, r in zip(["x", "y", "t", "b"], got_g, ref_g):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12, msg=f"d{name}")
@@ -72,12 +57,12 @@ def test_fused_siglip_matches_dense_float64(fused_cpu, rows, cols, tile):
 
 def test_fused_bfloat16_tiles_equal_the_eager_path(monkeypatch):
     """Under bf16 autocast the fused functions read the bf16 logits the eager path copies to float32."""
-    x, y, t, b = _inputs(96, dim=32, dtype=torch.float32, seed=8, scale=10.0)
+    x, y, t, b = pair_inputs(96, dim=32, dtype=torch.float32, seed=8, scale=10.0)
 
     def run():
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            clip = _value_and_grads(lambda a, c, s: tiled_clip_loss(a, c, s, 0.1, "mean", 32), x, y, t)
-            sig = _value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=32), x, y, t, b)
+            clip = value_and_grads(lambda a, c, s: tiled_clip_loss(a, c, s, 0.1, "mean", 32), x, y, t)
+            sig = value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=32), x, y, t, b)
         return clip, sig
 
     eager = run()
@@ -115,11 +100,11 @@ def test_inductor_compiled_tiles_match_dense(monkeypatch):
     _fused_on_cpu(monkeypatch, "inductor")
     torch._dynamo.reset()
     try:
-        x, y, t, b = _inputs(48, dim=16, dtype=torch.float32, seed=3, scale=10.0)
-        got, got_g = _value_and_grads(lambda a, c, s: tiled_clip_loss(a, c, s, 0.0, "mean", 32), x, y, t)
-        ref, ref_g = _value_and_grads(lambda a, c, s: clip_loss(a, c, s, 0.0, "mean"), x, y, t)
-        sig, sig_g = _value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=32), x, y, t, b)
-        sig_ref, sig_ref_g = _value_and_grads(siglip_loss, x, y, t, b)
+        x, y, t, b = pair_inputs(48, dim=16, dtype=torch.float32, seed=3, scale=10.0)
+        got, got_g = value_and_grads(lambda a, c, s: tiled_clip_loss(a, c, s, 0.0, "mean", 32), x, y, t)
+        ref, ref_g = value_and_grads(lambda a, c, s: clip_loss(a, c, s, 0.0, "mean"), x, y, t)
+        sig, sig_g = value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=32), x, y, t, b)
+        sig_ref, sig_ref_g = value_and_grads(siglip_loss, x, y, t, b)
     finally:
         torch._dynamo.reset()
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
