@@ -364,9 +364,9 @@ def _eager_sigmoid_tile(xi: Tensor, yj: Tensor, bias: Tensor, on_diagonal: bool,
     loss = torch.logaddexp(logits, zero, out=scratch.get(1, xi.shape[0], yj.shape[0], acc))
     if diag is not None:  # positives: -log sigmoid(L) = softplus(-L), computed directly
         loss.diagonal().copy_(torch.logaddexp(-diag, zero))
-    if not with_grad:
-        return loss.sum(), None, None
     loss_sum = loss.sum()
+    if not with_grad:
+        return loss_sum, None, None
     g = logits.sigmoid_()  # d softplus(L) / dL for the negatives
     if diag is not None:  # d softplus(-L) / dL = -sigmoid(-L) for the positives
         g.diagonal().copy_(torch.sigmoid(-diag).neg_())
