@@ -3,6 +3,8 @@ dense losses compute. Here it runs on CPU: dynamo traces each tile function whol
 ``eager`` backend, and one test compiles with inductor as on a GPU."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -111,3 +113,16 @@ def test_inductor_compiled_tiles_match_dense(monkeypatch):
     torch.testing.assert_close(sig, sig_ref, rtol=1e-5, atol=1e-6)
     for a, r in zip(got_g + sig_g, ref_g + sig_ref_g):
         assert (a - r).norm() <= 1e-5 * r.norm() + 1e-7
+
+
+def test_cuda_without_triton_falls_back_to_eager_tiles_with_one_warning(monkeypatch):
+    monkeypatch.setattr(tiled_fused, "_warned", set())
+    monkeypatch.setattr(tiled_fused, "_kernels_compile_on", lambda device: True)
+    assert tiled_fused.uses_fused_tiles(torch.device("cuda"))
+    assert not tiled_fused.uses_fused_tiles(torch.device("cpu"))  # CPU tiles stay eager (in-place scratch)
+    monkeypatch.setattr(tiled_fused, "_kernels_compile_on", lambda device: False)
+    with pytest.warns(UserWarning, match="no working Triton"):
+        assert not tiled_fused.uses_fused_tiles(torch.device("cuda"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call does not warn again
+        assert not tiled_fused.uses_fused_tiles(torch.device("cuda"))

@@ -23,6 +23,7 @@ dtype (float32, or float64 for float64 inputs) is the dtype of the running stati
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -105,5 +106,31 @@ def fused(fn: Callable) -> Callable:
     return compiled
 
 
+def _kernels_compile_on(device: torch.device) -> bool:
+    """Whether inductor can generate kernels for ``device`` (CUDA needs Triton and a GPU it supports)."""
+    if device.type != "cuda":
+        return True
+    try:
+        from torch.utils._triton import has_triton
+    except ImportError:  # pragma: no cover - torch without the helper
+        return False
+    return bool(has_triton())
+
+
+_warned: set[str] = set()
+
+
 def uses_fused_tiles(device: torch.device) -> bool:
-    return device.type in FUSED_DEVICES
+    """True where the tiles go through the compiled functions; False (eager tiles, warned once) where
+    they cannot be compiled, e.g. CUDA without Triton or on a GPU Triton does not support."""
+    if device.type not in FUSED_DEVICES:
+        return False
+    if COMPILE_BACKEND == "inductor" and not _kernels_compile_on(device):
+        if device.type not in _warned:
+            _warned.add(device.type)
+            warnings.warn(f"contrastkit tiled losses: torch.compile cannot build kernels for {device.type} here "
+                          "(no working Triton for this GPU); the loss tiles run eagerly: same results, slower "
+                          "in bfloat16. Install triton (it ships with CUDA builds of torch) to fuse them.",
+                          stacklevel=3)
+        return False
+    return True
