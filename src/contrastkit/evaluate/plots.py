@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -65,6 +66,15 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _label_axes(ax: Axes, xlabel: str, ylabel: str, title: str, legend_loc: str | None = None) -> None:
+    """Axis labels, title, a light grid and a small legend: the finish every line/scatter plot here shares."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", **({"loc": legend_loc} if legend_loc else {}))
+
+
 def _ema(values: Sequence[float], alpha: float) -> list[float]:
     out, acc = [], values[0]
     for v in values:
@@ -92,20 +102,12 @@ def plot_loss_curve(rows: Sequence[Mapping[str, Any]], path: str | Path) -> bool
     terms = [k for k in train if k != "loss"][:6]
     for j, name in enumerate(terms):
         ax.plot(*train[name], linestyle="--", linewidth=1, color=f"C{j + 2}", label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("Training loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    _label_axes(ax, "step", "loss", "Training loss")
     if evals:
         ax2 = fig.add_subplot(1, panels, 2)
         for name in list(evals)[:8]:
             ax2.plot(*evals[name], marker="o", label=name)
-        ax2.set_xlabel("step")
-        ax2.set_ylabel("metric value")
-        ax2.set_title("Evaluation metrics")
-        ax2.grid(alpha=0.3)
-        ax2.legend(fontsize="small")
+        _label_axes(ax2, "step", "metric value", "Evaluation metrics")
     _save(fig, Path(path))
     return True
 
@@ -144,11 +146,9 @@ def plot_embedding_gap(image_emb: Tensor, text_emb: Tensor, path: str | Path, *,
                label="image centroid")
     ax.scatter([cv[0]], [cv[1]], s=220, marker="X", color=TEXT_COLOR, edgecolor="black", zorder=4,
                label="text centroid")
-    ax.set_xlabel(f"PC1 ({100 * var[0].item():.1f}% of variance)")
-    ax.set_ylabel(f"PC2 ({100 * var[1].item():.1f}% of variance)" if var.numel() > 1 else "PC2")
-    ax.set_title(f"Image and text embeddings (joint PCA)\nmodality gap ||mean(img) - mean(txt)|| = {gap:.3f}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="best")
+    _label_axes(ax, f"PC1 ({100 * var[0].item():.1f}% of variance)",
+                f"PC2 ({100 * var[1].item():.1f}% of variance)" if var.numel() > 1 else "PC2",
+                f"Image and text embeddings (joint PCA)\nmodality gap ||mean(img) - mean(txt)|| = {gap:.3f}", "best")
     _save(fig, Path(path))
     return gap
 
@@ -183,11 +183,8 @@ def plot_similarity_hist(image_emb: Tensor, text_emb: Tensor, path: str | Path, 
         ax.hist(vals.numpy(), bins=bins, density=True, alpha=0.55, color=color,
                 label=f"{name} (n={vals.numel()}, mean={vals.mean().item():.3f})")
         ax.axvline(vals.mean().item(), color=color, linestyle="--", linewidth=1.5)
-    ax.set_xlabel("cosine similarity (image, text)")
-    ax.set_ylabel("density")
-    ax.set_title("Cosine similarity of matched vs unmatched image-text pairs")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    _label_axes(ax, "cosine similarity (image, text)", "density",
+                "Cosine similarity of matched vs unmatched image-text pairs")
     _save(fig, Path(path))
     return {"matched_mean": matched.mean().item(), "unmatched_mean": unmatched.mean().item()}
 
@@ -231,11 +228,7 @@ def plot_recall_curve(curve: Mapping[str, Sequence[float]], path: str | Path, *,
     ax.set_xscale("log")
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_ylim(0, 100)
-    ax.set_xlabel("k")
-    ax.set_ylabel("recall@k (%)")
-    ax.set_title(title or "Retrieval recall@k")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
+    _label_axes(ax, "k", "recall@k (%)", title or "Retrieval recall@k", "lower right")
     _save(fig, Path(path))
 
 
