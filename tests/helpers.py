@@ -75,3 +75,13 @@ def value_and_grads(fn: Callable, *args):
     leaves = [a.detach().clone().requires_grad_(True) for a in args]
     value = fn(*leaves)
     return value.detach(), torch.autograd.grad(value, leaves)
+
+
+def assert_value_and_grads_close(got, ref, names: str | list[str], value_tol: float = 1e-12,
+                                 grad_rtol: float = 1e-10, grad_atol: float = 1e-12) -> None:
+    """Two ``value_and_grads`` results agree (float64 tolerances by default); gradients named in failures."""
+    import torch
+
+    torch.testing.assert_close(got[0], ref[0], rtol=value_tol, atol=value_tol)
+    for name, a, b in zip(names, got[1], ref[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=grad_rtol, atol=grad_atol, msg=f"d{name}")

@@ -14,7 +14,7 @@ from contrastkit.objectives.siglip import siglip_loss
 from contrastkit.objectives.tiled import tiled_clip_loss, tiled_siglip_loss
 from contrastkit.objectives.tiled_fused import infonce_fold, infonce_grad
 
-from helpers import pair_inputs, value_and_grads
+from helpers import assert_value_and_grads_close, pair_inputs, value_and_grads
 
 
 def _fused_on_cpu(monkeypatch, backend: str) -> None:
@@ -35,22 +35,18 @@ def fused_cpu(monkeypatch):
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_fused_clip_matches_dense_float64(fused_cpu, rows, tile, eps):
     x, y, t, _ = pair_inputs(rows, seed=rows)
-    got, got_g = value_and_grads(lambda a, b, s: tiled_clip_loss(a, b, s, eps, "mean", tile), x, y, t)
-    ref, ref_g = value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, "mean"), x, y, t)
+    got = value_and_grads(lambda a, b, s: tiled_clip_loss(a, b, s, eps, "mean", tile), x, y, t)
+    ref = value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, "mean"), x, y, t)
     assert tiled_fused._compiled.keys() == {"infonce_fold", "infonce_grad"}  # the fused path ran
-    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
-    for name, a, b in zip("xyt", got_g, ref_g):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"d{name}")
+    assert_value_and_grads_close(got, ref, "xyt")
 
 
 @pytest.mark.parametrize("rows,cols,tile", [(7, 7, 3), (7, 11, 3), (11, 7, 4)])
 def test_fused_siglip_matches_dense_float64(fused_cpu, rows, cols, tile):
     x, y, t, b = pair_inputs(rows, cols=cols, seed=rows + cols, scale=5.0, bias=-3.0)
-    got, got_g = value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=tile), x, y, t, b)
-    ref, ref_g = value_and_grads(siglip_loss, x, y, t, b)
-    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
-    for name, a, r in zip(["x", "y", "t", "b"], got_g, ref_g):
-        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12, msg=f"d{name}")
+    got = value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=tile), x, y, t, b)
+    ref = value_and_grads(siglip_loss, x, y, t, b)
+    assert_value_and_grads_close(got, ref, "xytb")
     with torch.no_grad():  # the loss-only tile function
         torch.testing.assert_close(tiled_siglip_loss(x, y, t, b, tile_size=tile), siglip_loss(x, y, t, b),
                                    rtol=1e-12, atol=1e-12)
