@@ -48,7 +48,8 @@ def make_shards(folder: Path, n: int, size: int, per_shard: int) -> str:
     import webdataset as wds
     from PIL import Image
 
-    from contrastkit.data import toy
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' generated-data helpers
+    import toy_data as toy
 
     rng = np.random.default_rng(0)
     n_shards = -(-n // per_shard)
@@ -70,13 +71,14 @@ def make_shards(folder: Path, n: int, size: int, per_shard: int) -> str:
 
 def contrastkit_loader(pattern: str, preprocess, tokenizer, batch: int, workers: int, steps: int):
     from contrastkit.config import DataConfig
-    from contrastkit.data.pipeline import TrainingSet, make_train_loader
+    from contrastkit.data.pipeline import make_train_loader
+    from contrastkit.data.training_set import TrainingSet
     from contrastkit.data.sources import open_source
 
     source = open_source(f"wds:{pattern}", "train", DataConfig())
     tset = TrainingSet(source, preprocess, seed=0)
     for b in make_train_loader(tset, batch, steps, seed=0, workers=workers):
-        yield b["pixels"], tokenizer(b["captions"])
+        yield b.pixels, tokenizer(b.captions)
 
 
 def open_clip_loader(pattern: str, preprocess, tokenizer, batch: int, workers: int, n: int, steps: int):

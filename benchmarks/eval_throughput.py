@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import save_file
 
     from contrastkit.evaluate.templates import OPENAI_IMAGENET_TEMPLATES
-    from contrastkit.models.external import load_model, resolve_device
+    from contrastkit.models.embedder import resolve_device
+    from contrastkit.models.load import load_model
 
     load_at_start = os.getloadavg()[0]  # other jobs on the machine slow both sides alike
     device = resolve_device(args.device)

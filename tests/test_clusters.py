@@ -155,7 +155,7 @@ def test_bad_records_stop_clustering_or_are_left_out_as_training_treats_them(tmp
     from contrastkit.data.export import export_dataset
     from contrastkit.data.problems import DataError
     from contrastkit.data.sources import open_source
-    from contrastkit.data.synthetic import SyntheticShapes
+    from contrastkit.data.shapes import SyntheticShapes
     from contrastkit.engine import clusters as clusters_module
 
     path = export_dataset(SyntheticShapes("train", size=64, image_size=32), tmp_path / "data")

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from contrastkit.config import ConfigError, load_config
+from contrastkit.engine.recipe import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -34,7 +35,7 @@ def test_override_reaches_into_objective_list():
 ])
 def test_invalid_values_name_the_key(override, fragment):
     with pytest.raises(ConfigError) as err:
-        load_config(CONFIGS / "demo.yaml", [override])
+        load_recipe(CONFIGS / "demo.yaml", [override])
     assert fragment in str(err.value)
 
 
@@ -63,4 +64,12 @@ def test_override_without_equals_is_rejected():
 
 def test_every_shipped_config_is_valid():
     for path in sorted(CONFIGS.glob("*.yaml")):
-        load_config(path)
+        load_recipe(path)
+
+
+def test_config_checks_its_own_keys_and_the_recipe_check_the_terms():
+    """config.py knows nothing of the objective catalogue: an unknown term passes load_config, not load_recipe."""
+    cfg = load_config(CONFIGS / "demo.yaml", ["objective=[{name: clipp}]", "data.image_augment=simclear"])
+    assert cfg.objective == [{"name": "clipp"}]
+    with pytest.raises(ConfigError, match="data.image_augment: 'simclear' is not allowed"):
+        load_recipe(CONFIGS / "demo.yaml", ["data.image_augment=simclear"])

@@ -2,7 +2,7 @@
 import json
 
 from contrastkit.cli import main
-from contrastkit.data import toy
+import toy_data as toy
 
 
 def make_csv(root, bad=True):

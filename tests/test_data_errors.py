@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from contrastkit.config import DataConfig, load_config
-from contrastkit.data import toy
 from contrastkit.data.check import check_source
-from contrastkit.data.pipeline import TrainingSet, make_train_loader
+from contrastkit.data.pipeline import make_train_loader
+from contrastkit.data.training_set import TrainingSet
 from contrastkit.data.problems import DataError, stable_id
 from contrastkit.data.sources import open_source
 from contrastkit.engine.trainer import train
+import toy_data as toy
 
 TINY = ["data.image_size=32", "model.width=32", "model.embed_dim=32", "model.context_length=20",
         "train.batch_size=8", "train.warmup_steps=1", "train.log_every=1", "train.progress=false",
@@ -134,10 +135,10 @@ def test_skip_mode_counts_each_reason_and_sees_every_good_row_once_per_epoch(bad
     seen = {0: Counter(), 1: Counter()}
     skipped = Counter()
     for batch in make_train_loader(tset, 8, 6, seed=0, workers=2):
-        assert len(batch["captions"]) + sum(batch["skipped"].values()) == 8
-        for e, i in zip(batch["epoch"].tolist(), batch["index"].tolist()):
+        assert len(batch.captions) + sum(batch.skipped.values()) == 8
+        for e, i in zip(batch.epoch.tolist(), batch.index.tolist()):
             seen[e][i] += 1
-        skipped.update(batch["skipped"])
+        skipped.update(batch.skipped)
     for e in (0, 1):
         assert set(seen[e].values()) == {1}  # never twice in an epoch
         assert set(seen[e]) == drawn[e] & good  # every good row the epoch drew
@@ -271,10 +272,10 @@ def test_shard_skip_mode_counts_each_reason_once_per_epoch_and_sees_good_samples
     seen = {0: Counter(), 1: Counter()}
     skipped = [Counter(), Counter()]
     for step, batch in enumerate(make_train_loader(tset, 4, 2 * per_epoch, seed=0)):
-        assert len(batch["captions"]) == 4  # streamed batches stay full
-        for e, i in zip(batch["epoch"].tolist(), batch["index"].tolist()):
+        assert len(batch.captions) == 4  # streamed batches stay full
+        for e, i in zip(batch.epoch.tolist(), batch.index.tolist()):
             seen[e][ids[i]] += 1
-        skipped[step // per_epoch].update(batch["skipped"])
+        skipped[step // per_epoch].update(batch.skipped)
     for e in (0, 1):
         assert sorted(seen[e]) == sorted(good) and set(seen[e].values()) == {1}
         assert dict(skipped[e]) == {r: 1 for r in SHARD_BAD}

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from contrastkit.config import DataConfig, load_config
-from contrastkit.data import toy
 from contrastkit.data.convert import CountMismatch, convert, count_samples
-from contrastkit.data.pipeline import TrainingSet, make_train_loader
+from contrastkit.data.pipeline import make_train_loader
+from contrastkit.data.training_set import TrainingSet
 from contrastkit.data.problems import stable_id
 from contrastkit.data.sources import open_source
 from contrastkit.engine.trainer import train
+import toy_data as toy
 
 TINY = ["data.image_size=32", "model.width=32", "model.embed_dim=32", "model.context_length=20",
         "train.batch_size=8", "train.steps=2", "train.warmup_steps=1", "train.log_every=1",
@@ -90,8 +91,8 @@ def test_two_ranks_two_workers_five_shards_every_sample_once_per_epoch(shards):
         # global batch 4 -> 2 rows per rank; 24 batches per rank = 12 per worker: every reader (at most
         # 2 shards = 20 samples) finishes epoch 0
         for batch in make_train_loader(tset, 4, 24, seed=3, workers=2, rank=rank, world_size=2):
-            assert len(batch["captions"]) == 2
-            for e, i in zip(batch["epoch"].tolist(), batch["index"].tolist()):
+            assert len(batch.captions) == 2
+            for e, i in zip(batch.epoch.tolist(), batch.index.tolist()):
                 (per_epoch if e == 0 else later)[ids[i]] += 1
     assert set(per_epoch) == set(ids.values())  # every sample in epoch 0 ...
     assert set(per_epoch.values()) == {1}  # ... exactly once over 2 ranks x 2 workers
@@ -101,7 +102,7 @@ def test_two_ranks_two_workers_five_shards_every_sample_once_per_epoch(shards):
 def test_epochs_reshuffle_and_the_stream_is_seeded(shards):
     root, _ = shards
     tset = TrainingSet(open_source(spec(root), "train", DataConfig()), pixels, seed=0)
-    run = lambda seed: [b["index"].tolist() for b in make_train_loader(tset, 10, 10, seed=seed)]  # noqa: E731
+    run = lambda seed: [b.index.tolist() for b in make_train_loader(tset, 10, 10, seed=seed)]  # noqa: E731
     a, b, c = run(0), run(0), run(1)
     assert a == b and a != c
     first, second = sum(a[:5], []), sum(a[5:], [])
@@ -111,8 +112,8 @@ def test_epochs_reshuffle_and_the_stream_is_seeded(shards):
 def test_resume_fast_forwards_to_the_same_batches(shards):
     root, _ = shards
     tset = TrainingSet(open_source(spec(root), "train", DataConfig()), pixels, seed=0)
-    straight = [b["index"].tolist() for b in make_train_loader(tset, 4, 9, seed=0, workers=2)]
-    resumed = [b["index"].tolist() for b in make_train_loader(tset, 4, 9, seed=0, start_step=5, workers=2)]
+    straight = [b.index.tolist() for b in make_train_loader(tset, 4, 9, seed=0, workers=2)]
+    resumed = [b.index.tolist() for b in make_train_loader(tset, 4, 9, seed=0, start_step=5, workers=2)]
     assert resumed == straight[5:]
 
 
@@ -120,11 +121,11 @@ def test_resampling_is_an_endless_seeded_draw_with_replacement(shards):
     root, _ = shards
     ds = open_source(spec(root), "train", DataConfig(resample=True))
     tset = TrainingSet(ds, pixels, seed=0)
-    batches = [b["index"].tolist() for b in make_train_loader(tset, 10, 20, seed=0)]  # 200 rows from 50 samples
+    batches = [b.index.tolist() for b in make_train_loader(tset, 10, 20, seed=0)]  # 200 rows from 50 samples
     counts = Counter(i for b in batches for i in b)
     assert sum(counts.values()) == 200 and set(counts) <= set(sample_ids(root))
     assert len(set(counts.values())) > 1  # shards drawn with replacement: some more often than others
-    assert batches == [b["index"].tolist() for b in make_train_loader(tset, 10, 20, seed=0)]
+    assert batches == [b.index.tolist() for b in make_train_loader(tset, 10, 20, seed=0)]
 
 
 def test_convert_any_source_to_shards_with_count_check_and_train_on_them(tmp_path):
@@ -180,4 +181,4 @@ def test_fewer_shards_than_readers_is_an_error_unless_resampling(shards):
     with pytest.raises(ValueError, match="3 shards cannot feed 4 readers"):
         make_train_loader(tset, 4, 3, seed=0, workers=2, rank=1, world_size=2)
     batches = list(make_train_loader(tset, 4, 3, seed=0, workers=2, rank=1, world_size=2, resample=True))
-    assert [len(b["captions"]) for b in batches] == [2, 2, 2]
+    assert [len(b.captions) for b in batches] == [2, 2, 2]

@@ -4,10 +4,10 @@ import json
 import pytest
 
 from contrastkit.config import ConfigError, DataConfig, load_config
-from contrastkit.data import toy
 from contrastkit.data.manifest import ColumnError
 from contrastkit.data.sources import open_source, parse_spec
 from contrastkit.engine.trainer import train
+import toy_data as toy
 
 TINY = ["data.image_size=32", "model.width=32", "model.embed_dim=32", "model.context_length=20",
         "train.batch_size=8", "train.steps=2", "train.warmup_steps=1", "train.log_every=1",

@@ -8,13 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
+from contrastkit.engine.recipe import load_recipe
 from contrastkit.config import ConfigError, DataConfig, load_config
-from contrastkit.data import toy
-from contrastkit.data.lexicon import LEXICON
-from contrastkit.data.pipeline import TrainingSet, ViewSpec, collate, make_train_loader
+from contrastkit.data.shapes.lexicon import LEXICON
+from contrastkit.data.batch import collate
+from contrastkit.data.pipeline import make_train_loader
+from contrastkit.data.training_set import TrainingSet, ViewSpec
 from contrastkit.data.records import Record
 from contrastkit.data.sources import open_source
 from contrastkit.data.transforms import IMAGE_PRESETS, TextAugment, image_augment, load_lexicon, seeded
+import toy_data as toy
 
 
 def to_tensor(img):
@@ -58,7 +61,7 @@ def test_simclr_preset_is_two_different_strong_views():
     cfg = load_config("configs/demo.yaml", ["data.views=2", "data.view_image_augment=simclr"])
     assert cfg.data.view_image_augment == "simclr"
     with pytest.raises(ConfigError, match="data.image_augment"):
-        load_config("configs/demo.yaml", ["data.image_augment=simclear"])
+        load_recipe("configs/demo.yaml", ["data.image_augment=simclear"])
 
 
 def test_two_simclr_views_per_record_in_the_batch():
@@ -66,8 +69,8 @@ def test_two_simclr_views_per_record_in_the_batch():
     ds = Listing([Record(image, ["a red disc on blue"]) for _ in range(4)])
     tset = TrainingSet(ds, to_tensor, seed=0, views=ViewSpec(2, image_augment("simclr", 32), TextAugment("eda")))
     batch = collate([tset[(0, i)] for i in range(4)])
-    assert batch["image_views"].shape == (2, 4, 3, 16, 16)
-    assert not torch.equal(batch["image_views"][0], batch["image_views"][1])
+    assert batch.image_views.shape == (2, 4, 3, 16, 16)
+    assert not torch.equal(batch.image_views[0], batch.image_views[1])
 
 
 def test_rewrite_sampling_draws_uniformly_from_caption_and_rewrites_seeded():
@@ -116,14 +119,14 @@ def test_eda_synonyms_from_a_user_lexicon_file_and_skipped_counts(tmp_path):
         ds = Listing([record] * 8, synonyms=synonyms)
         tset = TrainingSet(ds, to_tensor, seed=0, views=ViewSpec(2, None, TextAugment("eda")))
         batch = collate([tset[(0, i)] for i in range(8)])
-        assert batch["synonym_skipped"].shape == (8,)
-        assert (batch["synonym_skipped"].sum() > 0) == expect_skips
+        assert batch.events["synonym_skipped"].shape == (8,)
+        assert (batch.events["synonym_skipped"].sum() > 0) == expect_skips
     record = Record(Image.new("RGB", (8, 8)), ["disc disc"])
     tset = TrainingSet(Listing([record] * 8, synonyms=str(lexicon)), to_tensor, seed=0,
                        views=ViewSpec(2, None, TextAugment("eda", drop_prob=0.0)))
     views = [v for i in range(8) for v in tset[(0, i)].text_views]
     assert any("circle" in v for v in views)
-    assert int(collate([tset[(0, i)] for i in range(8)])["synonym_skipped"].sum()) == 0
+    assert int(collate([tset[(0, i)] for i in range(8)]).events["synonym_skipped"].sum()) == 0
 
 
 def test_packaged_lexicon_and_bad_lexicon_files(tmp_path):
@@ -142,6 +145,6 @@ def test_stream_training_set_applies_the_same_choices(tmp_path):
     ds = open_source(f"wds:{tmp_path}/shard-{{00000..00001}}.tar", "train",
                      DataConfig(rewrite_sampling=True, rewrite_column="rewrites"))
     tset = TrainingSet(ds, to_tensor, seed=0)
-    captions = Counter(c for b in make_train_loader(tset, 4, 30, seed=0) for c in b["captions"])
+    captions = Counter(c for b in make_train_loader(tset, 4, 30, seed=0) for c in b.captions)
     assert any("round disc" in c or " dot, " in c for c in captions)  # rewrites drawn
     assert any(c.startswith("a ") and " disc on " in c for c in captions)  # originals drawn

@@ -101,8 +101,10 @@ def test_siglip_recipe_trains_with_bias(tmp_path):
 
 
 def test_negclip_style_inputs_are_encoded(tmp_path):
-    from contrastkit.data.pipeline import StepBatchSampler, TrainingSet, collate
+    from contrastkit.data.batch import collate
+    from contrastkit.data.pipeline import StepBatchSampler
     from contrastkit.data.sources import open_source
+    from contrastkit.data.training_set import TrainingSet
     from contrastkit.engine.encode import encode_batch
     from contrastkit.models.build import build_model
 
@@ -115,5 +117,5 @@ def test_negclip_style_inputs_are_encoded(tmp_path):
     assert enc.neg_text.shape[:2] == (8, 3) and enc.neg_text_mask.shape == (8, 3)
     assert enc.image_tokens.shape[0] == 8 and enc.caption_tokens.shape[0] == 8
     # a negative is never one of the record's own captions
-    for i, idx in enumerate(batch["index"].tolist()):
-        assert not set(batch["neg_captions"][i]) & set(data[idx].captions)
+    for i, idx in enumerate(batch.index.tolist()):
+        assert not set(batch.neg_captions[i]) & set(data[idx].captions)

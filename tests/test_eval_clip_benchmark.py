@@ -31,7 +31,7 @@ from helpers import save_tiny_open_clip  # noqa: E402
 
 from contrastkit.data.records import Record, ZeroShotTask  # noqa: E402
 from contrastkit.evaluate.suite import EvalRequest, run_suite  # noqa: E402
-from contrastkit.models.external import load_model  # noqa: E402
+from contrastkit.models.load import load_model  # noqa: E402
 
 N_IMAGES = 24
 

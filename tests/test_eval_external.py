@@ -19,8 +19,9 @@ from PIL import Image
 transformers = pytest.importorskip("transformers")
 
 from contrastkit.evaluate.cache import FeatureCache  # noqa: E402
-from contrastkit.evaluate.embedder import PixelEmbedder, embed_images  # noqa: E402
-from contrastkit.models.external import load_model  # noqa: E402
+from contrastkit.evaluate.embedding import embed_images  # noqa: E402
+from contrastkit.models.embedder import PixelEmbedder  # noqa: E402
+from contrastkit.models.load import load_model  # noqa: E402
 
 
 def _bytes_to_unicode():

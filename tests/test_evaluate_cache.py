@@ -11,7 +11,7 @@ from PIL import Image
 from contrastkit.data.records import Record, ZeroShotTask
 from contrastkit.evaluate.cache import FeatureCache, TextStore, image_identity, records_key
 from contrastkit.evaluate.suite import EvalRequest, run_suite
-from contrastkit.models.external import LoadedModel
+from contrastkit.models.loaded import LoadedModel
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
@@ -69,7 +69,7 @@ def _files(folder, n=9):
 
 
 def _model(embedder, weights="w1"):
-    return LoadedModel(embedder, "test", "counting", None, logit_scale=10.0, _weights=lambda cache: weights)
+    return LoadedModel(embedder, "test", "counting", None, logit_scale=10.0, weights_hash=lambda cache: weights)
 
 
 def _strip(results):

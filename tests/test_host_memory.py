@@ -39,10 +39,10 @@ def test_freed_blocks_stay_resident_only_when_kept():
 
 def test_training_on_cpu_keeps_freed_memory(monkeypatch, tmp_path):
     from contrastkit.config import load_config
-    from contrastkit.engine import trainer
+    from contrastkit.engine import prepare, trainer
 
     calls = []
-    monkeypatch.setattr(trainer, "keep_freed_host_memory", lambda: calls.append(True) or True)
+    monkeypatch.setattr(prepare, "keep_freed_host_memory", lambda: calls.append(True) or True)
     cfg = load_config("configs/demo.yaml", ["train.steps=1", "train.batch_size=8", "eval.max_records=8",
                                             "data.train_size=16", "data.eval_size=8", "train.progress=false",
                                             "train.device=cpu"])

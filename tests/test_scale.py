@@ -11,9 +11,11 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from contrastkit.config import ConfigError, ModelConfig, load_config
-from contrastkit.data.pipeline import StepBatchSampler, TrainingSet, collate
+from contrastkit.data.batch import collate
+from contrastkit.data.pipeline import StepBatchSampler
 from contrastkit.data.sources import open_source
-from contrastkit.engine.step import forward_backward, grad_cache_backward, split_batch
+from contrastkit.data.training_set import TrainingSet
+from contrastkit.engine.step import StepContext, forward_backward, grad_cache_backward
 from contrastkit.engine.trainer import train
 from contrastkit.models.build import build_model
 from contrastkit.models.checkpoint import latest_checkpoint
@@ -40,12 +42,12 @@ def _grads(recipe, accum: int):
     torch.manual_seed(1)
     objective = build(recipe).double()
     batch = _batch(cfg, 16, neg=2)
-    batch["pixels"] = batch["pixels"].double()
-    requires = objective.requires
+    batch.pixels = batch.pixels.double()
+    ctx = StepContext(model, objective, frozenset(objective.requires))
     if accum == 1:
-        out = forward_backward(model, objective, batch, requires)
+        out = forward_backward(ctx, batch)
     else:
-        out = grad_cache_backward(model, objective, split_batch(batch, accum), requires)
+        out = grad_cache_backward(ctx, batch.split(accum))
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     grads.update({f"objective.{n}": p.grad.clone() for n, p in objective.named_parameters() if p.grad is not None})
     return float(out.loss.detach()), grads
@@ -72,9 +74,9 @@ def test_naive_loss_summing_would_differ():
     model = build_model(cfg.model, cfg.data.image_size).double()
     objective = build([{"name": "clip"}])
     batch = _batch(cfg, 16)
-    batch["pixels"] = batch["pixels"].double()
-    for micro in split_batch(batch, 4):
-        forward_backward(model, objective, micro, set())
+    batch.pixels = batch.pixels.double()
+    for micro in batch.split(4):
+        forward_backward(StepContext(model, objective, frozenset()), micro)
     naive = model.log_logit_scale.grad.clone()
     _, exact = _grads([{"name": "clip"}], accum=4)
     assert not torch.allclose(naive / 4, exact["log_logit_scale"], rtol=1e-3)
@@ -82,10 +84,10 @@ def test_naive_loss_summing_would_differ():
 
 def test_split_batch_handles_uneven_parts():
     cfg = load_config("configs/demo.yaml", SMALL)
-    parts = split_batch(_batch(cfg, 16), 3)  # a batch made smaller by skipped records still splits
-    assert [len(p["captions"]) for p in parts] == [5, 5, 6]
+    parts = _batch(cfg, 16).split(3)  # a batch made smaller by skipped records still splits
+    assert [len(p.captions) for p in parts] == [5, 5, 6]
     with pytest.raises(ValueError, match="accum_steps=20 is larger than this batch"):
-        split_batch(_batch(cfg, 16), 20)
+        _batch(cfg, 16).split(20)
     with pytest.raises(ConfigError, match="train.accum_steps"):
         load_config("configs/demo.yaml", SMALL + ["train.accum_steps=3"])
 

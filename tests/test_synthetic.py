@@ -12,24 +12,25 @@ from PIL import Image
 
 from contrastkit.data.export import export_dataset
 from contrastkit.data.records import Dataset
-from contrastkit.data.scenes import (
+from contrastkit.data.shapes import SyntheticShapes
+from contrastkit.data.shapes.describe import describe_scene
+from contrastkit.data.shapes.grammar import (
     COLOURS,
     NEGATIVE_CATEGORIES,
+    RELATIONS,
     SHAPES,
     SIZES,
-    RELATIONS,
     Caption,
     Mention,
     Scene,
     SceneObject,
     caption_is_true,
     caption_text,
-    choose_held_out,
-    describe_scene,
     parse_caption,
     relation_holds,
 )
-from contrastkit.data.synthetic import BACKGROUND, COLOUR_RGB, SyntheticShapes, render_scene
+from contrastkit.data.shapes.layout import choose_held_out
+from contrastkit.data.shapes.render import BACKGROUND, COLOUR_RGB, render_scene
 
 N = 300  # records checked per split in the sweeping tests
 
@@ -40,7 +41,7 @@ def train() -> SyntheticShapes:
 
 
 @pytest.fixture(scope="module")
-def test_split() -> SyntheticShapes:
+def held_out_split() -> SyntheticShapes:
     return SyntheticShapes("test", size=2000, seed=0)
 
 
@@ -50,8 +51,8 @@ def train_records(train: SyntheticShapes) -> list:
 
 
 @pytest.fixture(scope="module")
-def test_records(test_split: SyntheticShapes) -> list:
-    return [test_split[i] for i in range(N)]
+def held_out_records(held_out_split: SyntheticShapes) -> list:
+    return [held_out_split[i] for i in range(N)]
 
 
 def _tag_mention(tag: str) -> Mention:
@@ -190,8 +191,8 @@ def _assert_minimal_edit(category: str, canonical: Caption, neg: Caption) -> Non
         assert neg.relations == canonical.relations and (nm[i], nm[j]) == (cm[j], cm[i])
 
 
-def test_every_caption_true_every_negative_false(train_records: list, test_records: list) -> None:
-    for record in train_records + test_records:
+def test_every_caption_true_every_negative_false(train_records: list, held_out_records: list) -> None:
+    for record in train_records + held_out_records:
         scene = _scene_of(record)
         n = len(scene.objects)
         canonical = parse_caption(record.captions[0])
@@ -271,8 +272,8 @@ def test_all_negative_categories_and_phrasings_occur(train_records: list) -> Non
 # ---------------------------------------------------------------- pixels
 
 
-def test_pixels_match_the_scene(train_records: list, test_records: list) -> None:
-    for record in train_records[:150] + test_records[:150]:
+def test_pixels_match_the_scene(train_records: list, held_out_records: list) -> None:
+    for record in train_records[:150] + held_out_records[:150]:
         image = record.image
         assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (64, 64)
         pixels = np.asarray(image)
@@ -348,16 +349,16 @@ def test_held_out_combos_are_a_fair_fifth() -> None:
     assert max(Counter(s for s, _ in held).values()) <= 2 and max(Counter(c for _, c in held).values()) <= 2
 
 
-def test_splits_hold_out_combos(train: SyntheticShapes, test_records: list, train_records: list) -> None:
+def test_splits_hold_out_combos(train: SyntheticShapes, held_out_records: list, train_records: list) -> None:
     held = set(train.held_out)
     val = SyntheticShapes("val", size=N, seed=0)
     assert set(val.held_out) == held == set(SyntheticShapes("test", size=1, seed=0).held_out)
     for ds in (train, val):
         for i in range(N):
             assert not {(o.shape, o.colour) for o in ds.scene(i).objects} & held, (ds.split, i)
-    for record in test_records:
+    for record in held_out_records:
         assert {(o["shape"], o["colour"]) for o in record.meta["objects"]} & held, record.key
-    for record in test_records + train_records:
+    for record in held_out_records + train_records:
         assert all(o["held_out"] == ((o["shape"], o["colour"]) in held) for o in record.meta["objects"])
     shapes = {o["shape"] for r in train_records for o in r.meta["objects"]}
     colours = {o["colour"] for r in train_records for o in r.meta["objects"]}

@@ -11,19 +11,15 @@ user-facing switch that could make gradients wrong.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import fields
 from typing import Iterable
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .encoded import Encoded
-
-# Encoded fields whose batch dimension is not the first one.
-BATCH_DIM = {"image_views": 1, "text_views": 1, "image_view_features": 1, "text_view_features": 1}
-NOT_BATCHED = {"logit_scale", "logit_bias", "teacher_logit_scale", "reference_logit_scale"}
+from .encoded import FIELDS, Encoded, batched_tensors
 
 
 def is_distributed() -> bool:
@@ -99,19 +95,14 @@ def gather_with_grad(x: Tensor, dim: int = 0, sizes: list[int] | None = None) ->
 
 
 def gather_encoded(enc: Encoded) -> Encoded:
-    """Every batched tensor of ``enc`` made global; scalars stay as they are."""
+    """Every batched field of ``enc`` made global along its ``batch_dim`` (the field table); scalars stay."""
     if not is_distributed() or world_size() == 1:
         return enc
     sizes = _sizes(enc.batch_size, enc.image.device)
-    values = {}
-    for f in fields(enc):
-        value = getattr(enc, f.name)
-        if isinstance(value, Tensor) and f.name not in NOT_BATCHED:
-            value = gather_with_grad(value, BATCH_DIM.get(f.name, 0), sizes)
-        values[f.name] = value
+    gathered = {name: gather_with_grad(value, FIELDS[name].batch_dim, sizes)
+                for name, value in batched_tensors(enc).items()}
     offset = sum(sizes[: rank()])
-    values["local_rows"] = slice(offset, offset + sizes[rank()])
-    return Encoded(**values)
+    return dataclasses.replace(enc, **gathered, local_rows=slice(offset, offset + sizes[rank()]))
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter], bucket_bytes: int = 25 << 20) -> None:

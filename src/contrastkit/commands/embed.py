@@ -21,11 +21,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from ..models.embedder import ModelEmbedder
+    from ..models.embedder import dual_encoder_embedder
     from ..models.load import load_run
 
-    model, _, _ = load_run(args.checkpoint)
-    embedder = ModelEmbedder(model, batch_size=args.batch_size)
+    model, _ = load_run(args.checkpoint)
+    embedder = dual_encoder_embedder(model, batch_size=args.batch_size)
     if args.images:
         images = []
         for path in args.images:

@@ -134,11 +134,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint and not args.model:
         raise ValueError("give a model: --checkpoint RUN_DIR, --model open_clip:NAME --pretrained FILE, "
                          "or --model hf:DIR (or --compare A B)")
-    from ..engine.evaluation import summarize_results
+    from ..evaluate.benchmark_files import read_classnames, read_templates
     from ..evaluate.cache import FeatureCache
-    from ..evaluate.inputs import read_classnames, read_templates
-    from ..evaluate.suite import EvalRequest, parse_tasks, run_suite, write_suite
-    from ..models.external import load_model, load_run_model
+    from ..evaluate.result_files import write_suite
+    from ..evaluate.suite import EvalRequest, parse_tasks, run_suite
+    from ..evaluate.summary import summarize_results
+    from ..models.load import load_model, load_run_model
 
     batch_size = args.batch_size or None
     if args.checkpoint:

@@ -12,17 +12,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..encoded import FIELDS
     from ..objectives import TERMS, term_parameters
 
+    copies = {"teacher": "EMA teacher", "reference": "frozen reference model"}
     for name in TERMS.names():
         cls = TERMS.get(name)
         params = ", ".join(f"{k}={v!r}" for k, v in term_parameters(name).items()) or "-"
         needs = ", ".join(["image", "text", "logit_scale", *cls.requires])
-        extra = []
-        if cls.needs_teacher:
-            extra.append("EMA teacher")
-        if cls.needs_reference:
-            extra.append("frozen reference model")
+        producers = {FIELDS[field].producer for field in cls.requires if field in FIELDS}
+        extra = [label for who, label in copies.items() if who in producers]
         print(f"{name}\n    {cls.description}\n    parameters: {params}\n    needs: {needs}"
               + (f" + {', '.join(extra)}" if extra else ""))
     return 0

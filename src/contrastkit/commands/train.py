@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import config_from_dict, load_config
+    from ..config import config_from_dict
+    from ..engine.recipe import check_recipe, load_recipe
     from ..engine.trainer import train
     from ..models.checkpoint import read_run_config
 
@@ -31,10 +32,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--resume continues a run with its own saved config; "
                               "drop CONFIG and --set (start a new run to change settings)")
         cfg = config_from_dict(read_run_config(run_dir))
+        check_recipe(cfg)
     else:
         if not args.config:
             raise ConfigError("train needs a CONFIG file (e.g. configs/demo.yaml) or --resume RUN_DIR")
-        cfg = load_config(args.config, args.set or [])
+        cfg = load_recipe(args.config, args.set or [])
         run_dir = Path(args.out) if args.out else Path("runs") / cfg.name
     if args.no_progress:
         cfg.train.progress = False

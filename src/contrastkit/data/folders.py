@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import DataConfig
-from .problems import SourceRecord, split_of
+from .problems import SourceRecord
+from .splits import split_of
 from .records import ZeroShotTask
 
 FOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..config import DataConfig
 from .manifest import MISSING, TableSource, check_columns, class_names
+from .splits import fallback_split, split_of
 
 SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
 
@@ -65,9 +66,8 @@ class HFSource(TableSource):
         else:
             ds, by_hash = loaded, hashing
         if by_hash:
-            from .sources import _fallback_split
 
-            split = _fallback_split(split, cfg)
+            split = fallback_split(split, cfg)
         super().__init__(cfg, split, by_hash)
         check_columns(self.name, list(ds.column_names), cfg)
         feature = ds.features.get(cfg.image_column)
@@ -101,7 +101,6 @@ class HFSource(TableSource):
         if not self._split_by_hash:
             return list(range(n_rows))
         column = self.ds[self.cfg.image_column] if self._split_by_hash else None
-        from .problems import split_of
 
         cfg = self.cfg
         keys = [(v.get("path") if isinstance(v, dict) else v) or f"row-{r}" for r, v in enumerate(column)]

@@ -23,9 +23,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import DataConfig
-from .columns import column_list
-from .problems import DataError, Problem, SourceRecord, check_captions, split_of, text_items, text_of
+from ..config import DataConfig, column_list
+from .problems import DataError, Problem, SourceRecord, check_captions, text_items, text_of
+from .splits import split_of
 from .records import ZeroShotTask
 
 MANIFEST_KINDS = ("csv", "tsv", "jsonl", "parquet")

@@ -1,4 +1,4 @@
-"""Records -> training batches: deterministic sampling, transforms, collate.
+"""Training batches for every step: deterministic sampling, map-style and streamed sources.
 
 Map-style sources (manifests, folders, Hugging Face, the synthetic world):
 batch ``s`` of a run is a pure function of (seed, s): each epoch is a seeded
@@ -11,7 +11,7 @@ Streaming sources (webdataset shards): see :func:`make_train_loader`.
 
 Bad records (``data.on_error``): with ``raise`` the first one stops training
 with a :class:`~contrastkit.data.problems.DataError` naming it; with ``skip``
-it is dropped from its batch and counted by reason in ``batch["skipped"]``
+it is dropped from its batch and counted by reason in ``Batch.skipped``
 (``{reason: count}``; the trainer adds these up into ``metrics.jsonl`` and
 the report). A map-style batch that held a bad record is that much smaller,
 so every good record is still seen exactly once per epoch and batch ``s``
@@ -21,19 +21,16 @@ batches are pinned when CUDA is available.
 """
 from __future__ import annotations
 
-import random
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Iterator
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
-from .problems import DataError, Problem, stable_id
-from .records import Dataset, Record
-from .transforms import TextAugment, load_lexicon, seeded, to_tensor_views
+from .batch import Batch, collate
+from .problems import Problem, stable_id
+from .training_set import Sample, Skipped, TrainingSet
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -74,186 +71,6 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         return max(0, self.steps - self.start_step)
 
 
-@dataclass
-class Sample:
-    pixels: Tensor
-    caption: str
-    neg_captions: list[str]
-    index: int
-    image_views: Tensor | None = None  # V x C x H x W
-    text_views: list[str] | None = None  # V captions
-    tag_targets: Tensor | None = None  # T in {1, 0, -1}
-    counts: dict[str, int] = field(default_factory=dict)  # augmentation events (e.g. synonym_skipped)
-    epoch: int = 0  # the pass over the data this sample belongs to
-
-
-@dataclass
-class Skipped:
-    """A bad record left out of its batch (``data.on_error: skip``)."""
-
-    reason: str
-    where: str
-
-
-@dataclass
-class ViewSpec:
-    """Extra augmented views per record (CL2L-style local views)."""
-
-    count: int = 0
-    image_augment: Callable[[Image.Image], Image.Image] | None = None
-    text_augment: TextAugment | None = None
-
-
-class TrainingSet(torch.utils.data.Dataset):
-    """Applies the image transform and the seeded per-record choices (caption, negatives, views).
-
-    ``on_error``, ``rewrite_sampling`` and ``lexicon`` default to the source's ``data_options`` (set by
-    :func:`~contrastkit.data.sources.open_source` from the DataConfig); a text augmentation without a
-    lexicon of its own gets ``data.synonyms``.
-    """
-
-    def __init__(self, dataset: Dataset, transform: Callable[[Image.Image], Tensor], seed: int,
-                 neg_per_image: int = 0, image_augment: Callable[[Image.Image], Image.Image] | None = None,
-                 views: ViewSpec | None = None, tag_vocabulary: Sequence[str] | None = None, *,
-                 on_error: str | None = None, rewrite_sampling: bool | None = None,
-                 lexicon: dict[str, list[str]] | None = None) -> None:
-        self.dataset = dataset
-        self.transform = transform
-        self.seed = seed
-        self.neg_per_image = neg_per_image
-        self.image_augment = image_augment
-        self.views = views or ViewSpec()
-        self.tag_index = {t: i for i, t in enumerate(tag_vocabulary)} if tag_vocabulary else None
-        options = getattr(dataset, "data_options", None)
-        self.on_error = on_error or getattr(options, "on_error", None) or getattr(dataset, "on_error", "raise")
-        if self.on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
-        self.rewrite_sampling = bool(rewrite_sampling if rewrite_sampling is not None
-                                     else getattr(options, "rewrite_sampling", False))
-        text_aug = self.views.text_augment
-        if text_aug is not None and not text_aug.lexicon:
-            lexicon = lexicon if lexicon is not None else load_lexicon(getattr(options, "synonyms", ""))
-            text_aug.lexicon = {k.lower(): list(v) for k, v in lexicon.items() if v}
-
-    @property
-    def streaming(self) -> bool:
-        return bool(getattr(self.dataset, "streaming", False))
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def _tag_targets(self, record: Record) -> Tensor:
-        assert self.tag_index is not None
-        target = torch.full((len(self.tag_index),), -1.0)
-        for tag in record.neg_tags:
-            if tag in self.tag_index:
-                target[self.tag_index[tag]] = 0.0
-        for tag in record.tags:
-            if tag in self.tag_index:
-                target[self.tag_index[tag]] = 1.0
-        return target
-
-    def _bad(self, err: DataError) -> Skipped:
-        if self.on_error == "raise":
-            raise err
-        return Skipped(err.reason, err.where)
-
-    def __getitem__(self, key: tuple[int, int]) -> Sample | Skipped:
-        epoch, index = key
-        return self.process(self.dataset[index], epoch, index)
-
-    def check(self, record: Record) -> Skipped | None:
-        """Only the validity checks of :meth:`process` (no transform): used to fast-forward a stream."""
-        try:
-            problem = getattr(record, "problem", None)
-            if problem is not None:
-                raise problem.error()
-            if not record.captions:
-                raise DataError("empty_caption", record.key or "?", "has no caption")
-            if self.on_error == "skip":
-                record.load_image()
-        except DataError as err:
-            return self._bad(err)
-        return None
-
-    def process(self, record: Record, epoch: int, index: int) -> Sample | Skipped:
-        """One record -> a Sample (or Skipped in skip mode); every choice seeded by (seed, epoch, index)."""
-        problem = getattr(record, "problem", None)
-        if problem is not None:
-            return self._bad(problem.error())
-        rng = random.Random(f"{self.seed}/{epoch}/{index}")
-        if not record.captions:
-            return self._bad(DataError("empty_caption", record.key or str(index), "has no caption"))
-        caption = rng.choice(record.captions)
-        if self.rewrite_sampling and record.rewrites:
-            caption = random.Random(f"{self.seed}/{epoch}/{index}/rewrite").choice([caption, *record.rewrites])
-        negatives: list[str] = []
-        if self.neg_per_image:
-            pool = [c for group in record.neg_captions.values() for c in group]
-            negatives = rng.sample(pool, min(self.neg_per_image, len(pool)))
-        try:
-            image = record.load_image()
-        except DataError as err:
-            return self._bad(err)
-        base = seeded(self.image_augment, rng.randrange(2**31))(image) if self.image_augment else image
-        sample = Sample(self.transform(base), caption, negatives, index, epoch=epoch)
-        if self.views.count:
-            augment = self.views.image_augment or (lambda img: img)
-            seeds = [rng.randrange(2**31) for _ in range(self.views.count)]
-            sample.image_views = to_tensor_views(image, augment, self.transform, seeds)
-            text_aug = self.views.text_augment
-            before = text_aug.skipped_synonyms if text_aug else 0
-            sample.text_views = [text_aug(rng.choice(record.captions), rng) if text_aug else rng.choice(record.captions)
-                                 for _ in range(self.views.count)]
-            if text_aug and text_aug.kind == "eda":
-                sample.counts["synonym_skipped"] = text_aug.skipped_synonyms - before
-        if self.tag_index is not None:
-            sample.tag_targets = self._tag_targets(record)
-        return sample
-
-
-def tag_vocabulary(dataset: Dataset, scan: int = 2000) -> list[str]:
-    """Sorted tags (positive or negative) seen in the first ``scan`` records."""
-    tags: set[str] = set()
-    for i in range(min(scan, len(dataset))):
-        record = dataset[i]
-        tags.update(record.tags)
-        tags.update(record.neg_tags)
-    return sorted(tags)
-
-
-def collate(samples: Sequence[Sample | Skipped], skipped: Counter[str] | None = None) -> dict[str, Any]:
-    """Stack pixels (and views); keep texts as lists (the model's tokenizer runs in the main process).
-
-    Skipped records are left out and counted in ``batch["skipped"]`` (``{reason: count}``, with the
-    ``skipped`` counts passed in). ``batch["epoch"]`` holds each row's epoch; per-row augmentation event
-    counts become B-long tensors (``batch["synonym_skipped"]``: EDA synonym replacements skipped for lack
-    of a lexicon entry), so micro-batch splitting slices them like any other row field.
-    """
-    counts: Counter[str] = Counter(skipped or {})
-    good = [s for s in samples if isinstance(s, Sample)]
-    counts.update(s.reason for s in samples if isinstance(s, Skipped))
-    if not good:
-        raise DataError("empty_batch", "a batch", f"every record of the batch was bad ({dict(counts)}); "
-                        "run `contrastkit data check` on the source")
-    batch: dict[str, Any] = {
-        "pixels": torch.stack([s.pixels for s in good]),
-        "captions": [s.caption for s in good],
-        "neg_captions": [s.neg_captions for s in good],
-        "index": torch.tensor([s.index for s in good], dtype=torch.long),
-        "epoch": torch.tensor([s.epoch for s in good], dtype=torch.long),
-        "skipped": dict(counts),
-    }
-    if good[0].image_views is not None:
-        batch["image_views"] = torch.stack([s.image_views for s in good], dim=1)  # V x B x C x H x W
-        batch["text_views"] = [list(view) for view in zip(*[s.text_views for s in good])]  # V lists of B
-    if good[0].tag_targets is not None:
-        batch["tag_targets"] = torch.stack([s.tag_targets for s in good])
-    for name in sorted({name for s in good for name in s.counts}):  # per-row event counts, e.g. synonym_skipped
-        batch[name] = torch.tensor([s.counts.get(name, 0) for s in good], dtype=torch.long)
-    return batch
-
-
 class StreamBatches(IterableDataset):
     """Full batches from a streaming source, for one rank; each DataLoader worker reads its own shards.
 
@@ -270,7 +87,7 @@ class StreamBatches(IterableDataset):
         self.rank, self.world_size, self.start_step = rank, world_size, start_step
         self.resample, self.shuffle_buffer = resample, shuffle_buffer
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         # The DataLoader asks its workers in turn starting with worker 0, so on resume worker k plays
@@ -282,7 +99,7 @@ class StreamBatches(IterableDataset):
         stream = source.stream(self.seed, slot, slots, self.resample, self.shuffle_buffer)
         samples: list[Sample | Skipped] = []
         skipped: Counter[str] = Counter()
-        made = 0
+        passed = made = 0  # passed: good records fast-forwarded past in the current batch
         for epoch, item in stream:
             fast = made < skip_batches
             if isinstance(item, Problem):
@@ -291,20 +108,18 @@ class StreamBatches(IterableDataset):
                 skipped[item.reason] += 1
                 continue
             if fast:
-                bad = self.dataset.check(item)
-                if bad is None:
-                    samples.append(bad)  # type: ignore[arg-type] - a placeholder: only the count matters
+                passed += self.dataset.check(item) is None
             else:
                 result = self.dataset.process(item, epoch, stable_id(item.key))
                 if isinstance(result, Skipped):
                     skipped[result.reason] += 1
                 else:
                     samples.append(result)
-            if len(samples) == self.batch_size:
+            if len(samples) + passed == self.batch_size:
                 if not fast:
                     yield collate(samples, skipped)
                 made += 1
-                samples, skipped = [], Counter()
+                samples, skipped, passed = [], Counter(), 0
 
 
 class StepLoader:
@@ -316,7 +131,7 @@ class StepLoader:
     def __len__(self) -> int:
         return self.steps
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         if self.steps <= 0:
             return
         made = 0
@@ -336,12 +151,12 @@ class StepLoader:
 
 
 def make_train_loader(dataset: TrainingSet, batch_size: int, steps: int, seed: int, start_step: int = 0,
-                      workers: int = 0, rank: int | None = None, world_size: int | None = None, *,
-                      resample: bool | None = None, shuffle_buffer: int | None = None) -> Any:
+                      workers: int = 0, rank: int = 0, world_size: int = 1, *,
+                      resample: bool | None = None, shuffle_buffer: int | None = None) -> DataLoader | StepLoader:
     """This rank's share of the global batches for steps ``start_step .. steps - 1``.
 
     ``batch_size`` is the global batch; each of ``world_size`` ranks gets ``batch_size / world_size``
-    rows. ``rank`` / ``world_size`` default to the process group's (0 / 1 without one).
+    rows (the engine passes its process group's rank and size).
 
     Map-style data: a DataLoader over :class:`StepBatchSampler`; global batch ``s`` depends only on
     (seed, s), whatever the number of ranks or workers.
@@ -355,10 +170,6 @@ def make_train_loader(dataset: TrainingSet, batch_size: int, steps: int, seed: i
     documented limitation. ``resample`` / ``shuffle_buffer`` default to the source's ``data_options``
     (data.resample, data.shuffle_buffer).
     """
-    from .. import distributed as dist_utils
-
-    rank = dist_utils.rank() if rank is None else rank
-    world_size = dist_utils.world_size() if world_size is None else world_size
     pin = torch.cuda.is_available()
     if not dataset.streaming:
         sampler = StepBatchSampler(len(dataset), batch_size, steps, seed, start_step, rank, world_size)

@@ -204,22 +204,6 @@ def caption_tokens(text: str) -> int:
     return len(_WORD.findall(text.lower()))
 
 
-def hash_unit(seed: int, key: str) -> float:
-    """A number in [0, 1) fixed by (seed, key): the basis of the deterministic hash split."""
-    digest = hashlib.blake2b(f"{seed}/{key}".encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def split_of(key: str, seed: int, val_fraction: float, test_fraction: float) -> str:
-    """``test`` when hash < test_fraction, ``val`` when below test + val, else ``train``."""
-    u = hash_unit(seed, key)
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + val_fraction:
-        return "val"
-    return "train"
-
-
 def stable_id(key: str) -> int:
     """A 62-bit integer id of a record key (the batch index of a streamed record)."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()

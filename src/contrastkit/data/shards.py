@@ -46,10 +46,9 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..config import DataConfig
-from .columns import column_list
-from .problems import (IMAGE_EXTENSIONS, DataError, Problem, SourceRecord, check_captions, split_of,
-                       text_items)
+from ..config import DataConfig, column_list
+from .problems import IMAGE_EXTENSIONS, DataError, Problem, SourceRecord, check_captions, text_items
+from .splits import split_of
 from .records import ZeroShotTask
 
 TRAIN_WINDOW = 2000

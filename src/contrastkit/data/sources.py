@@ -5,7 +5,7 @@ A data spec (``data.source``, or ``SPEC`` on the command line) names a source::
     SPEC    := KIND ":" TARGET | TARGET          (KIND inferred from TARGET, see below)
     KIND    := synthetic | csv | tsv | jsonl | parquet | folder | wds | hf
 
-    synthetic:shapes                 the built-in world of coloured shapes (contrastkit.data.synthetic)
+    synthetic:shapes                 the built-in world of coloured shapes (contrastkit.data.shapes)
     csv:PATH  tsv:PATH               a manifest (contrastkit.data.manifest): image path column + caption
     jsonl:PATH  parquet:PATH         column(s), optional negatives / tags / rewrites / label columns
     folder:DIR                       image folders, one sub-folder per class (contrastkit.data.folders)
@@ -50,6 +50,7 @@ from pathlib import Path
 
 from ..config import DataConfig
 from .records import Dataset
+from .splits import fallback_split
 
 SOURCES = ("synthetic:shapes", "csv:PATH", "tsv:PATH", "jsonl:PATH", "parquet:PATH", "folder:DIR", "wds:SHARDS",
            "hf:TARGET")
@@ -99,15 +100,6 @@ def parse_spec(spec: str) -> tuple[str, str]:
                      f"{', '.join(KINDS)} (e.g. {', '.join(SOURCES)})")
 
 
-def _fallback_split(split: str, cfg: DataConfig) -> str:
-    """A held-out split with fraction 0 reads the other held-out split (rule 4)."""
-    if split == "test" and cfg.test_fraction == 0 and cfg.val_fraction > 0:
-        return "val"
-    if split == "val" and cfg.val_fraction == 0 and cfg.test_fraction > 0:
-        return "test"
-    return split
-
-
 def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) -> Dataset:
     """Open ``split`` (train | val | test) of the source named by ``spec``; see the module docstring.
 
@@ -117,7 +109,7 @@ def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) ->
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if spec == "synthetic:shapes":
-        from .synthetic import SyntheticShapes
+        from .shapes import SyntheticShapes
 
         size = cfg.train_size if split == "train" else cfg.eval_size
         dataset = SyntheticShapes(split=split, size=size, seed=cfg.seed, image_size=cfg.image_size)
@@ -133,7 +125,7 @@ def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) ->
     if per_file:
         target = target.replace("{split}", split)
     hashed = not per_file and cfg.val_fraction + cfg.test_fraction > 0
-    part = _fallback_split(split, cfg) if hashed else split
+    part = fallback_split(split, cfg) if hashed else split
     dataset: Dataset
     if kind in ("csv", "tsv", "jsonl", "parquet"):
         from .manifest import ManifestSource
@@ -158,7 +150,7 @@ def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) ->
         dataset = HFSource(target, split, cfg)  # it knows which splits it has (rule 3 before rule 4)
     dataset.data_options = DataOptions.of(cfg)  # type: ignore[attr-defined]
     if split != "train" and not raw and not getattr(dataset, "streaming", False):
-        from .views import CheckedView
+        from .eval_view import CheckedView
 
         dataset = CheckedView(dataset, cfg.eval_size, skip_bad=cfg.on_error == "skip")
     return dataset

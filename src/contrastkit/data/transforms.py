@@ -20,7 +20,7 @@ Text augmentations (Wei & Zou 2019, EDA; CL2L's caption views), seeded by the ca
   replacement (0.4) from a lexicon; with no lexicon entry for any word the synonym op is skipped and
   counted in ``TextAugment.skipped_synonyms`` (training batches carry the count as
   ``batch["synonym_skipped"]``, one count per row). The lexicon is ``data.synonyms``: a JSON file mapping a
-  word to a list of synonyms, or ``builtin`` for the small packaged one (:mod:`contrastkit.data.lexicon`).
+  word to a list of synonyms, or ``builtin`` for the small packaged one (:mod:`contrastkit.data.shapes.lexicon`).
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def load_lexicon(spec: str | Path | None) -> dict[str, list[str]]:
     if not spec:
         return {}
     if str(spec) == "builtin":
-        from .lexicon import LEXICON
+        from .shapes.lexicon import LEXICON
 
         return {k: list(v) for k, v in LEXICON.items()}
     path = Path(spec)

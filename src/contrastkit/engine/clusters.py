@@ -46,7 +46,7 @@ from ..data.problems import DataError
 from ..data.records import Dataset, Record
 from ..encoded import Encoded
 from ..models.dual_encoder import DualEncoder
-from ..models.embedder import ModelEmbedder
+from ..models.embedder import dual_encoder_embedder
 
 CLUSTER_FIELDS = frozenset({"cluster_ids", "cluster_centroids", "cluster_density"})
 PCL_ALPHA = 10.0  # smoothing of the concentration estimate (PCL's alpha)
@@ -125,7 +125,7 @@ def embed_records(model: DualEncoder, dataset: Dataset, modality: str, on_error:
     would raise with ``on_error="raise"``; with ``"skip"`` it is left out (training skips and counts it,
     so its cluster id is never read).
     """
-    embedder = ModelEmbedder(model, batch_size)
+    embedder = dual_encoder_embedder(model, batch_size=batch_size)
     parts, kept = [], []
     for start in tqdm(range(0, len(dataset), batch_size), desc="cluster: embed", disable=not progress,
                       leave=False):

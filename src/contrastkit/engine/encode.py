@@ -1,23 +1,30 @@
-"""One batch through the model: collated batch -> :class:`Encoded`.
+"""One batch through the models: a collated :class:`~contrastkit.data.batch.Batch` -> :class:`Encoded`.
 
-Only what the objective asks for is computed: hard-negative captions when a
-term requires ``neg_text``, extra views when it requires ``image_views`` /
-``text_views`` (or their raw features), cell features for ``image_tokens``,
-and teacher / reference embeddings when a term reads them.
+Only what the objective requires is computed (the field table of ``encoded.py`` says who
+produces what): hard-negative captions when a term reads ``neg_text`` (or its mask), extra
+views when it reads a view field, cell features for ``image_tokens``, token ids for
+``caption_tokens``, teacher / reference embeddings when a frozen copy is kept, and every
+data-produced field whose row the batch carries (``group_ids`` always; ``tags`` and
+``labels`` when the training set was built to produce them).
 """
 from __future__ import annotations
 
-from typing import Any, Collection
+from typing import Collection
 
 import torch
 from torch import Tensor
 
-from ..encoded import Encoded
+from ..data.batch import Batch
+from ..encoded import FIELDS, Encoded
 from ..models.dual_encoder import DualEncoder
 
-VIEW_FIELDS = frozenset({"image_views", "text_views", "image_view_features", "text_view_features"})
-TEACHER_FIELDS = frozenset({"teacher_image", "teacher_text", "teacher_neg_text", "teacher_logit_scale"})
-REFERENCE_FIELDS = frozenset({"reference_image", "reference_text", "reference_logit_scale"})
+VIEW_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.setting == "data.views")
+NEGATIVE_FIELDS = frozenset({"neg_text", "neg_text_mask"})
+
+
+def live_scalars(model: DualEncoder) -> dict[str, Tensor | None]:
+    """The unbatched student fields that carry gradient: read from the model whenever a loss is formed."""
+    return {"logit_scale": model.logit_scale, "logit_bias": model.logit_bias}
 
 
 def _negative_tokens(model: DualEncoder, negatives: list[list[str]], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -31,8 +38,8 @@ def _negative_tokens(model: DualEncoder, negatives: list[list[str]], device: tor
     return model.tokenize(flat).to(device), mask
 
 
-def _side_encodings(model: DualEncoder, pixels: Tensor, tokens: Tensor, neg_tokens: Tensor | None,
-                    neg_shape: tuple[int, int], prefix: str) -> dict[str, Tensor]:
+def _frozen_copy_fields(model: DualEncoder, pixels: Tensor, tokens: Tensor, neg_tokens: Tensor | None,
+                        neg_shape: tuple[int, ...], prefix: str) -> dict[str, Tensor]:
     """Embeddings of a frozen copy (teacher / reference) of the same batch, without gradient.
 
     The copy shares the student's tokenizer, so the student's tokens are reused.
@@ -48,48 +55,49 @@ def _side_encodings(model: DualEncoder, pixels: Tensor, tokens: Tensor, neg_toke
     return out
 
 
-def encode_batch(model: DualEncoder, batch: dict[str, Any], requires: Collection[str] = (),
+def _view_fields(model: DualEncoder, batch: Batch, device: torch.device) -> dict[str, Tensor]:
+    """The V extra views of every row through the student: embeddings and raw features, V x B x ..."""
+    if batch.image_views is None or batch.text_views is None:
+        raise ValueError("a term reads extra views but the batch has none; set data.views (e.g. 2)")
+    views = batch.image_views.to(device)  # V x B x C x H x W
+    v, b = views.shape[:2]
+    features = model.image_features(views.flatten(0, 1))
+    captions = [c for view in batch.text_views for c in view]
+    text_features = model.text_features(model.tokenize(captions).to(device))
+    return {"image_view_features": features.view(v, b, -1),
+            "image_views": model.project_image(features).view(v, b, -1),
+            "text_view_features": text_features.view(v, b, -1),
+            "text_views": model.project_text(text_features).view(v, b, -1)}
+
+
+def encode_batch(model: DualEncoder, batch: Batch, requires: Collection[str] = (),
                  teacher: DualEncoder | None = None, reference: DualEncoder | None = None) -> Encoded:
+    """The :class:`Encoded` of ``batch``: what ``requires`` names, plus the always-present fields."""
     device = model.log_logit_scale.device
-    pixels = batch["pixels"].to(device, non_blocking=True)
-    tokens = model.tokenize(batch["captions"]).to(device)
+    pixels = batch.pixels.to(device, non_blocking=True)
+    tokens = model.tokenize(batch.captions).to(device)
     image_features = model.image_features(pixels)
     text_features = model.text_features(tokens)
-    enc = Encoded(
-        image=model.project_image(image_features),
-        text=model.project_text(text_features),
-        logit_scale=model.logit_scale,
-        logit_bias=model.logit_bias,
-        image_features=image_features,
-        text_features=text_features,
-        group_ids=batch["index"].to(device),
-        pad_token_id=model.pad_token_id,
-    )
+    enc = Encoded(image=model.project_image(image_features), text=model.project_text(text_features),
+                  image_features=image_features, text_features=text_features, pad_token_id=model.pad_token_id,
+                  **live_scalars(model))  # type: ignore[arg-type]  # logit_scale is always a tensor
+    for name, spec in FIELDS.items():
+        if spec.producer == "data" and batch.has_row(spec.batch_key):
+            setattr(enc, name, batch.row(spec.batch_key).to(device))
     if "caption_tokens" in requires:
         enc.caption_tokens = tokens
     if "image_tokens" in requires:
         enc.image_tokens = model.image_tower.forward_tokens(pixels)
     neg_tokens = None
-    if "neg_text" in requires or "neg_text_mask" in requires:
-        neg_tokens, enc.neg_text_mask = _negative_tokens(model, batch["neg_captions"], device)
+    if NEGATIVE_FIELDS & set(requires):
+        neg_tokens, enc.neg_text_mask = _negative_tokens(model, batch.neg_captions, device)
         enc.neg_text = model.encode_text(neg_tokens).view(*enc.neg_text_mask.shape, -1)
-    if "tags" in requires:
-        enc.tags = batch["tag_targets"].to(device)
     if VIEW_FIELDS & set(requires):
-        views = batch["image_views"].to(device)  # V x B x C x H x W
-        v, b = views.shape[:2]
-        feats = model.image_features(views.flatten(0, 1))
-        enc.image_view_features = feats.view(v, b, -1)
-        enc.image_views = model.project_image(feats).view(v, b, -1)
-        captions = [c for view in batch["text_views"] for c in view]
-        tfeats = model.text_features(model.tokenize(captions).to(device))
-        enc.text_view_features = tfeats.view(v, b, -1)
-        enc.text_views = model.project_text(tfeats).view(v, b, -1)
+        for name, value in _view_fields(model, batch, device).items():
+            setattr(enc, name, value)
     neg_shape = tuple(enc.neg_text_mask.shape) if enc.neg_text_mask is not None else (0, 0)
-    if teacher is not None:
-        for key, value in _side_encodings(teacher, pixels, tokens, neg_tokens, neg_shape, "teacher").items():
-            setattr(enc, key, value)
-    if reference is not None:
-        for key, value in _side_encodings(reference, pixels, tokens, None, neg_shape, "reference").items():
-            setattr(enc, key, value)
+    for copy, prefix, negatives in ((teacher, "teacher", neg_tokens), (reference, "reference", None)):
+        if copy is not None:
+            for key, value in _frozen_copy_fields(copy, pixels, tokens, negatives, neg_shape, prefix).items():
+                setattr(enc, key, value)
     return enc

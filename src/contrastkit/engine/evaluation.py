@@ -1,105 +1,21 @@
-"""Evaluate a DualEncoder on a dataset and write the run report (the trainer's evaluation)."""
+"""Training-time evaluation: the in-memory model through the one evaluation suite (no feature cache,
+its weights change during training)."""
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping
 
 from ..config import Config
 from ..data.records import Dataset
-from ..evaluate.report import write_report
+from ..evaluate.request import DEFAULT_TASKS, EvalRequest, SuiteOutput
 from ..evaluate.retrieval import CURVE_KS
-from ..evaluate.runner import EvaluationOutput, evaluate_dataset_with_embeddings
+from ..evaluate.suite import run_suite
 from ..models.dual_encoder import DualEncoder
-from ..models.embedder import ModelEmbedder
-
-SUMMARY_RECALL = ("image_retrieval_recall@1", "text_retrieval_recall@1")
-
-
-def _pct(v: Any) -> str:
-    return f"{100 * v:5.1f}%" if isinstance(v, (int, float)) and math.isfinite(v) else "    —"
-
-
-def summarize_results(res: Mapping[str, Any], split: str | None = None) -> str:
-    """Plain-text lines with the headline numbers of an evaluation's results, for the terminal."""
-    model = res.get("model")
-    head = f"evaluation on {res['dataset']}" if res.get("dataset") else "evaluation"
-    if split or res.get("split"):
-        head += f" [{split or res.get('split')}]"
-    if res.get("n_images") is not None:
-        head += f", {res['n_images']} images"
-    if isinstance(model, Mapping) and model.get("name"):
-        head = f"{model['name']}: " + head
-    lines = [head]
-    for task, metrics in (res.get("zeroshot") or {}).items():
-        lines.append(f"  zero-shot {task:<28} acc1 {_pct(metrics.get('acc1'))}  acc5 {_pct(metrics.get('acc5'))}  "
-                     f"mean-per-class recall {_pct(metrics.get('mean_per_class_recall'))}")
-    retrieval = res.get("retrieval") or {}
-    for key in SUMMARY_RECALL:
-        if key in retrieval:
-            lines.append(f"  {key:<38} {_pct(retrieval[key])}")
-    for task, per_k in (res.get("linear_probe") or {}).items():
-        for label, m in per_k.items():
-            lines.append(f"  linear probe {task} ({label}){'':<{max(0, 22 - len(task) - len(label))}} "
-                         f"acc1 {_pct(m.get('acc1'))}  C {m.get('C', float('nan')):.3g}")
-    for cat, acc in ((res.get("compositional") or {}).get("accuracy") or {}).items():
-        lines.append(f"  compositional {cat:<24} {_pct(acc)}")
-    for bench, summary in (res.get("compositional_benchmarks") or {}).items():
-        for cat, acc in (summary.get("accuracy") or {}).items():
-            lines.append(f"  {bench} {cat:<{max(1, 37 - len(bench))}} {_pct(acc)}")
-        lines.append(f"  {bench} macro mean{'':<{max(1, 27 - len(bench))}} {_pct(summary.get('macro_accuracy'))}")
-    geometry = res.get("geometry") or {}
-    if "modality_gap" in geometry:
-        lines.append(f"  modality gap (centroid distance)       {geometry['modality_gap']:.3f}")
-    if isinstance(geometry.get("effective_negatives"), (int, float)) and math.isfinite(geometry["effective_negatives"]):
-        lines.append(f"  effective negatives at tau {geometry.get('temperature', float('nan')):.3g}"
-                     f"{'':<8}{geometry['effective_negatives']:.1f} of {max(0, int(geometry.get('n_pairs', 1)) - 1)}")
-    cache = res.get("feature_cache")
-    if isinstance(cache, Mapping):
-        lines.append(f"  feature cache: {cache.get('image_sets_from_cache', 0)} image set(s) read, "
-                     f"{cache.get('image_sets_computed', 0)} computed; {cache.get('texts_from_cache', 0)} texts read, "
-                     f"{cache.get('texts_embedded', 0)} embedded ({cache.get('dir')})")
-    return "\n".join(lines)
-
-
-@dataclass
-class ModelEvaluation:
-    output: EvaluationOutput
-    split: str
-
-    def flat(self, prefix: str = "val") -> dict[str, float]:
-        """A few headline numbers for the metrics log: zero-shot acc1 per task, recall@1, gap."""
-        res = self.output.results
-        flat: dict[str, float] = {}
-        for task, metrics in res["zeroshot"].items():
-            flat[f"{prefix}/zeroshot/{task}/acc1"] = float(metrics["acc1"])
-        for key in SUMMARY_RECALL:
-            if key in res["retrieval"]:
-                flat[f"{prefix}/{key}"] = float(res["retrieval"][key])
-        if "modality_gap" in res["geometry"]:
-            flat[f"{prefix}/modality_gap"] = float(res["geometry"]["modality_gap"])
-        return flat
-
-    def summary(self) -> str:
-        """Plain-text lines with the headline numbers, for the terminal."""
-        return summarize_results(self.output.results, self.split)
-
-    def write(self, out_dir: str | Path, *, config: dict[str, Any] | None, timing: dict[str, Any] | None,
-              metrics_log: Path | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        results = {**self.output.results, "split": self.split, **(extra or {})}
-        report = write_report(out_dir, results, config=config, timing=timing, metrics_log=metrics_log,
-                              image_emb=self.output.image_emb, text_emb=self.output.text_emb)
-        report["markdown_summary"] = self.summary()
-        return report
+from ..models.loaded import LoadedModel
 
 
 def evaluate_model(model: DualEncoder, dataset: Dataset, cfg: Config, *, max_records: int | None,
-                   progress: bool) -> ModelEvaluation:
-    """Evaluate the in-memory model (no feature cache: its weights change during training)."""
-    embedder = ModelEmbedder(model, batch_size=cfg.eval.batch_size)
-    output = evaluate_dataset_with_embeddings(embedder, dataset, batch_size=cfg.eval.batch_size,
-                                              max_records=max_records, progress=progress, seed=cfg.train.seed,
-                                              temperature=1.0 / float(model.logit_scale.detach()),
-                                              curve_ks=CURVE_KS)
-    return ModelEvaluation(output, getattr(dataset, "split", "?"))
+                   progress: bool) -> SuiteOutput:
+    """The default tasks on ``dataset`` at the model's own temperature, with a recall@k curve."""
+    loaded = LoadedModel.of_dual_encoder(model, cfg.name, batch_size=cfg.eval.batch_size)
+    req = EvalRequest(tasks=DEFAULT_TASKS, dataset=dataset, split=str(getattr(dataset, "split", "?")),
+                      max_records=max_records, curve_ks=CURVE_KS, batch_size=cfg.eval.batch_size,
+                      progress=progress, seed=cfg.train.seed)
+    return run_suite(loaded, req)

@@ -8,12 +8,13 @@ from typing import Callable, ContextManager
 import torch
 
 from ..config import Config, ConfigError
-from ..data.pipeline import TrainingSet, ViewSpec, tag_vocabulary
 from ..data.records import Dataset
+from ..data.row_values import ROW_VALUES
+from ..data.training_set import TrainingSet, ViewSpec, tag_vocabulary
 from ..data.transforms import TextAugment, image_augment
+from ..encoded import FIELDS
 from ..models.dual_encoder import DualEncoder
 from ..objectives import Objective
-from .encode import VIEW_FIELDS
 
 
 def pick_device(name: str) -> torch.device:
@@ -65,18 +66,20 @@ def tag_vocabulary_for(objective: Objective, train_set: Dataset) -> list[str]:
 
 
 def training_set_for(cfg: Config, train_set: Dataset, model: DualEncoder, objective: Objective) -> TrainingSet:
-    """The training view of the data: only the per-record work the objective needs."""
+    """The training view of the data: only the per-record work the objective's inputs need (field table)."""
     size = cfg.data.image_size
-    requires = objective.requires
+    required = [FIELDS[name] for name in objective.requires if name in FIELDS]
+    settings = {spec.setting for spec in required}
     views = ViewSpec()
-    if requires & VIEW_FIELDS:
+    if "data.views" in settings:
         views = ViewSpec(cfg.data.views, image_augment(cfg.data.view_image_augment, size),
                          TextAugment(cfg.data.view_text_augment))
-    neg_per_image = cfg.data.neg_per_image if requires & {"neg_text", "neg_text_mask", "teacher_neg_text"} else 0
+    neg_per_image = cfg.data.neg_per_image if "data.neg_per_image" in settings else 0
+    rows = sorted({spec.batch_key for spec in required if spec.producer == "data" and spec.batch_key in ROW_VALUES})
     augment = None if cfg.data.image_augment == "none" else image_augment(cfg.data.image_augment, size)
-    vocabulary = tag_vocabulary_for(objective, train_set) if "tags" in requires else None
+    vocabulary = tag_vocabulary_for(objective, train_set) if "tag_targets" in rows else None
     return TrainingSet(train_set, model.image_transform(train=True), cfg.train.seed, neg_per_image, augment,
-                       views, vocabulary)
+                       views, vocabulary, rows=rows)
 
 
 def autocast_for(precision: str, device: torch.device) -> Callable[[], ContextManager]:

@@ -1,6 +1,10 @@
 """One optimisation step's forward and backward: plain, or exact accumulation (GradCache).
 
-Plain: encode the batch, gather it across ranks, evaluate the objective, backward.
+Both go through :meth:`StepContext.encode` and :meth:`StepContext.objective_on`, the one
+place where a batch becomes a loss: encode -> gather across ranks -> attach engine-kept
+inputs -> objective.
+
+Plain: encode the batch, form the loss, backward.
 
 Accumulation with K micro-batches (Gao et al. 2021, "Scaling Deep Contrastive
 Learning Batch Size under Memory Limited Setup"): (1) encode every micro-batch
@@ -14,55 +18,28 @@ towers. The update equals the one of a single K-times-larger batch — unlike
 summing per-micro-batch losses, which changes the loss and over-counts the
 temperature's gradient. Towers with batch-statistics layers (BatchNorm) see
 micro-batch statistics in the forward passes; the built-in towers use GroupNorm.
+Which fields are cached and replayed, and which are read live from the model,
+comes from the field table (``encoded.py``): student fields with gradient.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import fields
-from typing import Any, Callable, Collection, ContextManager, Sequence
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Sequence
 
 import torch
 from torch import Tensor
 
-from ..distributed import BATCH_DIM, NOT_BATCHED, gather_encoded
-from ..encoded import Encoded
+from ..data.batch import Batch
+from ..distributed import gather_encoded
+from ..encoded import FIELDS, Encoded, batched_tensors
 from ..models.dual_encoder import DualEncoder
 from ..objectives import Objective, ObjectiveOutput
-from .encode import encode_batch
-
-# Fields computed by the student model (they carry gradient to the towers).
-MODEL_FIELDS = ("image", "text", "image_features", "text_features", "image_views", "text_views",
-                "image_view_features", "text_view_features", "neg_text", "image_tokens")
-LIVE_FIELDS = ("logit_scale", "logit_bias")
-
-
-def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
-    """Split a collated batch into ``parts`` micro-batches (views split along their batch dim).
-
-    Sizes differ by at most one when ``parts`` does not divide the batch (records skipped as bad).
-    """
-    size = len(batch["captions"])
-    if size < parts:
-        raise ValueError(f"train.accum_steps={parts} is larger than this batch ({size} records)")
-    bounds = [k * size // parts for k in range(parts + 1)]
-    out = []
-    for k in range(parts):
-        rows = slice(bounds[k], bounds[k + 1])
-        micro: dict[str, Any] = {}
-        for key, value in batch.items():
-            if key == "image_views":
-                micro[key] = value[:, rows]
-            elif key == "text_views":
-                micro[key] = [view[rows] for view in value]
-            elif key == "skipped":
-                micro[key] = value if k == 0 else {}
-            else:
-                micro[key] = value[rows]
-        out.append(micro)
-    return out
-
+from .encode import encode_batch, live_scalars
 
 AutocastFactory = Callable[[], ContextManager]
+REPLAYED = tuple(name for name, spec in FIELDS.items() if spec.producer == "student" and spec.grad and spec.batched)
 
 
 def _identity(loss: Tensor) -> Tensor:
@@ -74,32 +51,49 @@ def no_extras(enc: Encoded) -> Encoded:
     return enc
 
 
-def forward_backward(model: DualEncoder, objective: Objective, batch: dict[str, Any], requires: Collection[str],
-                     teacher: DualEncoder | None = None, reference: DualEncoder | None = None,
-                     autocast: AutocastFactory = contextlib.nullcontext,
-                     scale: Callable[[Tensor], Tensor] = _identity,
-                     attach: Callable[[Encoded], Encoded] = no_extras) -> ObjectiveOutput:
-    """Towers under ``autocast``; objective in float32 on the gathered batch; backward of ``scale(loss)``.
+@dataclass
+class StepContext:
+    """What every forward/backward of a run shares.
 
-    ``attach`` adds engine-kept inputs (cluster ids) to the gathered batch.
+    ``autocast`` wraps the towers' forward passes (losses are computed in float32); ``scale``
+    maps the loss to what is back-propagated (the fp16 gradient scaler); ``attach`` adds
+    engine-kept inputs (cluster ids) to the gathered batch.
     """
-    with autocast():
-        enc = encode_batch(model, batch, requires, teacher, reference)
-    out = objective(attach(gather_encoded(enc.upcast())))
-    scale(out.loss).backward()
+
+    model: DualEncoder
+    objective: Objective
+    requires: frozenset[str]
+    teacher: DualEncoder | None = None
+    reference: DualEncoder | None = None
+    autocast: AutocastFactory = contextlib.nullcontext
+    scale: Callable[[Tensor], Tensor] = _identity
+    attach: Callable[[Encoded], Encoded] = no_extras
+
+    def encode(self, batch: Batch, *, student_only: bool = False) -> Encoded:
+        """``batch`` through the towers under ``autocast`` (the frozen copies too unless ``student_only``)."""
+        with self.autocast():
+            if student_only:
+                return encode_batch(self.model, batch, self.requires)
+            return encode_batch(self.model, batch, self.requires, self.teacher, self.reference)
+
+    def objective_on(self, enc: Encoded, check_finite: bool = True) -> ObjectiveOutput:
+        """The loss of a locally encoded batch: gather across ranks, attach, objective (in float32)."""
+        return self.objective(self.attach(gather_encoded(enc.upcast())), check_finite=check_finite)
+
+
+def forward_backward(ctx: StepContext, batch: Batch) -> ObjectiveOutput:
+    """Encode, form the loss, backward of ``scale(loss)``."""
+    out = ctx.objective_on(ctx.encode(batch))
+    ctx.scale(out.loss).backward()
     return out
 
 
 def _concat(encodings: Sequence[Encoded]) -> Encoded:
-    values: dict[str, Any] = {}
-    for f in fields(Encoded):
-        items = [getattr(e, f.name) for e in encodings]
-        first = items[0]
-        if isinstance(first, Tensor) and f.name not in NOT_BATCHED:
-            values[f.name] = torch.cat(items, dim=BATCH_DIM.get(f.name, 0))
-        else:
-            values[f.name] = first
-    return Encoded(**values)
+    """Micro-batch encodings joined along each field's batch dimension."""
+    first = encodings[0]
+    return dataclasses.replace(first, **{
+        name: torch.cat([getattr(e, name) for e in encodings], dim=FIELDS[name].batch_dim)
+        for name in batched_tensors(first)})
 
 
 def _rng_state() -> tuple[Tensor, list[Tensor] | None]:
@@ -112,47 +106,34 @@ def _set_rng_state(state: tuple[Tensor, list[Tensor] | None]) -> None:
         torch.cuda.set_rng_state_all(state[1])
 
 
-def grad_cache_backward(model: DualEncoder, objective: Objective, micro_batches: Sequence[dict[str, Any]],
-                        requires: Collection[str], teacher: DualEncoder | None = None,
-                        reference: DualEncoder | None = None, autocast: AutocastFactory = contextlib.nullcontext,
-                        scale: Callable[[Tensor], Tensor] = _identity,
-                        attach: Callable[[Encoded], Encoded] = no_extras) -> ObjectiveOutput:
+def grad_cache_backward(ctx: StepContext, micro_batches: Sequence[Batch]) -> ObjectiveOutput:
     """Exact large-batch gradients from micro-batches (see the module docstring)."""
     states, cached = [], []
     for micro in micro_batches:
         states.append(_rng_state())
-        with torch.no_grad(), autocast():
-            cached.append(encode_batch(model, micro, requires, teacher, reference).upcast())
+        with torch.no_grad():
+            cached.append(ctx.encode(micro).upcast())
     after = _rng_state()
     full = _concat(cached)
-    leaves = {}
-    for name in MODEL_FIELDS:
-        value = getattr(full, name)
-        if value is not None:
-            leaves[name] = value.detach().requires_grad_(True)
-            setattr(full, name, leaves[name])
-    full.logit_scale = model.logit_scale
-    full.logit_bias = model.logit_bias
-    out = objective(attach(gather_encoded(full)))
-    scale(out.loss).backward()
+    leaves = {name: getattr(full, name).detach().requires_grad_(True)
+              for name in REPLAYED if getattr(full, name) is not None}
+    full = dataclasses.replace(full, **leaves, **live_scalars(ctx.model))
+    out = ctx.objective_on(full)
+    ctx.scale(out.loss).backward()
 
     offset = 0
     for micro, state in zip(micro_batches, states):
         _set_rng_state(state)
-        with autocast():
-            enc = encode_batch(model, micro, requires)
-        rows = len(micro["captions"])
+        enc = ctx.encode(micro, student_only=True)
         roots, grads = [], []
         for name, leaf in leaves.items():
-            if leaf.grad is None:
-                continue
             root = getattr(enc, name)
-            if root is None or not root.requires_grad:
+            if leaf.grad is None or root is None or not root.requires_grad:
                 continue
             roots.append(root)
-            grads.append(leaf.grad.narrow(BATCH_DIM.get(name, 0), offset, rows).to(root.dtype))
+            grads.append(leaf.grad.narrow(FIELDS[name].batch_dim, offset, len(micro)).to(root.dtype))
         if roots:
             torch.autograd.backward(roots, grads)
-        offset += rows
+        offset += len(micro)
     _set_rng_state(after)
     return out

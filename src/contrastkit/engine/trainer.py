@@ -1,4 +1,4 @@
-"""The training loop: one batch, top-down.
+"""The training loop, top-down: prepare the run, then per step the update and what follows it, then finish.
 
     records -> transforms -> batch (this rank's share) -> towers -> Encoded -> gather
     -> objective -> backward (or exact accumulation) -> average gradients over ranks
@@ -11,10 +11,8 @@ batch and the gradients equal those of one process with the whole batch.
 """
 from __future__ import annotations
 
-import json
-import random
 import time
-from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +21,43 @@ from tqdm.auto import tqdm
 
 from .. import distributed as dist_utils
 from ..config import Config
-from ..data.pipeline import make_train_loader
+from ..data.batch import Batch
 from ..data.sources import open_source
-from ..models.build import build_model
-from ..models.checkpoint import latest_checkpoint, load_module, save_module
-from ..objectives import NonFiniteLossError, build
-from .clusters import cluster_table_for
-from .encode import REFERENCE_FIELDS, TEACHER_FIELDS, encode_batch
+from ..evaluate.result_files import write_suite
+from ..evaluate.summary import headline_metrics, summarize_results
+from ..objectives import NonFiniteLossError, ObjectiveOutput
 from .evaluation import evaluate_model
-from .host_memory import keep_freed_host_memory
-from .inputs import missing_inputs
-from .metrics_log import MetricsLog
-from .optim import lr_at, make_optimizer
-from .setup import (apply_speed_switches, autocast_for, ema_update, frozen_copy, pick_device,
-                    training_set_for)
-from .state import restore_state, resume_step, save_state
-from .step import forward_backward, grad_cache_backward, no_extras, split_batch
+from .optim import lr_at
+from .prepare import Run, prepare_run
+from .setup import ema_update
+from .state import save_state
+from .step import forward_backward, grad_cache_backward
+
+
+@dataclass
+class StepResult:
+    """What one optimisation step reports to the steps after it."""
+
+    out: ObjectiveOutput
+    lr: float
+    grad_norm: torch.Tensor
+
+
+@dataclass
+class Progress:
+    """The progress bar and the samples/s window of the metrics log."""
+
+    bar: Any
+    started: float = field(default_factory=time.perf_counter)
+    window_start: float = field(default_factory=time.perf_counter)
+    window_samples: int = 0
+
+    def rate(self) -> float:
+        """Samples/s since the last call (the log window), and start a new window."""
+        now = time.perf_counter()
+        rate = self.window_samples / max(now - self.window_start, 1e-9)
+        self.window_start, self.window_samples = now, 0
+        return rate
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -47,159 +66,114 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     Returns the final report (also written to ``run_dir/report.json``; on rank 0 only
     when distributed — other ranks return an empty dict).
     """
-    run_dir = Path(run_dir)
-    dist_utils.init_from_environment()
-    rank, world = dist_utils.rank(), dist_utils.world_size()
-    is_main = rank == 0
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    random.seed(cfg.train.seed)
-    torch.manual_seed(cfg.train.seed)
-    device = pick_device(cfg.train.device)
-    if device.type == "cpu":
-        keep_freed_host_memory()
+    run = prepare_run(cfg, Path(run_dir), resume)
+    run.model.train()
+    progress = Progress(tqdm(total=cfg.train.steps, initial=run.start_step, desc="train",
+                             disable=not (cfg.train.progress and run.is_main), dynamic_ncols=True))
+    for step, batch in enumerate(run.loader(), start=run.start_step):
+        result = optimization_step(run, batch, step)
+        after_step(run, step + 1, batch, result, progress)
+    progress.bar.close()
+    return finish(run, time.perf_counter() - progress.started)
 
-    # Model, objective and the data view they need.
-    objective = build(cfg.objective)
-    model = build_model(cfg.model, cfg.data.image_size, objective.model_defaults)
-    if cfg.model.init_from:
-        load_module(model, latest_checkpoint(Path(cfg.model.init_from)) / "model.safetensors")
-    train_set = open_source(cfg.data.source, "train", cfg.data)
-    problems = missing_inputs(objective, cfg, train_set, model)
-    if problems:
-        raise ValueError("the recipe cannot run on this data/model:\n  " + "\n  ".join(problems))
-    requires = objective.requires
-    model.to(device)
-    objective.to(device)
-    clustered_by = cfg.clusters.embed if cfg.clusters.sizes else None
-    teacher = (frozen_copy(model) if objective.needs_teacher or requires & TEACHER_FIELDS or clustered_by == "teacher"
-               else None)
-    reference = (frozen_copy(model)
-                 if objective.needs_reference or requires & REFERENCE_FIELDS or clustered_by == "reference" else None)
-    dataset = training_set_for(cfg, train_set, model, objective)
-    clusters = cluster_table_for(cfg.clusters, train_set, model.embed_dim, dataset.streaming)
-    attach = clusters.to(device).attach if clusters is not None else no_extras
-    if is_main and dataset.tag_index is not None:
-        (run_dir / "tag_vocabulary.json").write_text(json.dumps(list(dataset.tag_index)))
 
-    # Lazily-sized heads are materialised by one dry forward (eval mode: BatchNorm statistics untouched).
-    first = next(iter(make_train_loader(dataset, cfg.train.batch_size, 1, cfg.train.seed, 0, 0, rank, world)))
-    objective.eval()
-    with torch.no_grad():
-        enc = dist_utils.gather_encoded(encode_batch(model, first, requires, teacher, reference))
-        objective(attach(enc), check_finite=False)
-    objective.train()
-    dist_utils.broadcast_parameters([model, objective])
-    apply_speed_switches(model, cfg)
-    optimizer = make_optimizer([model, objective], cfg.train)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    autocast = autocast_for(cfg.train.precision, device)
-    scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
-    scale = scaler.scale if scaler is not None else (lambda loss: loss)
-
-    # Fresh start or resume.
-    start_step, skipped, events = 0, Counter[str](), Counter[str]()
-    truncated_before = getattr(getattr(model.text_tower, "tokenizer", None), "truncated", None)
-    if reference is not None and resume:
-        load_module(reference, run_dir / "reference.safetensors")
-    elif reference is not None and is_main:
-        save_module(reference, run_dir / "reference.safetensors")
-    if resume:
-        start_step, state = resume_step(run_dir)
-        skipped = restore_state(run_dir, state, model, objective, optimizer, teacher, scaler, clusters)
-    elif is_main:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start_step if resume else None) if is_main else None
-    val_set = open_source(cfg.data.source, "val", cfg.data) if cfg.train.eval_every and is_main else None
-    loader = make_train_loader(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, start_step,
-                               cfg.data.workers, rank, world)
-
-    def checkpoint(step: int) -> None:
-        if is_main:
-            save_state(run_dir, step, model, objective, optimizer, teacher, skipped, scaler, clusters)
-        if world > 1:
-            torch.distributed.barrier()
-
-    model.train()
-    started = time.perf_counter()
-    window_start, window_samples = started, 0
-    bar = tqdm(total=cfg.train.steps, initial=start_step, desc="train", disable=not (cfg.train.progress and is_main),
-               dynamic_ncols=True)
-    for step, batch in enumerate(loader, start=start_step):
-        lr = lr_at(step, cfg.train)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        if clusters is not None and clusters.due(step):
-            embedder = {"model": model, "teacher": teacher, "reference": reference}[cfg.clusters.embed]
-            clusters.refresh(embedder, train_set, step, cfg.train.seed, cfg.train.progress and is_main,
-                             dataset.on_error)
-        try:
-            if cfg.train.accum_steps > 1:
-                out = grad_cache_backward(model, objective, split_batch(batch, cfg.train.accum_steps), requires,
-                                          teacher, reference, autocast, scale, attach)
-            else:
-                out = forward_backward(model, objective, batch, requires, teacher, reference, autocast, scale,
-                                       attach)
-        except NonFiniteLossError as err:
-            raise NonFiniteLossError(err.term, err.value, step) from None
-        dist_utils.average_gradients(params)
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip or float("inf"))
-        if not torch.isfinite(grad_norm) and scaler is None:
-            raise NonFiniteLossError("gradient norm", float(grad_norm), step)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
+def optimization_step(run: Run, batch: Batch, step: int) -> StepResult:
+    """lr, zero-grad, (re)clustering, plain or cached backward, gradient averaging, unscale, clip,
+    optimizer, temperature clamp, EMA teacher."""
+    cfg, ctx, optimizer = run.cfg, run.ctx, run.optimizer
+    lr = lr_at(step, cfg.train)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    if run.clusters is not None and run.clusters.due(step):
+        embedder = {"model": ctx.model, "teacher": ctx.teacher, "reference": ctx.reference}[cfg.clusters.embed]
+        run.clusters.refresh(embedder, run.train_set, step, cfg.train.seed, cfg.train.progress and run.is_main,
+                             run.dataset.on_error)
+    try:
+        if cfg.train.accum_steps > 1:
+            out = grad_cache_backward(ctx, batch.split(cfg.train.accum_steps))
         else:
-            optimizer.step()
-        model.clamp_logit_scale_()
-        objective.on_step_end()
-        if teacher is not None:
-            ema_update(teacher, model, cfg.train.teacher_momentum)
+            out = forward_backward(ctx, batch)
+    except NonFiniteLossError as err:
+        raise NonFiniteLossError(err.term, err.value, step) from None
+    dist_utils.average_gradients(run.params)
+    if run.scaler is not None:
+        run.scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, cfg.train.grad_clip or float("inf"))
+    if not torch.isfinite(grad_norm) and run.scaler is None:
+        raise NonFiniteLossError("gradient norm", float(grad_norm), step)
+    if run.scaler is not None:
+        run.scaler.step(optimizer)
+        run.scaler.update()
+    else:
+        optimizer.step()
+    ctx.model.clamp_logit_scale_()
+    ctx.objective.on_step_end()
+    if ctx.teacher is not None:
+        ema_update(ctx.teacher, ctx.model, cfg.train.teacher_momentum)
+    return StepResult(out, lr, grad_norm)
 
-        window_samples += len(batch["captions"]) * world
-        skipped.update(batch.get("skipped", {}))
-        if "synonym_skipped" in batch:
-            events["synonym_skipped"] += int(batch["synonym_skipped"].sum())
-        bar.update(1)
-        done = step + 1
-        if log is not None and (done % cfg.train.log_every == 0 or done == cfg.train.steps):
-            now = time.perf_counter()
-            rate = window_samples / max(now - window_start, 1e-9)
-            window_start, window_samples = now, 0
-            record = {"step": done, "loss": float(out.loss.detach()), "lr": lr,
-                      "logit_scale": float(model.logit_scale.detach()), "grad_norm": float(grad_norm),
-                      "samples_per_s": rate, **{f"loss/{k}": float(v.detach()) for k, v in out.terms.items()}}
-            if model.logit_bias is not None:
-                record["logit_bias"] = float(model.logit_bias.detach())
-            if skipped:
-                record["data_skipped"] = dict(skipped)
-            log.write(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}", sps=f"{rate:.0f}")
-        if val_set is not None and log is not None and done % cfg.train.eval_every == 0 and done != cfg.train.steps:
-            quick = evaluate_model(model, val_set, cfg, max_records=min(500, len(val_set)), progress=False)
-            log.write({"step": done, "split": "val", **quick.flat()})
-            model.train()
-        if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done != cfg.train.steps:
-            checkpoint(done)
-    bar.close()
-    train_seconds = time.perf_counter() - started
-    checkpoint(cfg.train.steps)
-    if not is_main:
+
+def after_step(run: Run, done: int, batch: Batch, result: StepResult, progress: Progress) -> None:
+    """Count, log, evaluate on val and checkpoint as the config asks, after step ``done``."""
+    cfg = run.cfg
+    progress.window_samples += len(batch) * run.world
+    run.skipped.update(batch.skipped)
+    for name, counts in batch.events.items():
+        run.events[name] += int(counts.sum())
+    progress.bar.update(1)
+    last = done == cfg.train.steps
+    if run.log is not None and (done % cfg.train.log_every == 0 or last):
+        _log_step(run, done, result, progress)
+    if run.val_set is not None and run.log is not None and done % cfg.train.eval_every == 0 and not last:
+        quick = evaluate_model(run.model, run.val_set, cfg, max_records=min(500, len(run.val_set)), progress=False)
+        run.log.write({"step": done, "split": "val", **headline_metrics(quick.results)})
+        run.model.train()
+    if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and not last:
+        checkpoint(run, done)
+
+
+def _log_step(run: Run, done: int, result: StepResult, progress: Progress) -> None:
+    model, out, rate = run.model, result.out, progress.rate()
+    record = {"step": done, "loss": float(out.loss.detach()), "lr": result.lr,
+              "logit_scale": float(model.logit_scale.detach()), "grad_norm": float(result.grad_norm),
+              "samples_per_s": rate, **{f"loss/{k}": float(v.detach()) for k, v in out.terms.items()}}
+    if model.logit_bias is not None:
+        record["logit_bias"] = float(model.logit_bias.detach())
+    if run.skipped:
+        record["data_skipped"] = dict(run.skipped)
+    assert run.log is not None
+    run.log.write(record)
+    progress.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{result.lr:.1e}", sps=f"{rate:.0f}")
+
+
+def checkpoint(run: Run, step: int) -> None:
+    """Write the checkpoint of ``step`` (rank 0) and wait for every rank."""
+    if run.is_main:
+        save_state(run.run_dir, step, run.model, run.objective, run.optimizer, run.ctx.teacher, run.skipped,
+                   run.scaler, run.clusters)
+    if run.world > 1:
+        torch.distributed.barrier()
+
+
+def finish(run: Run, train_seconds: float) -> dict[str, Any]:
+    """The final checkpoint, then (rank 0) the evaluation and the report."""
+    cfg = run.cfg
+    checkpoint(run, cfg.train.steps)
+    if not run.is_main:
         return {}
-
     eval_set = open_source(cfg.data.source, cfg.eval.split, cfg.data)
     eval_started = time.perf_counter()
-    result = evaluate_model(model, eval_set, cfg, max_records=cfg.eval.max_records or None,
+    output = evaluate_model(run.model, eval_set, cfg, max_records=cfg.eval.max_records or None,
                             progress=cfg.train.progress)
-    if truncated_before is not None:
-        events["caption_truncations"] = model.text_tower.tokenizer.truncated - truncated_before
+    if run.truncated_before is not None:
+        run.events["caption_truncations"] = run.model.text_tower.tokenizer.truncated - run.truncated_before
     timing = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - eval_started,
-              "steps": cfg.train.steps, "resumed_from": start_step if resume else None, "world_size": world}
-    return result.write(run_dir, config=cfg.to_dict(), timing=timing, metrics_log=run_dir / "metrics.jsonl",
-                        extra={"training_data": {"skipped_records": dict(skipped), "on_error": cfg.data.on_error,
-                                                 **events}})
+              "steps": cfg.train.steps, "resumed_from": run.start_step if run.resumed else None,
+              "world_size": run.world}
+    report = write_suite(run.run_dir, output, config=cfg.to_dict(), timing=timing,
+                         metrics_log=run.run_dir / "metrics.jsonl",
+                         extra={"training_data": {"skipped_records": dict(run.skipped), "on_error": cfg.data.on_error,
+                                                  **run.events}})
+    report["markdown_summary"] = summarize_results(output.results, with_model=False)
+    return report

@@ -1,23 +1,26 @@
 """Evaluation: zero-shot, retrieval, compositional, geometry, and the run report.
 
-    from contrastkit.evaluate import evaluate_dataset_with_embeddings, write_report
+    from contrastkit.evaluate import evaluate_dataset_with_embeddings, write_suite
     out = evaluate_dataset_with_embeddings(embedder, dataset)
-    write_report(run_dir, out.results, config=cfg, image_emb=out.image_emb, text_emb=out.text_emb)
+    write_suite(run_dir, out, config=cfg)
 
 An embedder is anything with ``embed_images(images)`` and ``embed_texts(texts)``
-returning L2-normalised float32 CPU tensors (:class:`Embedder`).
+returning L2-normalised float32 CPU tensors (:class:`~contrastkit.models.embedder.Embedder`).
+Every evaluation, at training time and from the command line, runs :func:`run_suite`.
 
 Any loadable model (run directory, ``open_clip:<name>`` + local weights,
 ``hf:<CLIP/SigLIP folder>``), every task, the feature cache and the
 CLIP_benchmark-style result files: :mod:`contrastkit.evaluate.suite`
 (``contrastkit eval``). Linear probe: :func:`linear_probe`; SugarCrepe / ARO:
-:func:`evaluate_choices` with :mod:`contrastkit.evaluate.inputs`; two reports
+:func:`evaluate_choices` with :mod:`contrastkit.evaluate.benchmark_files`; two reports
 side by side: :mod:`contrastkit.evaluate.compare`.
 """
+from ..models.embedder import Embedder, PixelEmbedder
+from .benchmark_files import ChoiceItem, read_aro, read_classnames, read_sugarcrepe, read_templates
 from .cache import FeatureCache, TextStore
 from .compare import compare_reports, format_comparison, load_report
 from .compositional import evaluate_choices, evaluate_compositional, evaluate_triples, pair_correct
-from .embedder import Embedder, PixelEmbedder, TextEmbeddingCache, embed_images
+from .embedding import TextEmbeddingCache, embed_images
 from .geometry import (
     alignment,
     centroid_cosine,
@@ -31,18 +34,19 @@ from .geometry import (
     tolerance,
     uniformity,
 )
-from .inputs import ChoiceItem, read_aro, read_classnames, read_sugarcrepe, read_templates
 from .linear_probe import linear_probe
 from .report import read_metrics_log, render_markdown, write_report
 from .retrieval import retrieval_metrics
-from .runner import EvaluationOutput, evaluate_dataset, evaluate_dataset_with_embeddings
+from .result_files import write_suite
+from .suite import EvalRequest, SuiteOutput, evaluate_dataset, evaluate_dataset_with_embeddings, run_suite
 from .zeroshot import class_embeddings, evaluate_zeroshot, format_template, zeroshot_metrics
 
 __all__ = [
     "ChoiceItem",
     "Embedder",
-    "EvaluationOutput",
+    "EvalRequest",
     "FeatureCache",
+    "SuiteOutput",
     "PixelEmbedder",
     "TextEmbeddingCache",
     "TextStore",
@@ -77,7 +81,9 @@ __all__ = [
     "read_metrics_log",
     "render_markdown",
     "retrieval_metrics",
+    "run_suite",
     "uniformity",
     "write_report",
+    "write_suite",
     "zeroshot_metrics",
 ]

@@ -14,7 +14,7 @@ Layout under the cache root (``--cache-dir``, else ``$CONTRASTKIT_CACHE``, else
                                            embeddings of text strings and the strings (row i = string i);
                                            a shard is written per batch of new strings, the .json last
 
-The **model key** (see :func:`contrastkit.models.external.model_fingerprint`) hashes
+The **model key** (:meth:`contrastkit.models.loaded.LoadedModel.fingerprint`) hashes
 the weights' content (checkpoint / pretrained / safetensors files, or the state
 dict) together with the architecture name, the preprocessing and the library
 versions, so retraining, another pretrained file or another open_clip release
@@ -43,6 +43,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ..hashing import hash_json, sha256_file
+
 CACHE_VERSION = 1
 CACHE_ENV = "CONTRASTKIT_CACHE"
 KEY_CHARS = 24
@@ -54,31 +56,6 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "contrastkit" / "features"
-
-
-def hash_json(obj: Any) -> str:
-    """sha256 of the canonical JSON of ``obj``."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                return h.hexdigest()
-            h.update(block)
-
-
-def hash_state_dict(state: Mapping[str, Tensor]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of every tensor (for models without a weights file)."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

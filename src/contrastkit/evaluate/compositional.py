@@ -16,8 +16,8 @@ a minimal edit of ``captions[0]``; SugarCrepe-style data is a list of
 (image, caption, negative) triples per category (:func:`evaluate_triples`).
 
 Benchmark sets (SugarCrepe's JSON, ARO-style relation / attribute sets, read by
-:mod:`~contrastkit.evaluate.inputs`) are lists of
-:class:`~contrastkit.evaluate.inputs.ChoiceItem`: an image (optionally a crop
+:mod:`~contrastkit.evaluate.benchmark_files`) are lists of
+:class:`~contrastkit.evaluate.benchmark_files.ChoiceItem`: an image (optionally a crop
 box), its true caption and one or more false captions. :func:`evaluate_choices`
 counts an item correct iff the true caption beats *every* false one by more
 than ``tol`` (SugarCrepe and ARO have one false caption per item; ties are
@@ -38,7 +38,8 @@ from PIL import Image
 from torch import Tensor
 
 from ..data.records import Record
-from .embedder import Embedder, TextEmbeddingCache, TextFn, as_text_fn, embed_images
+from ..models.embedder import Embedder
+from .embedding import TextEmbeddingCache, TextFn, as_text_fn, embed_images
 
 
 def pair_correct(image_emb: Tensor, pos_emb: Tensor, neg_emb: Tensor, *, tol: float = 1e-6) -> Tensor:
@@ -167,7 +168,7 @@ def evaluate_choices(
     text_fn: TextFn | None = None,
     image_fn: ImageEmbedFn | None = None,
 ) -> dict[str, Any]:
-    """Per-category accuracy of :class:`~contrastkit.evaluate.inputs.ChoiceItem` s (see module docstring).
+    """Per-category accuracy of :class:`~contrastkit.evaluate.benchmark_files.ChoiceItem` s (see module docstring).
 
     Each distinct image (path + crop box, or PIL object) is embedded once,
     each distinct string once. ``text_fn`` (e.g. a store-backed
@@ -175,7 +176,7 @@ def evaluate_choices(
     (e.g. a feature-cache lookup) replace the direct embedder calls.
     """
     from .cache import image_identity
-    from .inputs import ImageRef
+    from .benchmark_files import ImageRef
 
     slots: dict[Any, int] = {}
     loaders: list[Any] = []

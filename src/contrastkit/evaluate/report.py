@@ -310,7 +310,7 @@ def write_report(
 
     ``plots=False`` writes the JSON and the Markdown only.
 
-    ``results`` is typically :func:`~contrastkit.evaluate.runner.evaluate_dataset`'s
+    ``results`` is typically :func:`~contrastkit.evaluate.suite.run_suite`'s
     dict. ``image_emb`` / ``text_emb`` (row i matched to row i) enable the
     embedding-gap and similarity plots; ``metrics_log`` (JSON Lines) the loss curve.
     """

@@ -16,6 +16,9 @@ Metrics (N labelled images, C classes, ``pred_i`` = top-1 class):
   (= ``sklearn.metrics.balanced_accuracy_score(y, pred)``, CLIP_benchmark's definition).
 - ``per_class_recall``: class name -> recall_c (NaN for classes with no image).
 - ``confusion_matrix``: C x C list of lists, row = true class, column = predicted class.
+
+Which tasks a dataset's records define (:func:`zeroshot_tasks_for`): the dataset's own
+``zeroshot_tasks()``, else one ``classification`` task from integer record labels.
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.records import ZeroShotTask
-from .embedder import Embedder, TextFn, as_text_fn
+from ..data.records import Dataset, Record, ZeroShotTask
+from ..models.embedder import Embedder
+from .embedding import TextFn, as_text_fn
 
 
 def format_template(template: str, classname: str) -> str:
@@ -137,7 +141,7 @@ def evaluate_zeroshot(
     ``image_emb`` has one row per *record* of the dataset (row i = record i);
     the task's ``indices`` select its rows and ``labels`` give their classes.
     ``text_fn`` is an :class:`Embedder` or a ``texts -> N x D`` function (e.g. a
-    :class:`~contrastkit.evaluate.embedder.TextEmbeddingCache`; ``batch_size``
+    :class:`~contrastkit.evaluate.embedding.TextEmbeddingCache`; ``batch_size``
     and ``progress`` apply when it is an Embedder). Logits are formed for
     ``chunk_size`` images at a time.
     """
@@ -156,3 +160,47 @@ def evaluate_zeroshot(
         images = F.normalize(image_emb[idx[start:start + chunk_size]].float(), dim=-1)
         acc.add(images @ classes.T, labels[start:start + chunk_size])
     return acc.result(names)
+
+
+def restrict_task(task: ZeroShotTask, n: int) -> ZeroShotTask:
+    """The task limited to record indices < n."""
+    keep = [j for j, i in enumerate(task.indices) if i < n]
+    if len(keep) == len(task.indices):
+        return task
+    return ZeroShotTask(task.name, list(task.classnames), list(task.templates),
+                        [task.indices[j] for j in keep], [task.labels[j] for j in keep])
+
+
+def zeroshot_tasks_for(dataset: Dataset, records: Sequence[Record], *, classnames: list[str] | None = None,
+                       templates: list[str] | None = None, required: bool = False) -> list[ZeroShotTask]:
+    """The dataset's zero-shot tasks over ``records`` (its first ``len(records)``), with ``classnames`` /
+    ``templates`` replacing the task's; a ``classification`` task from integer labels when it defines none.
+    ``required``: no task at all is an error."""
+    n = len(records)
+    tasks = [t for t in (restrict_task(task, n) for task in dataset.zeroshot_tasks()) if t.indices]
+    if not tasks:
+        labelled = [i for i, r in enumerate(records) if r.label is not None]
+        if labelled:
+            names = classnames or getattr(dataset, "classnames", None) or getattr(dataset, "classes", None)
+            if not names:
+                raise ValueError("zero-shot: the records have labels but no class names; give --classnames FILE")
+            labels = [int(label) for i in labelled if (label := records[i].label) is not None]
+            tasks = [ZeroShotTask("classification", list(names), list(templates or ["a photo of a {}."]),
+                                  labelled, labels)]
+    if not tasks:
+        if required:
+            raise ValueError(f"zero-shot: dataset {getattr(dataset, 'name', '?')!r} defines no classification task "
+                             "and its records have no labels")
+        return []
+    if classnames is not None:
+        if len(tasks) != 1:
+            raise ValueError(f"--classnames: the dataset defines {len(tasks)} zero-shot tasks "
+                             f"({', '.join(t.name for t in tasks)}); class names apply to a single task")
+        if len(classnames) != len(tasks[0].classnames):
+            raise ValueError(f"--classnames: {len(classnames)} names for {len(tasks[0].classnames)} classes "
+                             f"of task {tasks[0].name!r}")
+        tasks[0] = ZeroShotTask(tasks[0].name, list(classnames), tasks[0].templates, tasks[0].indices,
+                                tasks[0].labels)
+    if templates is not None:
+        tasks = [ZeroShotTask(t.name, t.classnames, list(templates), t.indices, t.labels) for t in tasks]
+    return tasks

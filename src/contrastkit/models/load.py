@@ -1,27 +1,85 @@
-"""Rebuild a trained model from a run directory (config.json + safetensors)."""
+"""Load what a model spec names: a contrastkit run directory, ``open_clip:<name>`` or ``hf:<folder>``.
+
+    from contrastkit.models.load import load_model
+    model = load_model("open_clip:ViT-B-32", pretrained="weights/vit_b32.safetensors")
+    model = load_model("hf:/models/clip-vit-base-patch32")           # CLIPModel / SiglipModel folder
+    model = load_model("runs/demo")                                  # a contrastkit run directory
+    model.embedder.embed_images([...]); model.embedder.embed_texts([...])
+
+A run directory (or ``run:DIR``) is rebuilt from its ``config.json`` and the safetensors of
+its latest checkpoint: the config names the towers and the model facts the objective chose
+at training time (initial temperature, whether there is a bias), so loading needs no
+objective and runs no code from the run directory.
+"""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+
 from ..config import Config, config_from_dict
-from ..objectives import Objective, build
 from .build import build_model
 from .checkpoint import latest_checkpoint, load_module, read_run_config
 from .dual_encoder import DualEncoder
+from .embedder import resolve_device
+from .external import HF_PREFIX, OPEN_CLIP_PREFIX, load_hf_model, load_open_clip_model
+from .loaded import LoadedModel, file_hash
+
+RUN_PREFIX = "run:"
 
 
-def load_run(run_dir: str | Path) -> tuple[DualEncoder, Config, Objective]:
-    """The newest checkpoint of ``run_dir`` as (model, config, objective), model in eval mode."""
+def _has_bias(weights: Path) -> bool:
+    with safe_open(str(weights), framework="pt") as fh:
+        return "logit_bias" in fh.keys()
+
+
+def load_run(run_dir: str | Path) -> tuple[DualEncoder, Config]:
+    """The newest checkpoint of ``run_dir`` as (model, config), model in eval mode.
+
+    Runs written before config.json recorded ``model.logit_bias_init`` get their bias
+    parameter from the checkpoint's keys.
+    """
     run_dir = Path(run_dir)
     cfg = config_from_dict(read_run_config(run_dir))
-    objective = build(cfg.objective)
+    weights = latest_checkpoint(run_dir) / "model.safetensors"
     # Weights come from the checkpoint: do not look for the original pretrained file.
     model_cfg = dataclasses.replace(cfg.model, pretrained=None, init_from=None)
-    model = build_model(model_cfg, cfg.data.image_size, objective.model_defaults)
-    ckpt = latest_checkpoint(run_dir)
-    load_module(model, ckpt / "model.safetensors")
-    if (ckpt / "objective.safetensors").exists():
-        load_module(objective, ckpt / "objective.safetensors")
+    if model_cfg.logit_bias_init is None and _has_bias(weights):
+        model_cfg = dataclasses.replace(model_cfg, logit_bias_init=0.0)  # its value is in the checkpoint
+    model = build_model(model_cfg, cfg.data.image_size)
+    load_module(model, weights)
     model.eval()
-    return model, cfg, objective
+    return model, cfg
+
+
+def load_run_model(run_dir: str | Path, *, device: str | torch.device = "auto", precision: str = "fp32",
+                   batch_size: int = 256) -> LoadedModel:
+    """The latest checkpoint of a contrastkit run directory, ready for evaluation."""
+    run_dir = Path(run_dir)
+    model, cfg = load_run(run_dir)
+    model.to(resolve_device(device)).eval()
+    weights = latest_checkpoint(run_dir) / "model.safetensors"
+    loaded = LoadedModel.of_dual_encoder(
+        model, str(run_dir), batch_size=batch_size, precision=precision, config=cfg,
+        info={"model": cfg.to_dict()["model"], "image_size": cfg.data.image_size},
+        weights_hash=lambda hasher: file_hash(hasher, weights))
+    loaded.pretrained = str(weights)
+    return loaded
+
+
+def load_model(spec: str, pretrained: str | Path | None = None, *, device: str | torch.device = "auto",
+               precision: str = "fp32", batch_size: int = 256) -> LoadedModel:
+    """A :class:`LoadedModel` from a model spec (see the module docstring)."""
+    if spec.startswith(OPEN_CLIP_PREFIX):
+        return load_open_clip_model(spec[len(OPEN_CLIP_PREFIX):], pretrained, device=device, precision=precision,
+                                    batch_size=batch_size)
+    if pretrained is not None:
+        raise ValueError("--pretrained applies to open_clip:<name> models only")
+    if spec.startswith(HF_PREFIX):
+        return load_hf_model(spec[len(HF_PREFIX):], device=device, precision=precision, batch_size=batch_size)
+    run_dir = spec[len(RUN_PREFIX):] if spec.startswith(RUN_PREFIX) else spec
+    if Path(run_dir).is_dir():
+        return load_run_model(run_dir, device=device, precision=precision, batch_size=batch_size)
+    raise ValueError(f"--model: {spec!r} is not a run directory, open_clip:<name> or hf:<folder>")

@@ -72,14 +72,6 @@ class Objective(nn.Module):
             merged.update(term.model_defaults)
         return merged
 
-    @property
-    def needs_teacher(self) -> bool:
-        return any(term.needs_teacher for term in self.terms)
-
-    @property
-    def needs_reference(self) -> bool:
-        return any(term.needs_reference for term in self.terms)
-
     def on_step_end(self) -> None:
         for term in self.terms:
             term.on_step_end()

@@ -20,16 +20,14 @@ class Term(nn.Module):
 
     ``model_defaults`` lets a term ask for model settings it is designed for
     (SigLIP's learnable bias with t=10, b=-10); explicit model config wins.
-    ``needs_teacher`` / ``needs_reference`` ask the engine to keep an EMA
-    teacher or a frozen copy of the initial model.
+    Requiring a ``teacher_*`` / ``reference_*`` field makes the engine keep an
+    EMA teacher / a frozen copy of the initial model (``encoded.py``'s field table).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
     model_defaults: ClassVar[dict[str, float]] = {}
-    needs_teacher: ClassVar[bool] = False
-    needs_reference: ClassVar[bool] = False
 
     def forward(self, enc: Encoded) -> Tensor:
         enc.require(self.name, *self.requires)

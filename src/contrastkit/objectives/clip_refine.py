@@ -105,7 +105,6 @@ class HycdTerm(Term):
     name = "hycd"
     description = "CLIP-Refine HyCD: KL to alpha*I + (1-alpha)*softmax(reference logits / T), both directions"
     requires: ClassVar[tuple[str, ...]] = ("reference_image", "reference_text", "reference_logit_scale")
-    needs_reference = True
 
     def __init__(self, alpha: float = 0.5, temperature: float = 1.0, use_logit_scale: bool = True) -> None:
         super().__init__()

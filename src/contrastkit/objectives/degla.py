@@ -124,7 +124,6 @@ class DeglaTgcTerm(Term):
     name = "degla_tgc"
     description = "DeGLA text-grounded contrast: caption vs its EMA-teacher copy and its own negatives (scale 10)"
     requires: ClassVar[tuple[str, ...]] = ("neg_text", "teacher_text")
-    needs_teacher = True
 
     def __init__(self, logit_scale: float = 10.0, tgc_mask_mode: str = "own") -> None:
         super().__init__()
@@ -148,7 +147,6 @@ class EmaDistillTerm(Term):
     name = "ema_distill"
     description = "DeGLA self-distillation: summed squared error to the EMA teacher over images and 1+K texts"
     requires: ClassVar[tuple[str, ...]] = ("teacher_image", "teacher_text")
-    needs_teacher = True
 
     def __init__(self, batch_rows: int | None = 32, include_negatives: bool = True) -> None:
         super().__init__()

@@ -1,14 +1,14 @@
-"""What evaluation needs from a model, and chunked, cached calls into it.
+"""Chunked, checked and cached calls into an :class:`~contrastkit.models.embedder.Embedder`.
 
-An :class:`Embedder` is anything with ``embed_images`` and ``embed_texts``
-returning L2-normalised float32 CPU tensors (N x D). Evaluation never calls it
+An Embedder is anything with ``embed_images`` and ``embed_texts`` returning
+L2-normalised float32 CPU tensors (N x D). Evaluation never calls it
 with more than ``batch_size`` items at a time, always under
 ``torch.inference_mode()``, and embeds each distinct text string at most once
 per evaluation (:class:`TextEmbeddingCache`).
 
 An embedder that also has ``preprocess(image) -> C x H x W`` and
 ``embed_pixels(B x C x H x W) -> B x D`` (:class:`PixelEmbedder`, e.g. the
-model embedders of :mod:`contrastkit.models.external`) gets its images decoded
+model embedders of :mod:`contrastkit.models.embedder`) gets its images decoded
 and preprocessed by a ``torch.utils.data.DataLoader`` with ``num_workers``
 worker processes while the model runs, as CLIP_benchmark does.
 
@@ -18,12 +18,14 @@ run of the same model are read back instead of recomputed.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence, Union, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
 
 import torch
 from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
+
+from ..models.embedder import Embedder, PixelEmbedder
 
 if TYPE_CHECKING:
     from .cache import TextStore
@@ -32,19 +34,6 @@ if TYPE_CHECKING:
 NORM_TOLERANCE = 1e-2
 
 TextFn = Callable[[Sequence[str]], Tensor]
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """A model seen from evaluation: images and texts to unit vectors in one space."""
-
-    def embed_images(self, images: Sequence[Image.Image]) -> Tensor:
-        """N images -> N x D float32 CPU tensor, rows L2-normalised."""
-        ...
-
-    def embed_texts(self, texts: Sequence[str]) -> Tensor:
-        """N strings -> N x D float32 CPU tensor, rows L2-normalised."""
-        ...
 
 
 def _check_output(out: object, n: int, what: str) -> Tensor:
@@ -74,19 +63,6 @@ def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
 
 
 ImageSource = Union[Image.Image, Callable[[], Image.Image]]
-
-
-@runtime_checkable
-class PixelEmbedder(Protocol):
-    """An :class:`Embedder` whose image path splits into per-image preprocessing and a batched forward."""
-
-    def preprocess(self, image: Image.Image) -> Tensor:
-        """One PIL image -> C x H x W float tensor (the model's eval transform)."""
-        ...
-
-    def embed_pixels(self, pixels: Tensor) -> Tensor:
-        """B x C x H x W -> B x D, rows L2-normalised (any device / dtype)."""
-        ...
 
 
 class _PixelSet(torch.utils.data.Dataset):

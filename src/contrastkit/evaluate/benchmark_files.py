@@ -1,4 +1,4 @@
-"""Evaluation inputs from plain files: class names, templates, SugarCrepe / ARO sets; data specs.
+"""Benchmark files read for evaluation: class names, templates, SugarCrepe / ARO sets.
 
 - **Class names** (:func:`read_classnames`): UTF-8 text, one class per line
   (OpenAI's ImageNet class-name file works as is); blank lines are skipped.
@@ -20,10 +20,6 @@
   ``attributes`` (VG-Attribution, a list joined with ``_``), else the file name)
   and optionally a crop box ``bbox_x, bbox_y, bbox_w, bbox_h`` (ARO's
   Visual Genome items are scored on the box crop).
-- **Data** (:func:`open_eval_data`): ``--data`` specs go to
-  :func:`contrastkit.data.sources.open_source` (``synthetic:shapes``, image
-  folders ``folder:DIR``, manifests ``csv:`` / ``jsonl:`` / ``parquet:``,
-  webdataset shards, Hugging Face datasets; see that module).
 """
 from __future__ import annotations
 
@@ -182,11 +178,3 @@ def read_aro(paths: str | Path | Sequence[str | Path], images: str | Path) -> li
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def open_eval_data(spec: str, split: str, cfg: Any = None) -> Any:
-    """``split`` of the data named by ``spec`` (:func:`contrastkit.data.sources.open_source`), ``cfg``: a DataConfig."""
-    from ..config import DataConfig
-    from ..data.sources import open_source
-
-    return open_source(spec, split, cfg if cfg is not None else DataConfig())

@@ -1,4 +1,4 @@
-"""Small generated datasets in every supported format, for tests, benchmarks and trying the loaders.
+"""Small generated datasets in every supported format, for the tests and the data benchmark (test fixtures).
 
 Images are flat-coloured squares with a disc of a second colour (PIL); the
 caption names both colours, so a tiny model can learn something. Every

@@ -2,12 +2,12 @@
 
 Each image (``image_size`` pixels square, 64 by default) shows one to three
 flat-coloured shapes on a grey background; the scene grammar, captions, hard
-negatives and the truth checker live in :mod:`contrastkit.data.scenes`. Every
+negatives and the truth checker live in :mod:`contrastkit.data.shapes.grammar`. Every
 record is a pure function of ``(seed, split, index)``: its scene comes from a
 random stream named by those three, its wording from a second stream, so any
 access order gives the same record.
 
-Splits test compositional generalization. :func:`~contrastkit.data.scenes.choose_held_out`
+Splits test compositional generalization. :func:`~contrastkit.data.shapes.layout.choose_held_out`
 picks (from ``seed``) about a fifth of the shape-colour combinations. ``train``
 and ``val`` scenes never contain a held-out combination (``val`` draws from
 its own stream, so it is in-distribution but disjoint from ``train``); every
@@ -23,60 +23,18 @@ DataLoader workers share nothing, and no caller sees another's edits.
 """
 from __future__ import annotations
 
-import math
 import random
 
-from PIL import Image, ImageDraw
 
-from .records import Record, ZeroShotTask
-from .scenes import (
-    COLOURS,
-    SHAPES,
-    SIZES,
-    Scene,
-    all_combos,
-    choose_held_out,
-    describe_scene,
-    sample_scene,
-)
+from ..records import Record, ZeroShotTask
+from .describe import describe_scene
+from .grammar import COLOURS, SHAPES, SIZES, Scene
+from .layout import all_combos, choose_held_out, sample_scene
+from .render import render_scene
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-BACKGROUND: tuple[int, int, int] = (120, 120, 120)
-COLOUR_RGB: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 180, 60),
-    "blue": (40, 90, 230),
-    "yellow": (240, 220, 40),
-    "purple": (150, 60, 200),
-    "orange": (250, 140, 20),
-    "white": (245, 245, 245),
-    "cyan": (40, 210, 220),
-}
 MIN_IMAGE_SIZE = 32
 
-
-def _star(points: int = 5, inner: float = 0.45) -> list[tuple[float, float]]:
-    out = []
-    for k in range(2 * points):
-        angle = -math.pi / 2 + k * math.pi / points
-        radius = 1.0 if k % 2 == 0 else inner
-        out.append((radius * math.cos(angle), radius * math.sin(angle)))
-    return out
-
-
-def _cross(arm: float = 0.32, reach: float = 0.95) -> list[tuple[float, float]]:
-    a, r = arm, reach
-    return [(-a, -r), (a, -r), (a, -a), (r, -a), (r, a), (a, a), (a, r), (-a, r), (-a, a), (-r, a), (-r, -a), (-a, -a)]
-
-
-# Outlines in units of the object's radius (y points down); the circle is drawn as an ellipse.
-UNIT_POLYGONS: dict[str, list[tuple[float, float]]] = {
-    "square": [(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)],
-    "triangle": [(0.0, -1.0), (0.95, 0.8), (-0.95, 0.8)],
-    "star": _star(),
-    "cross": _cross(),
-    "diamond": [(0.0, -1.0), (0.7, 0.0), (0.0, 1.0), (-0.7, 0.0)],
-}
 
 SHAPE_TEMPLATES: list[str] = [
     "a photo of a {}.",
@@ -98,20 +56,6 @@ SIZE_TEMPLATES: list[str] = [
     "a drawing of a {} thing.",
     "something {}.",
 ]
-
-
-def render_scene(scene: Scene) -> Image.Image:
-    """Draw ``scene`` as an RGB image (no antialiasing: every object pixel has its exact colour)."""
-    image = Image.new("RGB", (scene.image_size, scene.image_size), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    for obj in scene.objects:
-        fill = COLOUR_RGB[obj.colour]
-        if obj.shape == "circle":
-            draw.ellipse(obj.bbox, fill=fill)
-        else:
-            r = obj.radius
-            draw.polygon([(obj.x + r * u, obj.y + r * v) for u, v in UNIT_POLYGONS[obj.shape]], fill=fill)
-    return image
 
 
 class SyntheticShapes:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from contrastkit.evaluate import evaluate_choices, read_aro, read_classnames, read_sugarcrepe, read_templates
-from contrastkit.evaluate.inputs import ChoiceItem
+from contrastkit.evaluate.benchmark_files import ChoiceItem
 from contrastkit.evaluate.templates import OPENAI_IMAGENET_TEMPLATES
 
 WORDS = {"red": 0, "green": 1, "blue": 2}

@@ -1,4 +1,4 @@
-"""Evaluation views of a map-style source: the first ``limit`` usable records of a val / test split.
+"""The evaluation view of a map-style source: the first ``limit`` usable records of a val / test split.
 
 In ``skip`` mode a record whose text was flagged or whose image does not
 decode is left out (so evaluation never stops on one); in ``raise`` mode the

@@ -34,12 +34,11 @@ category per key of :data:`NEGATIVE_CATEGORIES`, and each is kept only when
 """
 from __future__ import annotations
 
-import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
-from itertools import combinations, permutations
-from typing import Any, Sequence
+from itertools import permutations
+from typing import Any
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond")
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange", "white", "cyan")
@@ -69,8 +68,8 @@ RELATION_PHRASES: dict[str, str] = {
     "above": "above",
     "below": "below",
 }
-_INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above"}
-_FORWARD = {"row": "left", "column": "above"}  # relation of an earlier object to a later one
+INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+FORWARD = {"row": "left", "column": "above"}  # relation of an earlier object to a later one
 _PREFIXES = {"photo": "a photo of ", "there": "there is "}
 
 
@@ -274,211 +273,3 @@ def parse_caption(text: str) -> Caption:
     if len(nps) > 1 and " and " not in body.rsplit(", ", 1)[-1]:
         raise ValueError(f"caption {text!r}: a list of objects must end with 'and ...'")
     return Caption(tuple(_parse_mention(np, text) for np in nps), (), form)
-
-
-# ---------------------------------------------------------------- sampling
-
-
-def all_combos() -> list[Combo]:
-    return [(s, c) for s in SHAPES for c in COLOURS]
-
-
-def choose_held_out(seed: int) -> tuple[Combo, ...]:
-    """About :data:`HELD_OUT_FRACTION` of all shape-colour combos, spread evenly.
-
-    No shape and no colour loses more than its share (rounded up), so every
-    shape and every colour keeps most of its combos in training.
-    """
-    rng = random.Random(f"synthetic-shapes/{seed}/held-out")
-    combos = all_combos()
-    n = round(HELD_OUT_FRACTION * len(combos))
-    per_shape, per_colour = -(-n // len(SHAPES)), -(-n // len(COLOURS))
-    rng.shuffle(combos)
-    chosen: list[Combo] = []
-    for shape, colour in combos:
-        if len(chosen) == n:
-            break
-        if sum(s == shape for s, _ in chosen) < per_shape and sum(c == colour for _, c in chosen) < per_colour:
-            chosen.append((shape, colour))
-    return tuple(sorted(chosen))
-
-
-def _place(rng: random.Random, radii: Sequence[float], image_size: int) -> tuple[str, list[tuple[float, float]]]:
-    """Centres for objects of the given radii: a layout and one (x, y) per object, in order."""
-    lo, hi = MARGIN, image_size - MARGIN
-    if len(radii) == 1:
-        r = radii[0]
-        return "single", [(rng.uniform(lo + r, hi - r), rng.uniform(lo + r, hi - r))]
-    layout = rng.choice(("row", "column"))
-    gap = GAP_FRACTION * image_size
-    slack = (hi - lo) - sum(2 * r for r in radii) - gap * (len(radii) - 1)
-    if slack < 0:
-        raise ValueError(f"{len(radii)} objects do not fit side by side in a {image_size}px image")
-    cuts = sorted(rng.uniform(0, slack) for _ in radii)
-    spare = [b - a for a, b in zip([0.0, *cuts], cuts)]  # free space before each object
-    along, pos = [], lo
-    for r, free in zip(radii, spare):
-        pos += free
-        along.append(pos + r)
-        pos += 2 * r + gap
-    # Across the axis the centres stay within +-jitter of one line: boxes overlap.
-    jitter = 0.4 * min(radii)
-    reach = max(radii) + jitter
-    line = rng.uniform(lo + reach, hi - reach)
-    across = [line + rng.uniform(-jitter, jitter) for _ in radii]
-    if layout == "row":
-        return layout, list(zip(along, across))
-    return layout, list(zip(across, along))
-
-
-def sample_scene(
-    rng: random.Random, image_size: int, allowed: Sequence[Combo], must_include: Sequence[Combo] = ()
-) -> Scene:
-    """A random scene: combos from ``allowed`` and, if given, one from ``must_include``."""
-    counts = list(OBJECT_COUNT_WEIGHTS)
-    n = rng.choices(counts, weights=[OBJECT_COUNT_WEIGHTS[k] for k in counts])[0]
-    combos: list[Combo] = [rng.choice(must_include)] if must_include else []
-    while len(combos) < n:
-        combo = rng.choice(allowed)
-        if combo not in combos:
-            combos.append(combo)
-    rng.shuffle(combos)
-    sizes = [rng.choice(SIZES) for _ in combos]
-    radii = [RADIUS_FRACTION[s] * image_size for s in sizes]
-    layout, centres = _place(rng, radii, image_size)
-    objects = tuple(
-        SceneObject(shape, colour, size, x, y, r)
-        for (shape, colour), size, r, (x, y) in zip(combos, sizes, radii, centres)
-    )
-    return Scene(objects, layout, image_size)
-
-
-# ---------------------------------------------------------------- descriptions
-
-
-def _full(obj: SceneObject) -> Mention:
-    return Mention(obj.shape, obj.colour, obj.size)
-
-
-def _chain(objs: Sequence[SceneObject], layout: str, backward: bool, form: str = "plain") -> Caption:
-    """Objects (in layout order) as a relation chain, read forward or backward."""
-    mentions = tuple(_full(o) for o in objs)
-    rel = _FORWARD[layout]
-    if backward:
-        mentions, rel = mentions[::-1], _INVERSE[rel]
-    return Caption(mentions, (rel,) * (len(mentions) - 1), form)
-
-
-def _without_sizes(caption: Caption) -> Caption:
-    return replace(caption, mentions=tuple(replace(m, size=None) for m in caption.mentions))
-
-
-def _put(items: tuple[Any, ...], i: int, item: Any) -> tuple[Any, ...]:
-    return items[:i] + (item,) + items[i + 1 :]
-
-
-Edit = tuple[str, int, Any]  # (what, position, value): one minimal change of a caption
-
-
-def _negative_edits(canonical: Caption) -> dict[str, list[Edit]]:
-    """Every minimal edit of ``canonical``, by negative category (not yet checked for falsity)."""
-    ms, rels = canonical.mentions, canonical.relations
-    pairs = list(combinations(range(len(ms)), 2))
-    return {
-        "replace_attribute": [("colour", i, c) for i, m in enumerate(ms) for c in COLOURS if c != m.colour]
-        + [("size", i, s) for i, m in enumerate(ms) for s in SIZES if s != m.size],
-        "replace_object": [("shape", i, s) for i, m in enumerate(ms) for s in SHAPES if s != m.shape],
-        "replace_relation": [("relation", k, r) for k, rel in enumerate(rels) for r in RELATIONS if r != rel],
-        "swap_attributes": [("swap_colours", i, j) for i, j in pairs if ms[i].colour != ms[j].colour],
-        "swap_objects": [("swap_mentions", i, j) for i, j in pairs] if rels else [],
-    }
-
-
-def _apply(caption: Caption, edit: Edit) -> Caption:
-    what, i, value = edit
-    ms, rels, form = caption.mentions, caption.relations, caption.form
-    m = ms[i]
-    if what == "relation":
-        return Caption(ms, _put(rels, i, value), form)
-    if what == "colour":
-        return Caption(_put(ms, i, Mention(m.shape, value, m.size)), rels, form)
-    if what == "size":
-        return Caption(_put(ms, i, Mention(m.shape, m.colour, value)), rels, form)
-    if what == "shape":
-        return Caption(_put(ms, i, Mention(value, m.colour, m.size)), rels, form)
-    if what == "swap_colours":
-        other = ms[value]
-        swapped = _put(ms, i, Mention(m.shape, other.colour, m.size))
-        return Caption(_put(swapped, value, Mention(other.shape, m.colour, other.size)), rels, form)
-    if what == "swap_mentions":
-        return Caption(_put(_put(ms, i, ms[value]), value, m), rels, form)
-    raise ValueError(f"unknown caption edit {what!r}")
-
-
-def _dedupe(texts: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(texts))
-
-
-def describe_scene(scene: Scene, rng: random.Random, negatives_per_category: int = 3) -> Description:
-    """Captions, hard negatives, tags and rewrites for ``scene`` (random choices from ``rng``)."""
-    objs = list(scene.objects)
-    if len(objs) == 1:
-        canonical = Caption((_full(objs[0]),))
-        positives = [
-            canonical,
-            replace(canonical, form="photo"),
-            replace(canonical, form="there"),
-            _without_sizes(canonical),
-            replace(_without_sizes(canonical), form="photo"),
-        ]
-        rewrites = [replace(canonical, form="photo"), replace(canonical, form="there")]
-    else:
-        axis = 0 if scene.layout == "row" else 1
-        ordered = sorted(objs, key=lambda o: (o.x, o.y)[axis])
-        backward = rng.random() < 0.5
-        canonical = _chain(ordered, scene.layout, backward)
-        inverse = _chain(ordered, scene.layout, not backward, form="is")
-        rewrites = [inverse, replace(canonical, form="photo"), replace(canonical, form="there")]
-        positives = [
-            canonical,
-            inverse,
-            _without_sizes(canonical),
-            replace(canonical, form="photo"),
-            Caption(tuple(_full(o) for o in ordered), (), "there"),
-        ]
-        if len(ordered) > 2:
-            for a, b in combinations(ordered, 2):
-                positives.append(_without_sizes(_chain((a, b), scene.layout, rng.random() < 0.5)))
-        positives += [Caption((_full(o),), (), "there") for o in objs]
-
-    negatives: dict[str, list[str]] = {}
-    for category, edits in _negative_edits(canonical).items():
-        kept: list[str] = []
-        for edit in rng.sample(edits, len(edits)):  # random order: keep the first false ones
-            negative = _apply(canonical, edit)
-            if caption_is_true(scene, negative):
-                continue
-            text = caption_text(negative)
-            if text not in kept:
-                kept.append(text)
-                if len(kept) == negatives_per_category:
-                    break
-        if kept:
-            negatives[category] = kept
-
-    shapes = _dedupe([o.shape for o in objs])
-    colours = _dedupe([o.colour for o in objs])
-    present = {(o.shape, o.colour) for o in objs}
-    tags = _dedupe(shapes + colours + [f"{o.colour} {o.shape}" for o in objs])
-    neg_tags = (
-        [s for s in SHAPES if s not in shapes]
-        + [c for c in COLOURS if c not in colours]
-        + [f"{c} {s}" for s in shapes for c in colours if (s, c) not in present]
-    )
-    return Description(
-        captions=_dedupe([caption_text(c) for c in positives]),
-        neg_captions=negatives,
-        tags=tags,
-        neg_tags=neg_tags,
-        rewrites=[caption_text(c) for c in rewrites],
-    )
