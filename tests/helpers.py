@@ -85,3 +85,59 @@ def assert_value_and_grads_close(got, ref, names: str | list[str], value_tol: fl
     torch.testing.assert_close(got[0], ref[0], rtol=value_tol, atol=value_tol)
     for name, a, b in zip(names, got[1], ref[1], strict=True):
         torch.testing.assert_close(a, b, rtol=grad_rtol, atol=grad_atol, msg=f"d{name}")
+
+
+def unit(*shape: int, seed: int = 0, dtype=None):
+    """Rows of a seeded standard normal tensor of ``shape``, L2-normalised along the last dim (float64 default)."""
+    import torch
+    import torch.nn.functional as F
+
+    dtype = torch.float64 if dtype is None else dtype
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
+
+
+def naive_mlp(seq, x):
+    """A projector (``nn.Sequential`` of Linear / BatchNorm1d / ReLU) written out from its weights.
+
+    BatchNorm uses the batch statistics (biased variance), as in training mode.
+    """
+    from torch import nn
+    import torch
+
+    for m in seq:
+        if isinstance(m, nn.Linear):
+            x = x @ m.weight.t() + (m.bias if m.bias is not None else 0)
+        elif isinstance(m, nn.BatchNorm1d):
+            mean = x.mean(dim=0)
+            var = ((x - mean) ** 2).mean(dim=0)
+            x = (x - mean) / torch.sqrt(var + m.eps)
+            if m.affine:
+                x = x * m.weight + m.bias
+        elif isinstance(m, nn.ReLU):
+            x = torch.where(x > 0, x, torch.zeros_like(x))
+        else:  # pragma: no cover
+            raise AssertionError(type(m))
+    return x
+
+
+def frozen_group_whiten(x, ref, groups: int, eps: float, perm=None):
+    """Group whitening of ``x`` centred by its own mean but with W computed from the constant ``ref`` batch.
+
+    With ``ref`` the batch ``x`` is evaluated at, it equals ``group_whiten(x, ...)``; as a function of ``x``
+    it is what ``detach_whitening=True`` differentiates, so finite differences (gradcheck) can check it.
+    """
+    import torch
+
+    n, f = x.shape
+    d = f // groups
+    if perm is not None:
+        x, ref = x[:, perm], ref[:, perm]
+    outs = []
+    for g in range(groups):
+        block = x[:, g * d:(g + 1) * d] - x[:, g * d:(g + 1) * d].mean(dim=0)
+        r = (ref[:, g * d:(g + 1) * d] - ref[:, g * d:(g + 1) * d].mean(dim=0)).detach()
+        lam, u = torch.linalg.eigh(r.t() @ r / n)
+        outs.append(block @ (u @ torch.diag((lam + eps).rsqrt()) @ u.t()))
+    y = torch.cat(outs, dim=1)
+    return y[:, torch.argsort(perm)] if perm is not None else y

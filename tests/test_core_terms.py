@@ -8,12 +8,7 @@ import torch.nn.functional as F
 from contrastkit import Encoded
 from contrastkit.objectives import NonFiniteLossError, build
 
-
-def _pair(b: int, d: int = 8, seed: int = 0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1)
-    y = F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1)
-    return x, y
+from helpers import pair_inputs
 
 
 def naive_clip(x, y, t, eps=0.0, reduction="mean"):
@@ -46,7 +41,7 @@ def naive_siglip(x, y, t, bias):
 
 @pytest.mark.parametrize("eps, reduction", [(0.0, "mean"), (0.1, "mean"), (0.1, "sum")])
 def test_clip_equals_direct_formula(eps, reduction):
-    x, y = _pair(6)
+    x, y = pair_inputs(6, 8, cols=6)[:2]
     obj = build([{"name": "clip", "label_smoothing": eps, "reduction": reduction}])
     loss, terms = obj(Encoded(image=x, text=y, logit_scale=torch.tensor(7.0, dtype=torch.float64)))
     assert float(loss) == pytest.approx(naive_clip(x, y, 7.0, eps, reduction), rel=1e-10)
@@ -56,13 +51,13 @@ def test_clip_equals_direct_formula(eps, reduction):
 def test_align_preset_is_smoothed_summed_and_starts_at_t_one():
     obj = build([{"name": "clip", "preset": "align"}])
     assert obj.model_defaults == {"logit_scale": 1.0}
-    x, y = _pair(5)
+    x, y = pair_inputs(5, 8, cols=5)[:2]
     loss, _ = obj(Encoded(image=x, text=y, logit_scale=torch.tensor(1.0, dtype=torch.float64)))
     assert float(loss) == pytest.approx(naive_clip(x, y, 1.0, 0.1, "sum"), rel=1e-10)
 
 
 def test_siglip_equals_direct_formula_and_asks_for_bias():
-    x, y = _pair(5)
+    x, y = pair_inputs(5, 8, cols=5)[:2]
     obj = build([{"name": "siglip"}])
     assert obj.model_defaults == {"logit_scale": 10.0, "logit_bias": -10.0}
     loss, _ = obj(Encoded(image=x, text=y, logit_scale=torch.tensor(10.0, dtype=torch.float64),
@@ -71,7 +66,7 @@ def test_siglip_equals_direct_formula_and_asks_for_bias():
 
 
 def test_siglip_without_bias_names_the_missing_input():
-    x, y = _pair(3)
+    x, y = pair_inputs(3, 8, cols=3)[:2]
     obj = build([{"name": "siglip"}])
     with pytest.raises(ValueError, match="'siglip' needs logit_bias"):
         obj(Encoded(image=x, text=y, logit_scale=torch.tensor(10.0)))
@@ -79,7 +74,7 @@ def test_siglip_without_bias_names_the_missing_input():
 
 def test_clip_matches_open_clip():
     open_clip_loss = pytest.importorskip("open_clip.loss", reason="open_clip is a dev dependency")
-    x, y = _pair(32, 16, dtype=torch.float32)
+    x, y = pair_inputs(32, 16, cols=32, dtype=torch.float32)[:2]
     t = torch.tensor(14.3)
     ours, _ = build([{"name": "clip"}])(Encoded(image=x, text=y, logit_scale=t))
     theirs = open_clip_loss.ClipLoss()(x, y, t)
@@ -105,7 +100,7 @@ def test_clip_matches_pytorch_metric_learning_ntxent_both_ways():
 
 def test_siglip_matches_open_clip():
     open_clip_loss = pytest.importorskip("open_clip.loss", reason="open_clip is a dev dependency")
-    x, y = _pair(32, 16, dtype=torch.float32)
+    x, y = pair_inputs(32, 16, cols=32, dtype=torch.float32)[:2]
     t, b = torch.tensor(10.0), torch.tensor(-10.0)
     ours, _ = build([{"name": "siglip"}])(Encoded(image=x, text=y, logit_scale=t, logit_bias=b))
     theirs = open_clip_loss.SigLipLoss()(x, y, t, b)
@@ -113,7 +108,7 @@ def test_siglip_matches_open_clip():
 
 
 def test_weighted_sum_and_repeated_labels():
-    x, y = _pair(4)
+    x, y = pair_inputs(4, 8, cols=4)[:2]
     t = torch.tensor(5.0, dtype=torch.float64)
     obj = build([{"name": "clip", "weight": 0.5}, {"name": "clip", "weight": 2.0, "label_smoothing": 0.2}])
     loss, terms = obj(Encoded(image=x, text=y, logit_scale=t))
@@ -122,7 +117,7 @@ def test_weighted_sum_and_repeated_labels():
 
 
 def test_non_finite_loss_names_the_term():
-    x, y = _pair(4)
+    x, y = pair_inputs(4, 8, cols=4)[:2]
     x = x.clone()
     x[0, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match="'clip'"):
@@ -143,7 +138,7 @@ def test_build_errors(spec, fragment):
 
 
 def test_gradients_reach_temperature():
-    x, y = _pair(6)
+    x, y = pair_inputs(6, 8, cols=6)[:2]
     x.requires_grad_(True)
     log_t = torch.tensor(math.log(10.0), dtype=torch.float64, requires_grad=True)
     loss, _ = build([{"name": "clip"}])(Encoded(image=x, text=y, logit_scale=log_t.exp()))

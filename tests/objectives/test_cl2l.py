@@ -6,13 +6,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from contrastkit.encoded import Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives._heads import has_lazy_parameters
 from contrastkit.objectives.cl2l import Cl2lLocalTerm
 from contrastkit.objectives.clip import clip_loss
+
+from helpers import naive_mlp
 
 SMALL = {"hidden_dim": 6, "out_dim": 4}
 
@@ -29,24 +30,6 @@ def make_enc(b: int = 5, v: int = 2, vt: int | None = None, fi: int = 7, ft: int
                    logit_scale=torch.tensor(10.0, dtype=dtype),
                    image_view_features=torch.randn(v, b, fi, generator=g, dtype=dtype),
                    text_view_features=torch.randn(vt, b, ft, generator=g, dtype=dtype))
-
-
-def naive_mlp(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """The projector written out from its weights (BatchNorm with batch statistics, biased variance)."""
-    for m in seq:
-        if isinstance(m, nn.Linear):
-            x = x @ m.weight.t() + (m.bias if m.bias is not None else 0)
-        elif isinstance(m, nn.BatchNorm1d):
-            mean = x.mean(dim=0)
-            var = ((x - mean) ** 2).mean(dim=0)
-            x = (x - mean) / torch.sqrt(var + m.eps)
-            if m.affine:
-                x = x * m.weight + m.bias
-        elif isinstance(m, nn.ReLU):
-            x = torch.where(x > 0, x, torch.zeros_like(x))
-        else:  # pragma: no cover
-            raise AssertionError(type(m))
-    return x
 
 
 def naive_ce(logits: torch.Tensor, eps: float) -> torch.Tensor:
@@ -91,40 +74,8 @@ def test_value_matches_naive_formula(v, vt, eps):
     torch.testing.assert_close(value, naive_cl2l(term, enc), rtol=1e-12, atol=1e-12)
 
 
-# (b) gradcheck on the inputs -------------------------------------------------------------------------
-
-
-def test_gradcheck_inputs():
-    torch.manual_seed(0)
-    term = double_term()
-    base = make_enc(b=4, v=2, fi=5, ft=4)
-    term(base)  # materialise the lazy layers
-
-    def f(iv, tv):
-        return term(Encoded(image=base.image, text=base.text, logit_scale=base.logit_scale,
-                            image_view_features=iv, text_view_features=tv))
-
-    iv = base.image_view_features.clone().requires_grad_(True)
-    tv = base.text_view_features.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(f, (iv, tv), eps=1e-6, atol=1e-5)
-    # and through the term's own scale
-    loss = f(iv, tv)
-    loss.backward()
-    assert term.log_logit_scale.grad is not None and torch.isfinite(term.log_logit_scale.grad)
-
-
-# (c) finite at several batch sizes; BatchNorm makes batch 1 undefined in training mode ----------------
-
-
-@pytest.mark.parametrize("b", [2, 512])
-def test_finite_losses(b):
-    torch.manual_seed(0)
-    term = Cl2lLocalTerm(hidden_dim=32, out_dim=16)
-    enc = make_enc(b=b, dtype=torch.float32)
-    loss = term(enc)
-    loss.backward()
-    assert torch.isfinite(loss)
-    assert all(torch.isfinite(p.grad).all() for p in term.parameters() if p.grad is not None)
+# (b) gradcheck on the inputs and (c) finite values and gradients (own scale included) at batch 2 and 512:
+# tests/objectives/test_every_term.py. BatchNorm makes batch 1 undefined in training mode ---------------
 
 
 def test_batch_one_raises_clear_error_in_training_but_eval_works():

@@ -11,17 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastkit.encoded import Encoded
+from contrastkit.encoded import FIELDS, Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.clip_refine import rafa_targets
 
+from helpers import unit
+
 D64 = torch.float64
-
-
-def unit(*shape, seed=0, dtype=D64):
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
 
 
 def make(b=5, d=6, seed=0, dtype=D64, t=8.0, t_ref=12.0):
@@ -67,18 +64,6 @@ def test_rafa_target_scale_sharing_and_stream():
     assert float(other(enc)) == c
     term.reset_rng()
     assert float(term(same)) == pytest.approx(2 * float(F.mse_loss(enc.image, zz)), rel=1e-12)
-
-
-def test_rafa_gradcheck():
-    term = build([{"name": "rafa"}]).terms[0]
-
-    def f(a, b):
-        term.reset_rng()
-        return term(Encoded(image=F.normalize(a, dim=-1), text=F.normalize(b, dim=-1),
-                            logit_scale=torch.tensor(1.0, dtype=D64)))
-
-    assert torch.autograd.gradcheck(f, (torch.randn(4, 5, dtype=D64, requires_grad=True),
-                                        torch.randn(4, 5, dtype=D64, requires_grad=True)))
 
 
 # ---------------------------------------------------------------- hycd
@@ -156,20 +141,9 @@ def test_hycd_limits():
     assert float(build([{"name": "hycd", "alpha": 0.5}])(same).loss) > 1e-3
 
 
-@pytest.mark.parametrize("batch", [1, 2, 512])
-@pytest.mark.parametrize("name", ["rafa", "hycd"])
-def test_finite_at_batch_sizes(name, batch):
-    enc = make(b=batch, d=32, seed=20, dtype=torch.float32, t=100.0, t_ref=100.0)
-    enc.image.requires_grad_()
-    loss = build([{"name": name}])(enc).loss
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert torch.isfinite(enc.image.grad).all()
-
-
 def test_flags_missing_inputs_and_validation():
     objective = build([{"name": "hycd"}])
-    assert objective.needs_reference
+    assert {FIELDS[name].producer for name in objective.requires} == {"reference"}  # the engine keeps a copy
     assert objective.requires == {"reference_image", "reference_text", "reference_logit_scale"}
     assert build([{"name": "hycd", "use_logit_scale": False}]).requires == {"reference_image", "reference_text"}
     enc = make()

@@ -109,34 +109,8 @@ def test_value_matches_naive_decoder_and_formula():
     torch.testing.assert_close(value, naive_caption_loss(logits, tokens[:, 1:], PAD), rtol=1e-10, atol=1e-10)
 
 
-# (b) gradcheck --------------------------------------------------------------------------------------
-
-
-def test_gradcheck_on_image_tokens():
-    torch.manual_seed(0)
-    term = CocaCaptionTerm(vocab_size=7, width=4, layers=1, heads=2, context_length=5).double()
-    base = make_enc(b=2, n=2, f=3, length=4, vocab=7)
-    term(base)
-
-    def f(image_tokens):
-        return term(Encoded(image=base.image, text=base.text, logit_scale=base.logit_scale,
-                            image_tokens=image_tokens, caption_tokens=base.caption_tokens))
-
-    assert torch.autograd.gradcheck(f, (base.image_tokens.clone().requires_grad_(True),), eps=1e-6, atol=1e-6)
-
-
-# (c) finite at 1, 2, 512 ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("b", [1, 2, 512])
-def test_finite(b):
-    torch.manual_seed(0)
-    term = CocaCaptionTerm(vocab_size=50, width=16, layers=1, heads=2, context_length=8)
-    enc = make_enc(b=b, n=4, f=12, length=8, vocab=50, dtype=torch.float32)
-    loss = term(enc)
-    loss.backward()
-    assert torch.isfinite(loss)
-    assert all(torch.isfinite(p.grad).all() for p in term.parameters() if p.grad is not None)
+# (b) gradcheck on the image tokens and (c) finite values and gradients at batch 1, 2, 512:
+# tests/objectives/test_every_term.py ---------------------------------------------------------------
 
 
 # (d) peer parity: open_clip's CoCaLoss caption part on the same logits -----------------------------------

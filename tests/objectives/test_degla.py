@@ -11,16 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastkit.encoded import Encoded
+from contrastkit.encoded import FIELDS, Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives.degla import degla_igc_loss, degla_tgc_loss, ema_distill_loss, tgc_negative_index
 
+from helpers import unit
+
 D64 = torch.float64
-
-
-def unit(*shape, seed=0, dtype=D64):
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
 
 
 def ce_first(cols):
@@ -112,8 +109,8 @@ def test_release_formulas():
     assert float(ours) == pytest.approx(float(release_dist), rel=1e-12)
 
 
-@pytest.mark.parametrize("name,kwargs", [("degla_igc", {}), ("degla_tgc", {}),
-                                         ("degla_tgc", {"tgc_mask_mode": "reference"}), ("ema_distill", {})])
+# the default configurations of all three terms: tests/objectives/test_every_term.py
+@pytest.mark.parametrize("name,kwargs", [("degla_tgc", {"tgc_mask_mode": "reference"})])
 def test_gradcheck(name, kwargs):
     term = build([{"name": name, **kwargs}]).terms[0]
     base = make(b=4, k=2, d=4, seed=20, mask=torch.tensor([[True, False], [True, True], [False, False],
@@ -129,19 +126,6 @@ def test_gradcheck(name, kwargs):
         return term(enc)
 
     assert torch.autograd.gradcheck(f, args)
-
-
-@pytest.mark.parametrize("batch", [1, 2, 512])
-@pytest.mark.parametrize("name", ["degla_igc", "degla_tgc", "ema_distill"])
-def test_finite_at_batch_sizes(name, batch):
-    enc = make(b=batch, k=4, d=32, seed=30, dtype=torch.float32, t=100.0)
-    enc.image.requires_grad_()
-    enc.text.requires_grad_()
-    loss = build([{"name": name}])(enc).loss
-    assert torch.isfinite(loss)
-    loss.backward()
-    for g in (enc.image.grad, enc.text.grad):
-        assert g is None or torch.isfinite(g).all()
 
 
 def test_tgc_modes_differ_only_with_sample_specific_negatives():
@@ -177,7 +161,8 @@ def test_own_negatives_drive_igc_and_distill_is_world_size_invariant():
 
 def test_flags_missing_inputs_and_validation():
     objective = build([{"name": "degla_tgc"}, {"name": "ema_distill"}])
-    assert objective.needs_teacher and {"neg_text", "teacher_text", "teacher_image"} <= objective.requires
+    assert "teacher" in {FIELDS[name].producer for name in objective.requires}  # the engine keeps an EMA teacher
+    assert {"neg_text", "teacher_text", "teacher_image"} <= objective.requires
     enc = make()
     with pytest.raises(ValueError, match=r"'degla_tgc'.*teacher_text"):
         build([{"name": "degla_tgc"}])(Encoded(image=enc.image, text=enc.text, logit_scale=enc.logit_scale,

@@ -58,33 +58,8 @@ def test_soft_targets_match_naive_formula():
     torch.testing.assert_close(term(enc), naive_tag_loss(term, enc), rtol=1e-12, atol=1e-12)
 
 
-# (b) gradcheck ------------------------------------------------------------------------------------
-
-
-def test_gradcheck_on_image_embeddings():
-    torch.manual_seed(0)
-    term = HqTagsTerm(num_tags=5).double()
-    base = make_enc()
-    term(base)
-
-    def f(image):
-        return term(Encoded(image=image, text=base.text, logit_scale=base.logit_scale, tags=base.tags))
-
-    assert torch.autograd.gradcheck(f, (base.image.clone().requires_grad_(True),))
-
-
-# (c) finite at batch 1, 2, 512 (no batch statistics: defined at batch 1) --------------------------------
-
-
-@pytest.mark.parametrize("b", [1, 2, 512])
-def test_finite(b):
-    torch.manual_seed(0)
-    term = HqTagsTerm(num_tags=7)
-    enc = make_enc(b=b, t=7, d=16, dtype=torch.float32)
-    enc.tags[0, 0] = 1.0  # at least one known entry
-    loss = term(enc)
-    loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(term.head.weight.grad).all()
+# (b) gradcheck on the image embeddings and (c) finite values and gradients (the head's included) at
+# batch 1, 2, 512 (no batch statistics: defined at batch 1): tests/objectives/test_every_term.py -------
 
 
 # (d) peer parity ------------------------------------------------------------------------------------

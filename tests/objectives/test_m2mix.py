@@ -15,13 +15,10 @@ from contrastkit.objectives._rng import sample_beta
 from contrastkit.objectives.functional import soft_cross_entropy
 from contrastkit.objectives.m2mix import lmix_loss, m2mix_loss, slerp, vlmix_loss, vmix_loss
 
+from helpers import unit
+
 D64 = torch.float64
 NAMES = ["m2mix", "vmix", "lmix", "vlmix"]
-
-
-def unit(*shape, seed=0, dtype=D64):
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
 
 
 def py_slerp(a, b, lam):
@@ -99,28 +96,7 @@ def test_slerp_properties():
     assert torch.isfinite(same.grad).all()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_gradcheck(name):
-    term = build([{"name": name}]).terms[0]
-
-    def f(a, b, s):
-        term.reset_rng()
-        return term(Encoded(image=F.normalize(a, dim=-1), text=F.normalize(b, dim=-1), logit_scale=s))
-
-    assert torch.autograd.gradcheck(f, (torch.randn(5, 4, dtype=D64, requires_grad=True),
-                                        torch.randn(5, 4, dtype=D64, requires_grad=True),
-                                        torch.tensor(3.0, dtype=D64, requires_grad=True)))
-
-
-@pytest.mark.parametrize("batch", [1, 2, 512])
-@pytest.mark.parametrize("name", NAMES)
-def test_finite_at_batch_sizes(name, batch):
-    x = unit(batch, 32, seed=5, dtype=torch.float32).requires_grad_()
-    y = unit(batch, 32, seed=6, dtype=torch.float32).requires_grad_()
-    loss = build([{"name": name}])(Encoded(image=x, text=y, logit_scale=torch.tensor(100.0))).loss
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
+# gradcheck (re-seeded) and finite values and gradients at batch 1, 2, 512: tests/objectives/test_every_term.py
 
 
 def test_limits_against_clip_and_open_clip():

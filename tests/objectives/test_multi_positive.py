@@ -14,12 +14,9 @@ from contrastkit.objectives import build
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.multi_positive import group_targets, multi_positive_loss
 
+from helpers import unit
+
 D64 = torch.float64
-
-
-def unit(*shape, seed=0, dtype=D64):
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
 
 
 def naive(x, y, g, t):
@@ -49,29 +46,7 @@ def test_value_matches_naive_loops():
     assert torch.allclose(p.sum(-1), torch.ones(7)) and float(p[0, 1]) == pytest.approx(1 / 3)
 
 
-def test_gradcheck():
-    term = build([{"name": "multi_positive"}]).terms[0]
-    groups = torch.tensor([5, 5, 1, 2, 2])
-
-    def f(a, b, s):
-        return term(Encoded(image=F.normalize(a, dim=-1), text=F.normalize(b, dim=-1), logit_scale=s,
-                            group_ids=groups))
-
-    assert torch.autograd.gradcheck(f, (torch.randn(5, 4, dtype=D64, requires_grad=True),
-                                        torch.randn(5, 4, dtype=D64, requires_grad=True),
-                                        torch.tensor(3.0, dtype=D64, requires_grad=True)))
-
-
-@pytest.mark.parametrize("batch", [1, 2, 512])
-def test_finite_at_batch_sizes(batch):
-    x = unit(batch, 32, seed=3, dtype=torch.float32).requires_grad_()
-    y = unit(batch, 32, seed=4, dtype=torch.float32)
-    g = torch.arange(batch) // 5
-    loss = build([{"name": "multi_positive"}])(Encoded(image=x, text=y, logit_scale=torch.tensor(100.0),
-                                                        group_ids=g)).loss
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert torch.isfinite(x.grad).all()
+# gradcheck and finite values and gradients at batch 1, 2, 512: tests/objectives/test_every_term.py
 
 
 def test_parity_with_pytorch_metric_learning_supcon():

@@ -14,12 +14,9 @@ from contrastkit.objectives import build
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.negclip import negclip_loss
 
+from helpers import unit
+
 D64 = torch.float64
-
-
-def unit(*shape, seed=0, dtype=D64):
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
 
 
 def naive_negclip(x, y, n, mask, t):
@@ -48,27 +45,8 @@ def test_value_matches_naive_loops():
     assert float(term(enc_of(x, y, n, mask))) == pytest.approx(naive_negclip(x, y, n, mask, 7.0), rel=1e-10)
 
 
-def test_gradcheck():
-    term = build([{"name": "negclip"}]).terms[0]
-    mask = torch.tensor([[True, False], [True, True], [False, False], [True, True]])
-    args = (torch.randn(4, 5, dtype=D64, requires_grad=True), torch.randn(4, 5, dtype=D64, requires_grad=True),
-            torch.randn(4, 2, 5, dtype=D64, requires_grad=True), torch.tensor(3.0, dtype=D64, requires_grad=True))
-
-    def f(a, b, c, s):
-        return term(enc_of(F.normalize(a, dim=-1), F.normalize(b, dim=-1), F.normalize(c, dim=-1), mask, s))
-
-    assert torch.autograd.gradcheck(f, args)
-
-
-@pytest.mark.parametrize("batch", [1, 2, 512])
-def test_finite_at_batch_sizes(batch):
-    x = unit(batch, 32, seed=5, dtype=torch.float32).requires_grad_()
-    y = unit(batch, 32, seed=6, dtype=torch.float32)
-    n = unit(batch, 4, 32, seed=7, dtype=torch.float32)
-    loss = build([{"name": "negclip"}])(enc_of(x, y, n, t=100.0)).loss
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert torch.isfinite(x.grad).all()
+# gradcheck (with a negative mask) and finite values and gradients at batch 1, 2, 512:
+# tests/objectives/test_every_term.py
 
 
 def test_no_valid_negative_equals_clip_and_open_clip():

@@ -65,18 +65,13 @@ def test_gradcheck_on_scores(symmetric):
     assert torch.autograd.gradcheck(f, (base.extras["scores"].clone().requires_grad_(True),))
 
 
-# (c) finite at 1, 2, 512 (defined at batch 1: one column, loss 0) -------------------------------------
+# (c) finite values and gradients on the scores at 1, 2, 512: tests/objectives/test_every_term.py;
+# defined at batch 1: one column, loss 0 ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("b", [1, 2, 512])
-def test_finite(b):
-    enc = make_enc(b=b, dtype=torch.float32)
-    scores = enc.extras["scores"].requires_grad_(True)
-    loss = ScoreContrastiveTerm()(enc)
-    loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(scores.grad).all()
-    if b == 1:
-        assert loss.item() == 0.0
+def test_batch_one_gives_zero():
+    enc = make_enc(b=1, dtype=torch.float32)
+    assert ScoreContrastiveTerm()(enc).item() == 0.0
 
 
 # (d) peer parity + the METHODS E unit test: scores = t S recover clip ------------------------------------

@@ -11,6 +11,8 @@ from contrastkit.objectives import build
 from contrastkit.objectives._heads import has_lazy_parameters
 from contrastkit.objectives.whitening import GroupWhiteningTerm, group_whiten
 
+from helpers import frozen_group_whiten
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,23 +106,6 @@ def test_text_modality_reads_text_fields():
 # (b) gradcheck --------------------------------------------------------------------------------------
 
 
-def frozen_group_whiten(x: torch.Tensor, ref: torch.Tensor, groups: int, eps: float,
-                        perm: torch.Tensor | None) -> torch.Tensor:
-    """Centre x by its own mean but whiten with W computed from the constant ``ref`` batch."""
-    n, f = x.shape
-    d = f // groups
-    if perm is not None:
-        x, ref = x[:, perm], ref[:, perm]
-    outs = []
-    for g in range(groups):
-        block = x[:, g * d:(g + 1) * d] - x[:, g * d:(g + 1) * d].mean(dim=0)
-        r = (ref[:, g * d:(g + 1) * d] - ref[:, g * d:(g + 1) * d].mean(dim=0)).detach()
-        lam, u = torch.linalg.eigh(r.t() @ r / n)
-        outs.append(block @ (u @ torch.diag((lam + eps).rsqrt()) @ u.t()))
-    y = torch.cat(outs, dim=1)
-    return y[:, torch.argsort(perm)] if perm is not None else y
-
-
 @pytest.mark.parametrize("detach", [True, False])
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_gradcheck_inputs(detach, shuffle):
@@ -158,17 +143,8 @@ def test_gradcheck_inputs(detach, shuffle):
         torch.testing.assert_close(a, b)
 
 
-# (c) finite at batch 2 and 512; batch 1 is undefined --------------------------------------------------
-
-
-@pytest.mark.parametrize("b", [2, 512])
-def test_finite(b):
-    torch.manual_seed(0)
-    term = GroupWhiteningTerm(groups=8)
-    enc = make_enc(b=b, f=32, dtype=torch.float32)
-    loss = term(enc)
-    loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(term.head[0].weight.grad).all()
+# (c) finite values and gradients (the head's included) at batch 2 and 512:
+# tests/objectives/test_every_term.py; batch 1 is undefined ---------------------------------------------
 
 
 def test_batch_one_raises_clear_error():
