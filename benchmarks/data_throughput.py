@@ -23,6 +23,7 @@ Each loader yields ``--batches`` batches after one warm-up batch; the rate is im
 the median of ``--repeats`` runs, the loaders alternating so that both see the same machine load.
 Each is also run in-process (no workers) to measure its CPU milliseconds per image.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,14 @@ def make_shards(folder: Path, n: int, size: int, per_shard: int) -> str:
                 pixels = np.clip(np.asarray(base, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
                 buf = io.BytesIO()
                 Image.fromarray(pixels).save(buf, "JPEG", quality=90)
-                sink.write({"__key__": f"{index:09d}", "jpg": buf.getvalue(), "txt": fields["caption"].encode(),
-                            "json": json.dumps({"caption": fields["caption"]}).encode()})
+                sink.write(
+                    {
+                        "__key__": f"{index:09d}",
+                        "jpg": buf.getvalue(),
+                        "txt": fields["caption"].encode(),
+                        "json": json.dumps({"caption": fields["caption"]}).encode(),
+                    }
+                )
                 index += 1
     return f"{folder}/{{00000..{n_shards - 1:05d}}}.tar"
 
@@ -72,8 +79,8 @@ def make_shards(folder: Path, n: int, size: int, per_shard: int) -> str:
 def contrastkit_loader(pattern: str, preprocess, tokenizer, batch: int, workers: int, steps: int):
     from contrastkit.config import DataConfig
     from contrastkit.data.pipeline import make_train_loader
-    from contrastkit.data.training_set import TrainingSet
     from contrastkit.data.sources import open_source
+    from contrastkit.data.training_set import TrainingSet
 
     source = open_source(f"wds:{pattern}", "train", DataConfig())
     tset = TrainingSet(source, preprocess, seed=0)
@@ -83,9 +90,17 @@ def contrastkit_loader(pattern: str, preprocess, tokenizer, batch: int, workers:
 
 def open_clip_loader(pattern: str, preprocess, tokenizer, batch: int, workers: int, n: int, steps: int):
     """open_clip_train's get_wds_dataset when installed, else its pipeline rebuilt (see module doc)."""
-    args = argparse.Namespace(train_data=pattern, val_data=None, dataset_resampled=False, train_num_samples=n,
-                              train_data_upsampling_factors=None, seed=0, batch_size=batch, workers=workers,
-                              world_size=1)
+    args = argparse.Namespace(
+        train_data=pattern,
+        val_data=None,
+        dataset_resampled=False,
+        train_num_samples=n,
+        train_data_upsampling_factors=None,
+        seed=0,
+        batch_size=batch,
+        workers=workers,
+        world_size=1,
+    )
     try:
         import open_clip_train.data as oc_data
     except ImportError:
@@ -118,14 +133,19 @@ def _rebuilt_open_clip(pattern, preprocess, tokenizer, batch, workers):
     import webdataset as wds
 
     pipeline = wds.DataPipeline(
-        wds.SimpleShardList(pattern), wds.shuffle(bufsize=2000, initial=500), wds.split_by_node,
-        wds.split_by_worker, wds.tarfile_to_samples(handler=wds.warn_and_continue),
-        wds.shuffle(bufsize=5000, initial=1000), wds.decode("pilrgb", handler=wds.warn_and_continue),
+        wds.SimpleShardList(pattern),
+        wds.shuffle(bufsize=2000, initial=500),
+        wds.split_by_node,
+        wds.split_by_worker,
+        wds.tarfile_to_samples(handler=wds.warn_and_continue),
+        wds.shuffle(bufsize=5000, initial=1000),
+        wds.decode("pilrgb", handler=wds.warn_and_continue),
         wds.rename(image="jpg;png;jpeg;webp", text="txt"),
         wds.map_dict(image=preprocess, text=lambda text: tokenizer(text)[0]),
-        wds.to_tuple("image", "text"), wds.batched(batch, partial=False))
-    return wds.WebLoader(pipeline, batch_size=None, shuffle=False, num_workers=workers,
-                         persistent_workers=workers > 0)
+        wds.to_tuple("image", "text"),
+        wds.batched(batch, partial=False),
+    )
+    return wds.WebLoader(pipeline, batch_size=None, shuffle=False, num_workers=workers, persistent_workers=workers > 0)
 
 
 def open_clip_kind() -> str:
@@ -133,8 +153,10 @@ def open_clip_kind() -> str:
         import open_clip_train.data  # noqa: F401
     except ImportError:
         return "open_clip's wds pipeline rebuilt from webdataset stages (open_clip_train not installed)"
-    return ("open_clip_train.data.get_wds_dataset (with webdataset's end-of-shard marker turned off, which its "
-            "group_by_keys_nothrow predates)")
+    return (
+        "open_clip_train.data.get_wds_dataset (with webdataset's end-of-shard marker turned off, which its "
+        "group_by_keys_nothrow predates)"
+    )
 
 
 def time_loader(batches, count: int) -> tuple[float, float]:
@@ -192,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ours, theirs = statistics.median(runs["contrastkit"]), statistics.median(runs["open_clip"])
     ours_cpu, theirs_cpu = statistics.median(cpu["contrastkit"]), statistics.median(cpu["open_clip"])
     command = command_line("data_throughput.py", argv)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__}"
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__}"
+    )
     lines = [
         f"Command: `{command.strip()}` ({_dt.date.today().isoformat()}; {machine}).",
         "",
@@ -202,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         "alternating runs.",
         f"Peer: {open_clip_kind()}.",
         "",
-        "| loader | images/s, {w} workers (median) | runs | ratio | CPU ms / image, in-process (median) | runs |"
-        .format(w=a.workers),
+        f"| loader | images/s, {a.workers} workers (median) | runs | ratio "
+        "| CPU ms / image, in-process (median) | runs |",
         "|---|---:|---|---:|---:|---|",
         f"| contrastkit `wds:` stream | {ours:.0f} | {', '.join(f'{r:.0f}' for r in runs['contrastkit'])} | "
         f"{ours / theirs:.2f} | {ours_cpu:.2f} | {', '.join(f'{r:.2f}' for r in cpu['contrastkit'])} |",

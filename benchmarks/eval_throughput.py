@@ -16,9 +16,11 @@ bfloat16), ``--batch-size`` images per forward, ``--workers`` DataLoader workers
   with other templates or after a crash).
 
 images/s = images / wall seconds of the evaluation call (model loading excluded, one warm-up forward
-per model first), best of ``--repeats`` runs alternating which side goes first; the metrics of both sides are checked equal. The table goes to benchmarks/RESULTS.md
+per model first), best of ``--repeats`` runs alternating which side goes first; the metrics of both
+sides are checked equal. The table goes to benchmarks/RESULTS.md
 under "Evaluation throughput".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +38,20 @@ from PIL import Image
 
 from results_file import command_line, write_section
 
-COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
+COLOURS = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+]
 
 
 def make_images(root: Path, n: int, n_classes: int, seed: int = 0) -> list[str]:
@@ -53,14 +67,14 @@ def make_images(root: Path, n: int, n_classes: int, seed: int = 0) -> list[str]:
     return names
 
 
-def _accuracy_numpy2(output, target, topk=(1,)):  # noqa: ANN001, ANN202
+def _accuracy_numpy2(output, target, topk=(1,)):
     """CLIP_benchmark's accuracy with .item(): its float(<1-element array>) fails under numpy 2."""
     pred = output.topk(max(topk), 1, True, True)[1].t()
     correct = pred.eq(target.view(1, -1).expand_as(pred))
     return [correct[:k].reshape(-1).float().sum(0, keepdim=True).item() / len(target) for k in topk]
 
 
-def run_peer(model, tokenizer, preprocess, root: Path, classnames, templates, args) -> tuple[float, dict]:  # noqa: ANN001
+def run_peer(model, tokenizer, preprocess, root: Path, classnames, templates, args) -> tuple[float, dict]:
     from clip_benchmark.metrics import zeroshot_classification
     from torchvision.datasets import ImageFolder
 
@@ -70,18 +84,27 @@ def run_peer(model, tokenizer, preprocess, root: Path, classnames, templates, ar
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)
     device = str(next(model.parameters()).device.type)
     t0 = time.perf_counter()
-    metrics = zeroshot_classification.evaluate(model, loader, tokenizer, classnames, [t.replace("{}", "{c}")
-                                               for t in templates], device, amp=False)
+    metrics = zeroshot_classification.evaluate(
+        model, loader, tokenizer, classnames, [t.replace("{}", "{c}") for t in templates], device, amp=False
+    )
     return time.perf_counter() - t0, metrics
 
 
-def run_contrastkit(loaded, spec: str, classnames, templates, cache_dir: Path, args) -> tuple[float, dict]:  # noqa: ANN001
+def run_contrastkit(loaded, spec: str, classnames, templates, cache_dir: Path, args) -> tuple[float, dict]:
     from contrastkit.config import DataConfig
     from contrastkit.evaluate.cache import FeatureCache
     from contrastkit.evaluate.suite import EvalRequest, run_suite
 
-    req = EvalRequest(tasks=["zeroshot"], data=spec, data_config=DataConfig(eval_size=10**12), classnames=classnames,
-                      templates=templates, batch_size=args.batch_size, num_workers=args.workers, progress=False)
+    req = EvalRequest(
+        tasks=["zeroshot"],
+        data=spec,
+        data_config=DataConfig(eval_size=10**12),
+        classnames=classnames,
+        templates=templates,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=False,
+    )
     t0 = time.perf_counter()
     out = run_suite(loaded, req, cache=FeatureCache(cache_dir))
     seconds = time.perf_counter() - t0
@@ -121,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         weights = tmp_path / "weights.safetensors"
         save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(weights))
         del model
-        peer_model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=str(weights),
-                                                                          device=device)
+        peer_model, _, preprocess = open_clip.create_model_and_transforms(
+            args.model, pretrained=str(weights), device=device
+        )
         peer_model.eval()
         tokenizer = open_clip.get_tokenizer(args.model)
         loaded = load_model(f"open_clip:{args.model}", weights, device=device, batch_size=args.batch_size)
@@ -135,9 +159,11 @@ def main(argv: list[str] | None = None) -> int:
 
         peer_s, ck_cold_s, ck_warm_s = [], [], []
         for r in range(args.repeats):
+
             def peer() -> dict:
-                s, metrics = run_peer(peer_model, tokenizer, preprocess, tmp_path / "images", classnames, templates,
-                                      args)
+                s, metrics = run_peer(
+                    peer_model, tokenizer, preprocess, tmp_path / "images", classnames, templates, args
+                )
                 peer_s.append(s)
                 return metrics
 
@@ -155,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 ck_metrics, warm_metrics = ours()
                 peer_metrics = peer()
-            print(f"repeat {r}: peer {peer_s[-1]:.1f}s, contrastkit cold {ck_cold_s[-1]:.1f}s, "
-                  f"warm {ck_warm_s[-1]:.2f}s", file=sys.stderr)
+            print(
+                f"repeat {r}: peer {peer_s[-1]:.1f}s, contrastkit cold {ck_cold_s[-1]:.1f}s, warm {ck_warm_s[-1]:.2f}s",
+                file=sys.stderr,
+            )
         for key in ("acc1", "acc5", "mean_per_class_recall"):
             a, b, c = peer_metrics[key], ck_metrics[key], warm_metrics[key]
             if math.isnan(a):
@@ -165,32 +193,39 @@ def main(argv: list[str] | None = None) -> int:
                 assert abs(a - b) < 1e-9 and b == c, (key, a, b, c)
 
     n = args.images
-    rows = [("CLIP_benchmark zeroshot_classification.evaluate", peer_s),
-            ("contrastkit eval, empty feature cache", ck_cold_s),
-            ("contrastkit eval, features from the cache", ck_warm_s)]
+    rows = [
+        ("CLIP_benchmark zeroshot_classification.evaluate", peer_s),
+        ("contrastkit eval, empty feature cache", ck_cold_s),
+        ("contrastkit eval, features from the cache", ck_warm_s),
+    ]
     best_peer = min(peer_s)
     table = ["| pipeline | images/s (best) | seconds per run | ratio to CLIP_benchmark |", "|---|---:|---|---:|"]
     for name, secs in rows:
-        table.append(f"| {name} | {n / min(secs):.1f} | {', '.join(f'{s:.2f}' for s in secs)} | "
-                     f"{best_peer / min(secs):.2f} |")
+        table.append(
+            f"| {name} | {n / min(secs):.1f} | {', '.join(f'{s:.2f}' for s in secs)} | {best_peer / min(secs):.2f} |"
+        )
     cmd = command_line("eval_throughput.py", argv)
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads, device {device}, load average {load_at_start:.1f} at the start")
-    body = "\n".join([
-        f"Command: `{cmd}` ({date.today().isoformat()}; {machine}).",
-        "",
-        f"Zero-shot classification of {n} JPEG images (256 px, {args.classes} classes) with open_clip "
-        f"{args.model} (random weights from a local safetensors file, fp32), {len(templates)} OpenAI ImageNet "
-        f"templates, batch {args.batch_size}, {args.workers} DataLoader workers on both sides. Wall time of the "
-        f"evaluation call including the class-weight text forwards; best of {args.repeats} alternating runs. "
-        "acc1 / acc5 / mean_per_class_recall of both sides checked equal.",
-        "",
-        *table,
-        "",
-        "The cold run does the same forwards as CLIP_benchmark (images once, prompts once) plus hashing the "
-        "files for the cache key and writing the cache; the warm run is a re-evaluation of the same model on "
-        "the same files (other templates, other metrics, a crashed run) and only reads the features back.",
-    ])
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}, load average {load_at_start:.1f} at the start"
+    )
+    body = "\n".join(
+        [
+            f"Command: `{cmd}` ({date.today().isoformat()}; {machine}).",
+            "",
+            f"Zero-shot classification of {n} JPEG images (256 px, {args.classes} classes) with open_clip "
+            f"{args.model} (random weights from a local safetensors file, fp32), {len(templates)} OpenAI ImageNet "
+            f"templates, batch {args.batch_size}, {args.workers} DataLoader workers on both sides. Wall time of the "
+            f"evaluation call including the class-weight text forwards; best of {args.repeats} alternating runs. "
+            "acc1 / acc5 / mean_per_class_recall of both sides checked equal.",
+            "",
+            *table,
+            "",
+            "The cold run does the same forwards as CLIP_benchmark (images once, prompts once) plus hashing the "
+            "files for the cache key and writing the cache; the warm run is a re-evaluation of the same model on "
+            "the same files (other templates, other metrics, a crashed run) and only reads the features back.",
+        ]
+    )
     print(body)
     if args.results:
         write_section(args.results, "Evaluation throughput", body)

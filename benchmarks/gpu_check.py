@@ -24,6 +24,7 @@ columns and the ViT step are reported as skipped. ``src/`` is put on the path wh
 contrastkit is not installed. ``--budget-s`` (default 220) skips what would start after
 that many seconds, so the run ends in time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,15 +47,16 @@ import torch.nn.functional as F
 from contrastkit.encoded import Encoded
 from contrastkit.objectives.clip import ClipTerm, clip_loss
 from contrastkit.objectives.siglip import siglip_loss
-from contrastkit.objectives.tiled import (DEFAULT_TILE_CUDA, DENSE_MAX_CUDA, tiled_clip_loss,
-                                          tiled_siglip_loss)
+from contrastkit.objectives.tiled import DEFAULT_TILE_CUDA, DENSE_MAX_CUDA, tiled_clip_loss
+from contrastkit.objectives.tiled_sigmoid import tiled_siglip_loss
 from loss_memory import make_loss  # the same four implementations as the CPU benchmark
 
 try:
     import open_clip
     from open_clip.loss import ClipLoss, SigLipLoss
+
     OPEN_CLIP_ERROR = None
-except Exception as err:  # noqa: BLE001 - report why, keep going
+except Exception as err:
     open_clip = ClipLoss = SigLipLoss = None
     OPEN_CLIP_ERROR = f"{type(err).__name__}: {err}"
 
@@ -95,10 +97,11 @@ def gemm_tflops(device: torch.device, dtype: torch.dtype, n: int, reps: int = 5)
     elapsed = (time.perf_counter() - t0) / reps
     del a, b
     free(device)
-    return 2 * n ** 3 / elapsed / 1e12
+    return 2 * n**3 / elapsed / 1e12
 
 
 # ----------------------------------------------------------------------------- losses
+
 
 def inputs(rows: int, dim: int, dtype: torch.dtype, device: torch.device, siglip: bool, seed: int = 0):
     g = torch.Generator(device=device).manual_seed(seed)
@@ -134,11 +137,11 @@ def measure_loss(impl: str, rows: int, dim: int, dtype: torch.dtype, device: tor
             sync(device)
             times.append(time.perf_counter() - t0)
             if rep == 0 and device.type == "cuda":
-                peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+                peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
             out["loss"] = float(loss.detach())
             loss = None
         out.update(time_s=min(times), peak_mib=peak)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         if not is_oom(err):
             raise
         out["error"] = "OOM"
@@ -150,8 +153,12 @@ def measure_loss(impl: str, rows: int, dim: int, dtype: torch.dtype, device: tor
 
 def matmul_flops(impl: str, rows: int, dim: int) -> float:
     dense = rows <= DENSE_MAX_CUDA
-    count = {"contrastkit clip": 3 if dense else 4, "contrastkit siglip": 3,
-             "open_clip ClipLoss": 6, "open_clip SigLipLoss": 3}[impl]
+    count = {
+        "contrastkit clip": 3 if dense else 4,
+        "contrastkit siglip": 3,
+        "open_clip ClipLoss": 6,
+        "open_clip SigLipLoss": 3,
+    }[impl]
     return count * 2.0 * rows * rows * dim
 
 
@@ -160,8 +167,10 @@ def rows_label(rows: int) -> str:
 
 
 def loss_table(results: list[dict], rates: dict, dim: int) -> str:
-    head = ("| loss | dtype | B | fwd+bwd ms | peak extra MiB | speed-up vs open_clip | memory / open_clip "
-            "| matmul TFLOP | floor ms | time / floor |")
+    head = (
+        "| loss | dtype | B | fwd+bwd ms | peak extra MiB | speed-up vs open_clip | memory / open_clip "
+        "| matmul TFLOP | floor ms | time / floor |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     by_key = {(r["impl"], r["dtype"], r["rows"]): r for r in results}
     peers = {"contrastkit clip": "open_clip ClipLoss", "contrastkit siglip": "open_clip SigLipLoss"}
@@ -183,13 +192,21 @@ def loss_table(results: list[dict], rates: dict, dim: int) -> str:
         rate = rates.get(r["dtype"])
         floor = flops / (rate * 1e12) if rate else float("nan")
         peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else "n/a"
-        cells += [f"{r['time_s'] * 1e3:.1f}", peak, speed, mem, f"{flops / 1e12:.2f}", f"{floor * 1e3:.1f}",
-                  f"{r['time_s'] / floor:.2f}" if floor == floor else ""]
+        cells += [
+            f"{r['time_s'] * 1e3:.1f}",
+            peak,
+            speed,
+            mem,
+            f"{flops / 1e12:.2f}",
+            f"{floor * 1e3:.1f}",
+            f"{r['time_s'] / floor:.2f}" if floor == floor else "",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- small extra checks
+
 
 def correctness(device: torch.device, rows: int, tile: int) -> str:
     """Tiled vs dense on the device, float64, with label smoothing: max relative error."""
@@ -200,9 +217,14 @@ def correctness(device: torch.device, rows: int, tile: int) -> str:
     b = torch.tensor(-5.0, device=device, dtype=torch.float64)
     worst = {}
     for name, tiled, dense, args in (
-            ("clip", lambda *a: tiled_clip_loss(*a, label_smoothing=0.1, tile_size=tile),
-             lambda *a: clip_loss(*a, label_smoothing=0.1), (x, y, t)),
-            ("siglip", lambda *a: tiled_siglip_loss(*a, tile_size=tile), siglip_loss, (x, y, t, b))):
+        (
+            "clip",
+            lambda *a: tiled_clip_loss(*a, label_smoothing=0.1, tile_size=tile),
+            lambda *a: clip_loss(*a, label_smoothing=0.1),
+            (x, y, t),
+        ),
+        ("siglip", lambda *a: tiled_siglip_loss(*a, tile_size=tile), siglip_loss, (x, y, t, b)),
+    ):
         errs = []
         for fn in (tiled, dense):
             leaves = [a.detach().clone().requires_grad_(True) for a in args]
@@ -212,8 +234,9 @@ def correctness(device: torch.device, rows: int, tile: int) -> str:
     return ", ".join(f"{k}: max relative error {v:.1e}" for k, v in worst.items())
 
 
-def tile_sweep(device: torch.device, rows: int, dim: int, tiles: list[int], dtypes: list[torch.dtype],
-               budget: Budget) -> str:
+def tile_sweep(
+    device: torch.device, rows: int, dim: int, tiles: list[int], dtypes: list[torch.dtype], budget: Budget
+) -> str:
     lines = ["| dtype | tile | fwd+bwd ms |", "|---|---|---|"]
     for dtype in dtypes:
         x, y, t, _ = inputs(rows, dim, dtype, device, siglip=False)
@@ -231,7 +254,7 @@ def tile_sweep(device: torch.device, rows: int, dim: int, tiles: list[int], dtyp
                     sync(device)
                     best = min(best, time.perf_counter() - t0)
                 lines.append(f"| {str(dtype)[6:]} | {tile} | {best * 1e3:.1f} |")
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 if not is_oom(err):
                     raise
                 lines.append(f"| {str(dtype)[6:]} | {tile} | OOM |")
@@ -257,7 +280,7 @@ def crossover(device: torch.device, sizes: list[int], dim: int, dtype: torch.dty
                 best = min(best, time.perf_counter() - t0)
             row.append(f"{best * 1e3:.2f}")
         lines.append("| " + " | ".join(row) + " |")
-        del x, y, t
+        x = y = t = None  # release this size's tensors before the next one is allocated
         free(device)
     return "\n".join(lines)
 
@@ -279,6 +302,7 @@ def train_step(device: torch.device, batch: int, steps: int, warmup: int) -> str
     if ClipLoss is not None:
         terms.append(("open_clip ClipLoss", ClipLoss()))
     for name, loss_fn in terms:
+
         def step() -> None:
             with amp:
                 img = model.encode_image(images, normalize=True)
@@ -291,6 +315,7 @@ def train_step(device: torch.device, batch: int, steps: int, warmup: int) -> str
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+
         for _ in range(warmup):
             step()
         sync(device)
@@ -301,22 +326,26 @@ def train_step(device: torch.device, batch: int, steps: int, warmup: int) -> str
             step()
         sync(device)
         ms = (time.perf_counter() - t0) / steps * 1e3
-        peak = f"{torch.cuda.max_memory_allocated(device) / 2 ** 20:.0f}" if device.type == "cuda" else "n/a"
+        peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}" if device.type == "cuda" else "n/a"
         rows.append(f"| {name} | {ms:.1f} | {peak} |")
-    del model, opt, images, tokens
+    model = opt = images = tokens = None  # release the model before the next check
     free(device)
-    return (f"open_clip ViT-B-32, random init, batch {batch}, {size}px, AdamW, bf16 autocast, "
-            f"mean of {steps} steps after {warmup} warm-up steps:\n\n" + "\n".join(rows))
+    return (
+        f"open_clip ViT-B-32, random init, batch {batch}, {size}px, AdamW, bf16 autocast, "
+        f"mean of {steps} steps after {warmup} warm-up steps:\n\n" + "\n".join(rows)
+    )
 
 
 # ----------------------------------------------------------------------------- main
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="also write the Markdown report here")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on CPU (checks the script)")
-    parser.add_argument("--budget-s", type=float, default=220.0,
-                        help="skip measurements that would start after this many seconds")
+    parser.add_argument(
+        "--budget-s", type=float, default=220.0, help="skip measurements that would start after this many seconds"
+    )
     args = parser.parse_args(argv)
     budget = Budget(args.budget_s)
 
@@ -338,13 +367,15 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python3 " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke run)"
-    report = [f"# contrastkit GPU check\n",
-              f"Command: `{command}`  ",
-              f"Date: {_dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}  ",
-              f"Device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}; "
-              f"TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'} (fp32 rows are IEEE fp32)  ",
-              f"open_clip: {open_clip.__version__ if open_clip else 'not importable: ' + str(OPEN_CLIP_ERROR)}  ",
-              f"Tiled defaults: tile {DEFAULT_TILE_CUDA}, dense up to {DENSE_MAX_CUDA} rows (CUDA)\n"]
+    report = [
+        "# contrastkit GPU check\n",
+        f"Command: `{command}`  ",
+        f"Date: {_dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}  ",
+        f"Device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}; "
+        f"TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'} (fp32 rows are IEEE fp32)  ",
+        f"open_clip: {open_clip.__version__ if open_clip else 'not importable: ' + str(OPEN_CLIP_ERROR)}  ",
+        f"Tiled defaults: tile {DEFAULT_TILE_CUDA}, dense up to {DENSE_MAX_CUDA} rows (CUDA)\n",
+    ]
 
     def emit(text: str) -> None:
         print(text, flush=True)
@@ -355,8 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     gemm_n = 1024 if args.cpu_smoke else 8192
     rates = {str(dt).replace("torch.", ""): gemm_tflops(device, dt, gemm_n) for dt in dtypes}
     emit("GEMM rate (" + f"{gemm_n}^3): " + ", ".join(f"{k} {v:.1f} TFLOP/s" for k, v in rates.items()) + "\n")
-    emit("Correctness on the device (tiled vs dense, float64, several tiles): "
-         + correctness(device, 700 if args.cpu_smoke else 3000, 256 if args.cpu_smoke else 1024) + "\n")
+    emit(
+        "Correctness on the device (tiled vs dense, float64, several tiles): "
+        + correctness(device, 700 if args.cpu_smoke else 3000, 256 if args.cpu_smoke else 1024)
+        + "\n"
+    )
 
     emit(f"## Loss forward+backward, D = {dim}\n")
     results = []
@@ -365,19 +399,22 @@ def main(argv: list[str] | None = None) -> int:
         for rows in sizes:
             for impl in impls:
                 if budget.left() < 60:
-                    results.append({"impl": impl, "rows": rows, "dtype": str(dtype)[6:],
-                                    "error": "skipped (time budget)"})
+                    results.append(
+                        {"impl": impl, "rows": rows, "dtype": str(dtype)[6:], "error": "skipped (time budget)"}
+                    )
                     continue
                 res = measure_loss(impl, rows, dim, dtype, device, reps if rows < max(sizes) else 1)
                 results.append(res)
                 shown = res.get("error") or f"{res['time_s'] * 1e3:.1f} ms, peak extra {res.get('peak_mib')} MiB"
                 print(f"  {impl:22s} {str(dtype)[6:]:8s} B={rows}: {shown}", flush=True)
     emit(loss_table(results, rates, dim) + "\n")
-    emit(f"Time: best of {reps} runs after a warm-up ({rows_label(max(sizes))}: 1 run). "
-         "Peak extra = max_memory_allocated during the call minus memory_allocated before it "
-         "(inputs excluded, the two input gradients included). Matmul TFLOP: 4 x 2B^2D for contrastkit's "
-         "tiled clip, 3 for its siglip and for dense losses, 6 for open_clip ClipLoss; floor = TFLOP / the "
-         "GEMM rate above.\n")
+    emit(
+        f"Time: best of {reps} runs after a warm-up ({rows_label(max(sizes))}: 1 run). "
+        "Peak extra = max_memory_allocated during the call minus memory_allocated before it "
+        "(inputs excluded, the two input gradients included). Matmul TFLOP: 4 x 2B^2D for contrastkit's "
+        "tiled clip, 3 for its siglip and for dense losses, 6 for open_clip ClipLoss; floor = TFLOP / the "
+        "GEMM rate above.\n"
+    )
 
     emit(f"## Tile size (contrastkit clip, B = {rows_label(sweep_rows)}, D = {dim})\n")
     emit(tile_sweep(device, sweep_rows, dim, sweep_tiles, dtypes, budget) + "\n")
@@ -389,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     if budget.left() > 40:
         try:
             emit(train_step(device, batch, steps, warmup) + "\n")
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             traceback.print_exc()
             emit(f"failed: {type(err).__name__}: {err}\n")
     else:

@@ -23,6 +23,7 @@ Matmul FLOPs per forward+backward (2 B^2 D each):
   open_clip ClipLoss: 6 (it computes image->text and text->image logits with two matmuls)
 The floor is FLOPs / (this machine's float32 GEMM rate, measured here on a large matmul).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,11 +45,13 @@ IMPLS = ("contrastkit clip", "open_clip ClipLoss", "contrastkit siglip", "open_c
 
 # ----------------------------------------------------------------------------- one case (subprocess)
 
+
 def _proc_status_mib(key: str) -> float | None:
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0  # kB
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
     except OSError:
         pass
     return None
@@ -142,12 +145,21 @@ def run_case(impl: str, rows: int, dim: int, reps: int, threads: int) -> dict:
         cpu_times.append(c2 - c0)
         if rep == 0:
             peak = peak_since()
-    return {"impl": impl, "rows": rows, "time_s": min(times), "fwd_s": min(fwd_times), "times": times,
-            "cpu_s": min(cpu_times),
-            "peak_extra_mib": peak, "loss": value, "threads": torch.get_num_threads()}
+    return {
+        "impl": impl,
+        "rows": rows,
+        "time_s": min(times),
+        "fwd_s": min(fwd_times),
+        "times": times,
+        "cpu_s": min(cpu_times),
+        "peak_extra_mib": peak,
+        "loss": value,
+        "threads": torch.get_num_threads(),
+    }
 
 
 # ----------------------------------------------------------------------------- driver
+
 
 def measure_gemm_gflops(threads: int, n: int = 4096, reps: int = 5) -> float:
     import torch
@@ -161,13 +173,17 @@ def measure_gemm_gflops(threads: int, n: int = 4096, reps: int = 5) -> float:
         t0 = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def matmul_flops(impl: str, rows: int, dim: int) -> float:
     dense_fallback = rows <= 1024  # contrastkit terms: dense formula up to 1024 rows on CPU
-    count = {"contrastkit clip": 3 if dense_fallback else 4, "contrastkit siglip": 3,
-             "open_clip ClipLoss": 6, "open_clip SigLipLoss": 3}[impl]
+    count = {
+        "contrastkit clip": 3 if dense_fallback else 4,
+        "contrastkit siglip": 3,
+        "open_clip ClipLoss": 6,
+        "open_clip SigLipLoss": 3,
+    }[impl]
     return count * 2.0 * rows * rows * dim
 
 
@@ -191,8 +207,10 @@ def _fmt_rows(rows: int) -> str:
 
 def build_table(results: list[dict], gflops: float, dim: int) -> str:
     by_key = {(r["impl"], r["rows"]): r for r in results}
-    head = ("| loss | B | fwd+bwd wall s | CPU s | speed-up vs open_clip (wall / CPU) | peak extra MiB "
-            "| memory / open_clip | matmul GFLOP | floor s | wall / floor |")
+    head = (
+        "| loss | B | fwd+bwd wall s | CPU s | speed-up vs open_clip (wall / CPU) | peak extra MiB "
+        "| memory / open_clip | matmul GFLOP | floor s | wall / floor |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         impl, rows = r["impl"], r["rows"]
@@ -204,15 +222,18 @@ def build_table(results: list[dict], gflops: float, dim: int) -> str:
         speed = mem = ""
         if peer is not None and "error" not in peer:
             speed = f"{peer['time_s'] / r['time_s']:.2f}x / {peer['cpu_s'] / r['cpu_s']:.2f}x"
-            mem = f"1/{peer['peak_extra_mib'] / max(r['peak_extra_mib'], 1e-9):.0f}" \
-                if r["peak_extra_mib"] > 0 else "~0"
+            mem = (
+                f"1/{peer['peak_extra_mib'] / max(r['peak_extra_mib'], 1e-9):.0f}" if r["peak_extra_mib"] > 0 else "~0"
+            )
         elif peer is not None:
             speed = mem = f"peer: {peer['error']}"
         flops = matmul_flops(impl, rows, dim)
         floor = flops / (gflops * 1e9)
-        lines.append(f"| {impl} | {_fmt_rows(rows)} | {r['time_s']:.3f} | {r['cpu_s']:.2f} | {speed} "
-                     f"| {r['peak_extra_mib']:.0f} | {mem} "
-                     f"| {flops / 1e9:.0f} | {floor:.3f} | {r['time_s'] / floor:.2f} |")
+        lines.append(
+            f"| {impl} | {_fmt_rows(rows)} | {r['time_s']:.3f} | {r['cpu_s']:.2f} | {speed} "
+            f"| {r['peak_extra_mib']:.0f} | {mem} "
+            f"| {flops / 1e9:.0f} | {floor:.3f} | {r['time_s'] / floor:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -225,9 +246,10 @@ def _load() -> str:
 
 def _cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:  # pragma: no cover
         pass
     return platform.processor() or "?"
@@ -235,18 +257,22 @@ def _cpu_name() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1024,4096,16384",
-                        help="comma-separated batch sizes measured for all four losses")
-    parser.add_argument("--alone", default="65536",
-                        help="comma-separated batch sizes measured for contrastkit only ('' for none)")
+    parser.add_argument(
+        "--sizes", default="1024,4096,16384", help="comma-separated batch sizes measured for all four losses"
+    )
+    parser.add_argument(
+        "--alone", default="65536", help="comma-separated batch sizes measured for contrastkit only ('' for none)"
+    )
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--reps", type=int, default=3,
-                        help="timed runs per case up to 16k rows (best is reported); 1 above")
+    parser.add_argument(
+        "--reps", type=int, default=3, help="timed runs per case up to 16k rows (best is reported); 1 above"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (256,1024 / alone 4096), one rep")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
-    parser.add_argument("--results", default=None,
-                        help=f"write the table into this Markdown file's '{SECTION}' section")
+    parser.add_argument(
+        "--results", default=None, help=f"write the table into this Markdown file's '{SECTION}' section"
+    )
     parser.add_argument("--_case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -265,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads if args.threads > 0 else torch.get_num_threads()
     started, load_start = _dt.datetime.now().astimezone(), _load()
     print(f"command: {command}")
-    print(f"date: {started:%Y-%m-%d %H:%M %Z}; torch {torch.__version__}; CPU: {_cpu_name()}, "
-          f"{os.cpu_count()} logical cores, {threads} torch threads; load average at start: {load_start}", flush=True)
+    print(
+        f"date: {started:%Y-%m-%d %H:%M %Z}; torch {torch.__version__}; CPU: {_cpu_name()}, "
+        f"{os.cpu_count()} logical cores, {threads} torch threads; load average at start: {load_start}",
+        flush=True,
+    )
     gflops = measure_gemm_gflops(threads)
     print(f"float32 GEMM (4096^3, best of 5): {gflops:.0f} GFLOP/s", flush=True)
 
@@ -278,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         reps = min(reps, args.reps)
         res = spawn(impl, rows, args.dim, reps, threads, args.timeout)
         results.append(res)
-        shown = res.get("error") or (f"{res['time_s']:.3f}s (fwd {res['fwd_s']:.3f}s, CPU {res['cpu_s']:.2f}s), "
-                                     f"peak extra {res['peak_extra_mib']:.0f} MiB, loss {res['loss']:.4f}")
+        shown = res.get("error") or (
+            f"{res['time_s']:.3f}s (fwd {res['fwd_s']:.3f}s, CPU {res['cpu_s']:.2f}s), "
+            f"peak extra {res['peak_extra_mib']:.0f} MiB, loss {res['loss']:.4f}"
+        )
         print(f"  {impl:22s} B={rows:6d}: {shown}", flush=True)
 
     table = build_table(results, gflops, args.dim)
@@ -295,16 +326,18 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"\nload average at end: {load_end}")
     if args.results:
-        body = (f"{notes}\n\n"
-                f"D = {args.dim}, float32, L2-normalised random embeddings (t = 1/0.07 for clip; t = 10, "
-                f"b = -10 for siglip). Time: best of {args.reps} forward+backward runs below 16k rows, 2 at 16k, "
-                f"1 above. Peak extra: peak RSS (VmHWM, reset just before) minus the RSS before, in a fresh "
-                f"process, over one forward+backward; it includes the two B x D input gradients. Matmul GFLOP: "
-                f"4 x 2B^2D for contrastkit's tiled clip (forward, recomputation, dX, dY), 3 for its tiled siglip "
-                f"(gradients accumulated in the forward pass) and for dense losses (contrastkit up to 1024 rows, "
-                f"open_clip SigLipLoss), 6 for open_clip ClipLoss (two logit matmuls). "
-                f"Floor = GFLOP / GEMM rate. CPU s = process CPU time (all its threads), less sensitive "
-                f"than wall time to other jobs on the machine.\n\n{table}\n")
+        body = (
+            f"{notes}\n\n"
+            f"D = {args.dim}, float32, L2-normalised random embeddings (t = 1/0.07 for clip; t = 10, "
+            f"b = -10 for siglip). Time: best of {args.reps} forward+backward runs below 16k rows, 2 at 16k, "
+            f"1 above. Peak extra: peak RSS (VmHWM, reset just before) minus the RSS before, in a fresh "
+            f"process, over one forward+backward; it includes the two B x D input gradients. Matmul GFLOP: "
+            f"4 x 2B^2D for contrastkit's tiled clip (forward, recomputation, dX, dY), 3 for its tiled siglip "
+            f"(gradients accumulated in the forward pass) and for dense losses (contrastkit up to 1024 rows, "
+            f"open_clip SigLipLoss), 6 for open_clip ClipLoss (two logit matmuls). "
+            f"Floor = GFLOP / GEMM rate. CPU s = process CPU time (all its threads), less sensitive "
+            f"than wall time to other jobs on the machine.\n\n{table}\n"
+        )
         write_section(args.results, SECTION, body)
         print(f"wrote the '{SECTION}' section of {args.results}")
     return 0

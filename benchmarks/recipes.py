@@ -9,6 +9,7 @@ From-scratch recipes train for --steps like the plain CLIP baseline (configs/cli
 baseline fine-tuned with plain CLIP on the same schedule ("clip (fine-tuned)"). The table goes to
 benchmarks/RESULTS.md under "Recipes on synthetic:shapes".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,16 +32,23 @@ def _row(name: str, report: dict, seconds: float) -> str:
     rt = report["retrieval"]
     comp = report["compositional"]["accuracy"]
     geo = report["geometry"]
-    cells = [name,
-             *(f"{100 * zs[t]['acc1']:.1f}" if t in zs else "—" for t in ("shape", "colour")),
-             f"{100 * rt['image_retrieval_recall@1']:.1f}", f"{100 * rt['text_retrieval_recall@1']:.1f}",
-             *(f"{100 * comp[c]:.1f}" if c in comp else "—" for c in CATEGORIES),
-             f"{geo['modality_gap']:.3f}", f"{100 * geo['linear_separability']:.0f}", f"{seconds:.0f}"]
+    cells = [
+        name,
+        *(f"{100 * zs[t]['acc1']:.1f}" if t in zs else "—" for t in ("shape", "colour")),
+        f"{100 * rt['image_retrieval_recall@1']:.1f}",
+        f"{100 * rt['text_retrieval_recall@1']:.1f}",
+        *(f"{100 * comp[c]:.1f}" if c in comp else "—" for c in CATEGORIES),
+        f"{geo['modality_gap']:.3f}",
+        f"{100 * geo['linear_separability']:.0f}",
+        f"{seconds:.0f}",
+    ]
     return "| " + " | ".join(cells) + " |"
 
 
-HEADER = ("| recipe | zs shape | zs colour | T→I R@1 | I→T R@1 | repl. attr | repl. obj | repl. rel | swap attr "
-          "| swap obj | gap | lin. sep. % | train s |\n|" + "---|" * 13)
+HEADER = (
+    "| recipe | zs shape | zs colour | T→I R@1 | I→T R@1 | repl. attr | repl. obj | repl. rel | swap attr "
+    "| swap obj | gap | lin. sep. % | train s |\n|" + "---|" * 13
+)
 
 
 def run(name: str, config: str, out: Path, overrides: list[str], reuse: bool = False) -> tuple[dict, float]:
@@ -64,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--runs-dir", default="runs/bench", help="where runs are written")
     parser.add_argument("--results", default="benchmarks/RESULTS.md", help="results file to update ('' to skip)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="take a recipe's row from an earlier run in --runs-dir made with the same config")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a recipe's row from an earlier run in --runs-dir made with the same config",
+    )
     args = parser.parse_args(argv)
     chosen = set(args.recipes.split(",")) if args.recipes else set(SCRATCH + FINETUNE)
     runs = Path(args.runs_dir)
@@ -86,17 +97,24 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(_row("clip (fine-tuned)", report, seconds))
         for name in FINETUNE:
             if name in chosen:
-                report, seconds = run(name, f"configs/{name}.yaml", runs / name,
-                                      finetune + [f"model.init_from={runs / 'clip'}"], args.reuse)
+                report, seconds = run(
+                    name,
+                    f"configs/{name}.yaml",
+                    runs / name,
+                    finetune + [f"model.init_from={runs / 'clip'}"],
+                    args.reuse,
+                )
                 rows.append(_row(f"{name} (fine-tuned)", report, seconds))
 
     command = command_line("recipes.py", argv)
     table = HEADER + "\n" + "\n".join(rows)
-    body = (f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, 2-core CPU). Test split of "
-            f"synthetic:shapes (held-out shape–colour combinations), {base_report['n_images']} images; zero-shot on "
-            "its single-object scenes; compositional = accuracy of the true caption over each hard negative; gap = "
-            "centroid distance; lin. sep. = held-out accuracy of a linear image-vs-text classifier (50% = no "
-            f"gap); train s = training time without evaluation.\n\n{table}\n")
+    body = (
+        f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, 2-core CPU). Test split of "
+        f"synthetic:shapes (held-out shape–colour combinations), {base_report['n_images']} images; zero-shot on "
+        "its single-object scenes; compositional = accuracy of the true caption over each hard negative; gap = "
+        "centroid distance; lin. sep. = held-out accuracy of a linear image-vs-text classifier (50% = no "
+        f"gap); train s = training time without evaluation.\n\n{table}\n"
+    )
     print(table)
     if args.results:
         write_section(args.results, "Recipes on synthetic:shapes", body)

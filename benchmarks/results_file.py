@@ -1,10 +1,11 @@
 """Write one benchmark's section of benchmarks/RESULTS.md, leaving the other sections alone."""
+
 from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 HEADER = "# Benchmark results\n\nEvery table says the command that made it. Numbers are from the machine named.\n"
 
@@ -26,5 +27,5 @@ def write_section(path: str | Path, heading: str, body: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         nxt = text.find("\n## ", start + len(marker))
-        text = text[:start] + section + ("" if nxt < 0 else "\n" + text[nxt + 1:])
+        text = text[:start] + section + ("" if nxt < 0 else "\n" + text[nxt + 1 :])
     path.write_text(text)

@@ -1,9 +1,10 @@
 """Shared test helpers: the tiny open_clip architecture, the simulated kill, loss inputs and their gradients."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 TINY_OPEN_CLIP = "ck-test-ViT-tiny"
 
@@ -50,8 +51,9 @@ def kill_at_step(monkeypatch, trainer_module, step: int) -> Callable[[], None]:
     return lambda: monkeypatch.setattr(trainer_module, "lr_at", real_lr_at)
 
 
-def pair_inputs(rows: int, dim: int = 6, cols: int | None = None, dtype=None, seed: int = 0, scale: float = 3.0,
-                bias: float = -2.0):
+def pair_inputs(
+    rows: int, dim: int = 6, cols: int | None = None, dtype=None, seed: int = 0, scale: float = 3.0, bias: float = -2.0
+):
     """L2-normalised image/text rows (correlated pairs when ``cols`` is None), a temperature and a bias.
 
     ``dtype`` defaults to float64 (the exactness tests).
@@ -77,8 +79,9 @@ def value_and_grads(fn: Callable, *args):
     return value.detach(), torch.autograd.grad(value, leaves)
 
 
-def assert_value_and_grads_close(got, ref, names: str | list[str], value_tol: float = 1e-12,
-                                 grad_rtol: float = 1e-10, grad_atol: float = 1e-12) -> None:
+def assert_value_and_grads_close(
+    got, ref, names: str | list[str], value_tol: float = 1e-12, grad_rtol: float = 1e-10, grad_atol: float = 1e-12
+) -> None:
     """Two ``value_and_grads`` results agree (float64 tolerances by default); gradients named in failures."""
     import torch
 
@@ -102,8 +105,8 @@ def naive_mlp(seq, x):
 
     BatchNorm uses the batch statistics (biased variance), as in training mode.
     """
-    from torch import nn
     import torch
+    from torch import nn
 
     for m in seq:
         if isinstance(m, nn.Linear):
@@ -135,8 +138,8 @@ def frozen_group_whiten(x, ref, groups: int, eps: float, perm=None):
         x, ref = x[:, perm], ref[:, perm]
     outs = []
     for g in range(groups):
-        block = x[:, g * d:(g + 1) * d] - x[:, g * d:(g + 1) * d].mean(dim=0)
-        r = (ref[:, g * d:(g + 1) * d] - ref[:, g * d:(g + 1) * d].mean(dim=0)).detach()
+        block = x[:, g * d : (g + 1) * d] - x[:, g * d : (g + 1) * d].mean(dim=0)
+        r = (ref[:, g * d : (g + 1) * d] - ref[:, g * d : (g + 1) * d].mean(dim=0)).detach()
         lam, u = torch.linalg.eigh(r.t() @ r / n)
         outs.append(block @ (u @ torch.diag((lam + eps).rsqrt()) @ u.t()))
     y = torch.cat(outs, dim=1)

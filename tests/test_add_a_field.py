@@ -5,6 +5,7 @@ its per-record value, a term that reads it) and trains with the new term in a fr
 the engine's encode, gather, exact accumulation, preflight and training-set construction must
 pick the field up from the table with no other change.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,18 +20,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = (ROOT / "CONTRIBUTING.md").read_text()
 
-FIELD = '''\
+FIELD = """\
     caption_count: Tensor | None = _declare(FieldSpec(  # B ints: the record's number of true captions
         "data", record="captions", describe="captions", batch_key="caption_count"))
-'''
+"""
 ROW_FUNCTION = '''\
 def caption_count(record: Record, context: RowContext) -> Tensor:
     """How many true captions the record has."""
     return torch.tensor(len(record.captions), dtype=torch.long)
 '''
-ROW_ENTRY = '''\
+ROW_ENTRY = """\
     "caption_count": caption_count,
-'''
+"""
 TERM = '''\
 """CLIP whose rows are weighted by 1 / (the record's number of true captions): CONTRIBUTING.md's example."""
 from __future__ import annotations
@@ -60,7 +61,7 @@ class CaptionWeightedClip(Term):
         return (weight * per_row).sum() / weight.sum()
 '''
 
-CHECK = '''
+CHECK = """
 import json, sys
 import torch
 from contrastkit.data.batch import collate
@@ -88,7 +89,7 @@ report = train(load_recipe("configs/demo.yaml", small + ["objective=[{name: capt
                                                          "train.accum_steps=2"]), sys.argv[1])
 print(json.dumps({"counts": enc.caption_count.tolist(), "expected": expected,
                   "loss": objective(enc).terms["caption_weighted_clip"].item(), "n_images": report["n_images"]}))
-'''
+"""
 
 
 def insert_before(text: str, marker: str, addition: str) -> str:
@@ -104,8 +105,7 @@ def test_the_guide_shows_the_code_this_test_applies():
 @pytest.mark.slow
 def test_a_new_data_field_reaches_a_new_term_through_three_files(tmp_path):
     src = tmp_path / "src"
-    shutil.copytree(ROOT / "src" / "contrastkit", src / "contrastkit",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "src" / "contrastkit", src / "contrastkit", ignore=shutil.ignore_patterns("__pycache__"))
     package = src / "contrastkit"
     encoded = package / "encoded.py"
     encoded.write_text(insert_before(encoded.read_text(), "    # Tokens and cells.\n", FIELD))
@@ -113,15 +113,27 @@ def test_a_new_data_field_reaches_a_new_term_through_three_files(tmp_path):
     text = insert_before(rows.read_text(), "ROW_VALUES: dict[", ROW_FUNCTION + "\n\n")
     rows.write_text(text.replace('    "labels": class_label,\n', '    "labels": class_label,\n' + ROW_ENTRY))
     (package / "objectives" / "caption_weighted.py").write_text(TERM)
-    changed = [p.relative_to(src) for p in sorted(package.rglob("*.py"))
-               if not (ROOT / "src" / p.relative_to(src)).exists()
-               or (ROOT / "src" / p.relative_to(src)).read_text() != p.read_text()]
-    assert [str(p) for p in changed] == ["contrastkit/data/row_values.py", "contrastkit/encoded.py",
-                                         "contrastkit/objectives/caption_weighted.py"]
+    changed = [
+        p.relative_to(src)
+        for p in sorted(package.rglob("*.py"))
+        if not (ROOT / "src" / p.relative_to(src)).exists()
+        or (ROOT / "src" / p.relative_to(src)).read_text() != p.read_text()
+    ]
+    assert [str(p) for p in changed] == [
+        "contrastkit/data/row_values.py",
+        "contrastkit/encoded.py",
+        "contrastkit/objectives/caption_weighted.py",
+    ]
 
     env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", CHECK, str(tmp_path / "run")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, str(tmp_path / "run")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["counts"] == out["expected"] and max(out["expected"]) > 1  # the records' own counts, row by row

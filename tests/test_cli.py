@@ -1,4 +1,5 @@
 """The command line: train, eval, embed, data export, objectives, --help and errors."""
+
 import csv
 import json
 
@@ -8,9 +9,19 @@ from PIL import Image
 
 from contrastkit.cli import main
 
-SMALL = ["data.train_size=128", "data.eval_size=48", "data.image_size=32", "model.width=32",
-         "model.embed_dim=24", "train.batch_size=32", "train.steps=3", "train.warmup_steps=1",
-         "eval.max_records=48", "train.eval_every=0", "train.checkpoint_every=0"]
+SMALL = [
+    "data.train_size=128",
+    "data.eval_size=48",
+    "data.image_size=32",
+    "model.width=32",
+    "model.embed_dim=24",
+    "train.batch_size=32",
+    "train.steps=3",
+    "train.warmup_steps=1",
+    "eval.max_records=48",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +42,23 @@ def test_train_writes_run_directory(run_dir, capsys):
 
 def test_eval_on_another_split(run_dir, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert main(["eval", "--checkpoint", str(run_dir), "--split", "val", "--max-records", "40",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(run_dir),
+                "--split",
+                "val",
+                "--max-records",
+                "40",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["n_images"] == 40 and report["split"] == "val"
     assert "zero-shot shape" in capsys.readouterr().out

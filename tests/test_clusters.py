@@ -1,4 +1,5 @@
 """Engine-kept k-means assignments (MEOW / ProtoNCE): k-means, PCL concentration, batch lookup, schedule, resume."""
+
 from __future__ import annotations
 
 import json
@@ -20,11 +21,25 @@ from contrastkit.models.checkpoint import latest_checkpoint
 from helpers import kill_at_step
 from test_scale import _free_port, assert_same_training, rank_main
 
-SMALL = ["data.train_size=96", "data.eval_size=32", "data.image_size=32", "model.width=32", "model.embed_dim=16",
-         "train.batch_size=16", "train.steps=6", "train.warmup_steps=1", "train.log_every=1", "train.progress=false",
-         "eval.max_records=16", "train.eval_every=0", "train.checkpoint_every=0",
-         "objective=[{name: meow, temperature: null, proto_weight: 1.0}]",
-         "clusters.sizes=[3, 6]", "clusters.every=2", "clusters.iters=5"]
+SMALL = [
+    "data.train_size=96",
+    "data.eval_size=32",
+    "data.image_size=32",
+    "model.width=32",
+    "model.embed_dim=16",
+    "train.batch_size=16",
+    "train.steps=6",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.progress=false",
+    "eval.max_records=16",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+    "objective=[{name: meow, temperature: null, proto_weight: 1.0}]",
+    "clusters.sizes=[3, 6]",
+    "clusters.every=2",
+    "clusters.iters=5",
+]
 
 
 def _planted(n_per: int = 40, dim: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,8 +99,12 @@ def test_concentration_follows_pcl_formula():
 def test_attach_looks_up_the_global_rows_by_record_index():
     table = ClusterTable(ClusterConfig(sizes=[2, 3]), records=10, dim=4)
     table.ids.copy_(torch.stack([torch.arange(10) % 2, torch.arange(10) % 3]))
-    enc = Encoded(image=torch.randn(4, 4), text=torch.randn(4, 4), logit_scale=torch.tensor(10.0),
-                  group_ids=torch.tensor([7, 2, 9, 4]))
+    enc = Encoded(
+        image=torch.randn(4, 4),
+        text=torch.randn(4, 4),
+        logit_scale=torch.tensor(10.0),
+        group_ids=torch.tensor([7, 2, 9, 4]),
+    )
     table.attach(enc)
     assert enc.extras["cluster_ids"].tolist() == [[1, 0, 1, 0], [1, 2, 0, 1]]
     assert [c.shape for c in enc.extras["cluster_centroids"]] == [(2, 4), (3, 4)]
@@ -154,14 +173,19 @@ def test_bad_records_stop_clustering_or_are_left_out_as_training_treats_them(tmp
     """A missing image: on_error=raise names it before the first step; skip clusters the other records."""
     from contrastkit.data.export import export_dataset
     from contrastkit.data.problems import DataError
-    from contrastkit.data.sources import open_source
     from contrastkit.data.shapes import SyntheticShapes
+    from contrastkit.data.sources import open_source
     from contrastkit.engine import clusters as clusters_module
 
     path = export_dataset(SyntheticShapes("train", size=64, image_size=32), tmp_path / "data")
     args = [a for a in SMALL if not a.startswith("data.train_size")] + [
-        f"data.source=csv:{path}", "data.val_fraction=0", "data.test_fraction=0.25", "eval.split=test",
-        "train.steps=2", "clusters.every=0"]
+        f"data.source=csv:{path}",
+        "data.val_fraction=0",
+        "data.test_fraction=0.25",
+        "eval.split=test",
+        "train.steps=2",
+        "clusters.every=0",
+    ]
     cfg = load_config("configs/demo.yaml", args)
     train_records = open_source(cfg.data.source, "train", cfg.data)
     Path(train_records[3].image).unlink()  # one training record loses its image

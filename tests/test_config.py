@@ -21,18 +21,21 @@ def test_override_reaches_into_objective_list():
     assert cfg.objective[0]["label_smoothing"] == 0.1
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("train.stepz=3", "train.stepz"),
-    ("train.steps=abc", "train.steps: expected an integer"),
-    ("train.steps=0", "train.steps: must be positive"),
-    ("data.on_error=ignore", "data.on_error"),
-    ("model.logit_scale_max=0.5", "model.logit_scale_max"),
-    ("train.betas=[0.9]", "train.betas"),
-    ("objective=[{name: clipp}]", "unknown term 'clipp'"),
-    ("objective=[{name: clip, smoothing: 0.1}]", "unknown parameter(s) smoothing"),
-    ("objective=[{name: clip, label_smoothing: 2}]", "label_smoothing"),
-    ("bogus=1", "unknown key 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.stepz=3", "train.stepz"),
+        ("train.steps=abc", "train.steps: expected an integer"),
+        ("train.steps=0", "train.steps: must be positive"),
+        ("data.on_error=ignore", "data.on_error"),
+        ("model.logit_scale_max=0.5", "model.logit_scale_max"),
+        ("train.betas=[0.9]", "train.betas"),
+        ("objective=[{name: clipp}]", "unknown term 'clipp'"),
+        ("objective=[{name: clip, smoothing: 0.1}]", "unknown parameter(s) smoothing"),
+        ("objective=[{name: clip, label_smoothing: 2}]", "label_smoothing"),
+        ("bogus=1", "unknown key 'bogus'"),
+    ],
+)
 def test_invalid_values_name_the_key(override, fragment):
     with pytest.raises(ConfigError) as err:
         load_recipe(CONFIGS / "demo.yaml", [override])

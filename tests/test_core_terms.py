@@ -1,4 +1,5 @@
 """clip and siglip against direct float64 formulas and against open_clip's losses."""
+
 import math
 
 import pytest
@@ -7,7 +8,6 @@ import torch.nn.functional as F
 
 from contrastkit import Encoded
 from contrastkit.objectives import NonFiniteLossError, build
-
 from helpers import pair_inputs
 
 
@@ -60,8 +60,14 @@ def test_siglip_equals_direct_formula_and_asks_for_bias():
     x, y = pair_inputs(5, 8, cols=5)[:2]
     obj = build([{"name": "siglip"}])
     assert obj.model_defaults == {"logit_scale": 10.0, "logit_bias": -10.0}
-    loss, _ = obj(Encoded(image=x, text=y, logit_scale=torch.tensor(10.0, dtype=torch.float64),
-                          logit_bias=torch.tensor(-3.0, dtype=torch.float64)))
+    loss, _ = obj(
+        Encoded(
+            image=x,
+            text=y,
+            logit_scale=torch.tensor(10.0, dtype=torch.float64),
+            logit_bias=torch.tensor(-3.0, dtype=torch.float64),
+        )
+    )
     assert float(loss) == pytest.approx(naive_siglip(x, y, 10.0, -3.0), rel=1e-10)
 
 
@@ -73,7 +79,8 @@ def test_siglip_without_bias_names_the_missing_input():
 
 
 def test_clip_matches_open_clip():
-    open_clip_loss = pytest.importorskip("open_clip.loss", reason="open_clip is a dev dependency")
+    from open_clip import loss as open_clip_loss
+
     x, y = pair_inputs(32, 16, cols=32, dtype=torch.float32)[:2]
     t = torch.tensor(14.3)
     ours, _ = build([{"name": "clip"}])(Encoded(image=x, text=y, logit_scale=t))
@@ -83,23 +90,26 @@ def test_clip_matches_open_clip():
 
 def test_clip_matches_pytorch_metric_learning_ntxent_both_ways():
     """clip = mean of NT-Xent image->text and text->image (PML's ref_emb form: negatives from the other modality)."""
-    losses = pytest.importorskip("pytorch_metric_learning.losses", reason="a dev dependency")
+    from pytorch_metric_learning import losses
+
     raw = torch.randn(24, 16, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     y = F.normalize(torch.randn(24, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
     t = 1 / 0.07
     labels, ref_labels = torch.arange(24), torch.arange(24)  # PML treats ref_labels *is* labels as no reference
     ntxent = losses.NTXentLoss(temperature=1 / t)  # cosine similarity: normalises its inputs itself
-    theirs = (ntxent(raw, labels, ref_emb=y, ref_labels=ref_labels)
-              + ntxent(y, labels, ref_emb=raw, ref_labels=ref_labels)) / 2
+    theirs = (
+        ntxent(raw, labels, ref_emb=y, ref_labels=ref_labels) + ntxent(y, labels, ref_emb=raw, ref_labels=ref_labels)
+    ) / 2
     ours, _ = build([{"name": "clip"}])(Encoded(image=F.normalize(raw, dim=-1), text=y, logit_scale=torch.tensor(t)))
     assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
-    g_ours, = torch.autograd.grad(ours, raw)
-    g_theirs, = torch.autograd.grad(theirs, raw)
+    (g_ours,) = torch.autograd.grad(ours, raw)
+    (g_theirs,) = torch.autograd.grad(theirs, raw)
     assert torch.allclose(g_ours, g_theirs, rtol=1e-4, atol=1e-6)
 
 
 def test_siglip_matches_open_clip():
-    open_clip_loss = pytest.importorskip("open_clip.loss", reason="open_clip is a dev dependency")
+    from open_clip import loss as open_clip_loss
+
     x, y = pair_inputs(32, 16, cols=32, dtype=torch.float32)[:2]
     t, b = torch.tensor(10.0), torch.tensor(-10.0)
     ours, _ = build([{"name": "siglip"}])(Encoded(image=x, text=y, logit_scale=t, logit_bias=b))
@@ -124,14 +134,17 @@ def test_non_finite_loss_names_the_term():
         build([{"name": "clip"}])(Encoded(image=x, text=y, logit_scale=torch.tensor(5.0)))
 
 
-@pytest.mark.parametrize("spec, fragment", [
-    ([], "lists no terms"),
-    ([{"weight": 1.0}], "needs a 'name'"),
-    ([{"name": "clip", "weight": "heavy"}], "weight must be a number"),
-    (["clip"], "must be a mapping"),
-    ([{"name": "clip", "reduction": "max"}], "reduction"),
-    ([{"name": "clip", "preset": "basic"}], "preset"),
-])
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ([], "lists no terms"),
+        ([{"weight": 1.0}], "needs a 'name'"),
+        ([{"name": "clip", "weight": "heavy"}], "weight must be a number"),
+        (["clip"], "must be a mapping"),
+        ([{"name": "clip", "reduction": "max"}], "reduction"),
+        ([{"name": "clip", "preset": "basic"}], "preset"),
+    ],
+)
 def test_build_errors(spec, fragment):
     with pytest.raises(ValueError, match=fragment):
         build(spec)

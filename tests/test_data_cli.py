@@ -1,8 +1,9 @@
 """`contrastkit data check` and `contrastkit data convert` on generated data."""
+
 import json
 
-from contrastkit.cli import main
 import toy_data as toy
+from contrastkit.cli import main
 
 
 def make_csv(root, bad=True):
@@ -18,13 +19,26 @@ def make_csv(root, bad=True):
 
 def test_check_prints_a_table_by_reason_and_exits_1(tmp_path, capsys):
     path = make_csv(tmp_path)
-    code = main(["data", "check", f"csv:{path}", "--set", "image_column=filepath", "--set",
-                 "caption_columns=title", "--no-progress"])
+    code = main(
+        [
+            "data",
+            "check",
+            f"csv:{path}",
+            "--set",
+            "image_column=filepath",
+            "--set",
+            "caption_columns=title",
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "checked 16 records" in out and "13 usable, 4 problems" in out  # the long caption is usable
-    lines = {line.split()[0]: line for line in out.splitlines() if line and line.split()[0] in
-             ("missing_file", "empty_image", "empty_caption", "caption_too_long")}
+    lines = {
+        line.split()[0]: line
+        for line in out.splitlines()
+        if line and line.split()[0] in ("missing_file", "empty_image", "empty_caption", "caption_too_long")
+    }
     assert set(lines) == {"missing_file", "empty_image", "empty_caption", "caption_too_long"}
     assert lines["missing_file"].split()[1] == "1" and "m.csv line 14" in lines["missing_file"]
     assert "gone.png" in lines["missing_file"]
@@ -33,8 +47,21 @@ def test_check_prints_a_table_by_reason_and_exits_1(tmp_path, capsys):
 
 def test_check_of_clean_data_exits_0_and_column_errors_exit_2(tmp_path, capsys):
     path = make_csv(tmp_path, bad=False)
-    assert main(["data", "check", f"csv:{path}", "--set", "image_column=filepath", "--set",
-                 "data.caption_columns=title", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                f"csv:{path}",
+                "--set",
+                "image_column=filepath",
+                "--set",
+                "data.caption_columns=title",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "no problems found" in capsys.readouterr().out
     assert main(["data", "check", f"csv:{path}", "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -44,8 +71,20 @@ def test_check_of_clean_data_exits_0_and_column_errors_exit_2(tmp_path, capsys):
 def test_convert_writes_shards_checks_counts_and_reads_back(tmp_path, capsys):
     path = make_csv(tmp_path)
     out = tmp_path / "wds"
-    args = ["data", "convert", f"csv:{path}", "--out", str(out), "--set", "image_column=filepath", "--set",
-            "caption_columns=title", "--shard-size", "5", "--no-progress"]
+    args = [
+        "data",
+        "convert",
+        f"csv:{path}",
+        "--out",
+        str(out),
+        "--set",
+        "image_column=filepath",
+        "--set",
+        "caption_columns=title",
+        "--shard-size",
+        "5",
+        "--no-progress",
+    ]
     assert main(args) == 2  # raise mode: stops at the first bad row, naming it
     assert "m.csv line 14" in capsys.readouterr().err
     assert main([*args, "--set", "on_error=skip"]) == 0

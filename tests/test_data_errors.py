@@ -1,4 +1,5 @@
 """Bad input: one of each kind injected into a manifest and a shard set; raise names it, skip counts it."""
+
 import json
 import tarfile
 from collections import Counter
@@ -6,22 +7,40 @@ from collections import Counter
 import pytest
 import torch
 
+import toy_data as toy
 from contrastkit.config import DataConfig, load_config
 from contrastkit.data.check import check_source
 from contrastkit.data.pipeline import make_train_loader
-from contrastkit.data.training_set import TrainingSet
 from contrastkit.data.problems import DataError, stable_id
 from contrastkit.data.sources import open_source
+from contrastkit.data.training_set import TrainingSet
 from contrastkit.engine.trainer import train
-import toy_data as toy
 
-TINY = ["data.image_size=32", "model.width=32", "model.embed_dim=32", "model.context_length=20",
-        "train.batch_size=8", "train.warmup_steps=1", "train.log_every=1", "train.progress=false",
-        "train.threads=1", "eval.max_records=16", "data.eval_size=16", "train.eval_every=0",
-        "train.checkpoint_every=0"]
+TINY = [
+    "data.image_size=32",
+    "model.width=32",
+    "model.embed_dim=32",
+    "model.context_length=20",
+    "train.batch_size=8",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.threads=1",
+    "eval.max_records=16",
+    "data.eval_size=16",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+]
 LONG = " ".join(["a very long caption about a disc"] * 8)  # 56 words: over any tiny context
-MANIFEST_BAD = {"missing_file", "unreadable_image", "truncated_image", "empty_image", "empty_caption",
-                "invalid_utf8", "missing_column"}
+MANIFEST_BAD = {
+    "missing_file",
+    "unreadable_image",
+    "truncated_image",
+    "empty_image",
+    "empty_caption",
+    "invalid_utf8",
+    "missing_column",
+}
 
 
 pytestmark = pytest.mark.usefixtures("no_plots")
@@ -79,8 +98,9 @@ def bad_manifest(tmp_path_factory):
 
 def test_check_lists_every_bad_manifest_row_by_reason(bad_manifest):
     path, where = bad_manifest
-    report = check_source(open_source(f"jsonl:{path}", "train", DataConfig(on_error="skip")), context_length=20,
-                          progress=False)
+    report = check_source(
+        open_source(f"jsonl:{path}", "train", DataConfig(on_error="skip")), context_length=20, progress=False
+    )
     assert dict(report.counts) == {**{r: 1 for r in MANIFEST_BAD}, "caption_too_long": 1}
     assert report.good == 24
     for reason, line in where.items():
@@ -108,7 +128,7 @@ def test_raise_mode_stops_naming_the_row_and_the_problem(tmp_path, reason):
 
 
 def test_raise_mode_stops_training_with_the_record_named(bad_manifest, tmp_path):
-    path, where = bad_manifest
+    path, _where = bad_manifest
     with pytest.raises(DataError, match=r"bad\.jsonl line \d+"):
         train(tiny(f"data.source=jsonl:{path}", "train.steps=4"), tmp_path)
 
@@ -145,8 +165,9 @@ def test_skip_mode_counts_each_reason_and_sees_every_good_row_once_per_epoch(bad
     assert sum(skipped.values()) == sum(len(drawn[e] - good) for e in (0, 1))
 
     # one batch holding every row = one whole epoch: the counts by reason equal the injected ones
-    report = train(tiny(f"data.source=jsonl:{path}", "data.on_error=skip", "train.batch_size=31", "train.steps=1"),
-                   tmp_path)
+    report = train(
+        tiny(f"data.source=jsonl:{path}", "data.on_error=skip", "train.batch_size=31", "train.steps=1"), tmp_path
+    )
     assert report["training_data"]["skipped_records"] == {r: 1 for r in MANIFEST_BAD}
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["training_data"]["skipped_records"] == {r: 1 for r in MANIFEST_BAD}
@@ -170,8 +191,16 @@ def test_csv_with_bad_rows_and_invalid_utf8(tmp_path):
 
 
 # ---------------------------------------------------------------- shards
-SHARD_BAD = {"missing_image", "unreadable_image", "truncated_image", "empty_image", "empty_caption", "invalid_utf8",
-             "invalid_row", "truncated_shard"}
+SHARD_BAD = {
+    "missing_image",
+    "unreadable_image",
+    "truncated_image",
+    "empty_image",
+    "empty_caption",
+    "invalid_utf8",
+    "invalid_row",
+    "truncated_shard",
+}
 
 
 def jpg(i):
@@ -195,7 +224,7 @@ def truncate_in_sample(path, index):
     with tarfile.open(path) as tf:
         images = [m for m in tf.getmembers() if m.name.endswith(".jpg")]
     member = images[index]
-    path.write_bytes(path.read_bytes()[:member.offset_data + member.size // 2])
+    path.write_bytes(path.read_bytes()[: member.offset_data + member.size // 2])
 
 
 def write_bad_shards(root, reasons=SHARD_BAD, per_shard=8, n_shards=5, seed=0):
@@ -281,8 +310,10 @@ def test_shard_skip_mode_counts_each_reason_once_per_epoch_and_sees_good_samples
         assert dict(skipped[e]) == {r: 1 for r in SHARD_BAD}
 
     # training over exactly one epoch reports the counts; evaluation reads the first usable samples
-    report = train(tiny(f"data.source={spec_of(paths)}", "data.on_error=skip", "train.batch_size=4",
-                        f"train.steps={per_epoch}"), tmp_path)
+    report = train(
+        tiny(f"data.source={spec_of(paths)}", "data.on_error=skip", "train.batch_size=4", f"train.steps={per_epoch}"),
+        tmp_path,
+    )
     assert report["training_data"]["skipped_records"] == {r: 1 for r in SHARD_BAD}
     assert report["n_images"] == 16
 
@@ -298,7 +329,7 @@ def test_cut_at_a_member_boundary_is_caught_by_the_missing_end_blocks(tmp_path):
     (path,) = toy.write_shards(tmp_path, 6, 1)
     with tarfile.open(path) as tf:
         last = tf.getmembers()[-1]
-    path.write_bytes(path.read_bytes()[:last.offset_data + ((last.size + 511) // 512) * 512])
+    path.write_bytes(path.read_bytes()[: last.offset_data + ((last.size + 511) // 512) * 512])
     items = list(open_source(f"wds:{path}", "train", DataConfig(on_error="skip")).iter_records())
     assert sum(hasattr(i, "captions") for i in items) == 6  # every whole sample is kept
     assert items[-1].reason == "truncated_shard"

@@ -1,23 +1,36 @@
 """WebDataset shards: streaming across ranks and workers, resampling, resume, conversion, training."""
+
 import json
 from collections import Counter
 
 import pytest
 import torch
 
+import toy_data as toy
 from contrastkit.config import DataConfig, load_config
 from contrastkit.data.convert import CountMismatch, convert, count_samples
 from contrastkit.data.pipeline import make_train_loader
-from contrastkit.data.training_set import TrainingSet
 from contrastkit.data.problems import stable_id
 from contrastkit.data.sources import open_source
+from contrastkit.data.training_set import TrainingSet
 from contrastkit.engine.trainer import train
-import toy_data as toy
 
-TINY = ["data.image_size=32", "model.width=32", "model.embed_dim=32", "model.context_length=20",
-        "train.batch_size=8", "train.steps=2", "train.warmup_steps=1", "train.log_every=1",
-        "train.progress=false", "train.threads=1", "eval.max_records=16", "data.eval_size=16",
-        "train.eval_every=0", "train.checkpoint_every=0"]
+TINY = [
+    "data.image_size=32",
+    "model.width=32",
+    "model.embed_dim=32",
+    "model.context_length=20",
+    "train.batch_size=8",
+    "train.steps=2",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.threads=1",
+    "eval.max_records=16",
+    "data.eval_size=16",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+]
 
 
 pytestmark = pytest.mark.usefixtures("no_plots")
@@ -51,7 +64,7 @@ def test_shards_read_in_the_img2dataset_layout(shards):
     root, _ = shards
     ds = open_source(spec(root), "train", DataConfig())
     assert ds.streaming and len(ds) == 50  # the random-access window holds the whole (small) set
-    image, fields = toy.toy_item(7)
+    _image, fields = toy.toy_item(7)
     rec = ds[7]
     assert rec.key == "shard-00000.tar sample 000000007"
     assert rec.captions == fields["captions"]  # the .json's captions list holds every caption
@@ -69,13 +82,19 @@ def test_shards_read_in_the_img2dataset_layout(shards):
         for m in tf.getmembers():
             if not m.name.endswith(".txt"):
                 out.addfile(m, tf.extractfile(m))
-    (r0,) = [r for r in open_source(f"wds:{root / 'jsononly' / 'notxt.tar'}", "train", DataConfig(
-        caption_columns="title")).iter_records()][:1]
+    (r0,) = [
+        r
+        for r in open_source(
+            f"wds:{root / 'jsononly' / 'notxt.tar'}", "train", DataConfig(caption_columns="title")
+        ).iter_records()
+    ][:1]
     assert r0.captions == toy.toy_item(0)[1]["captions"]
     import webdataset as wds
 
     with wds.TarWriter(str(root / "titled.tar")) as w:
-        w.write({"__key__": "k1", "png": toy.encode(toy.toy_item(0)[0]), "json": json.dumps({"title": "a title"}).encode()})
+        w.write(
+            {"__key__": "k1", "png": toy.encode(toy.toy_item(0)[0]), "json": json.dumps({"title": "a title"}).encode()}
+        )
     (titled,) = open_source(f"wds:{root / 'titled.tar'}", "train", DataConfig(caption_columns="title")).iter_records()
     assert titled.captions == ["a title"]  # no .txt and no captions list: the configured caption fields
 
@@ -105,7 +124,7 @@ def test_epochs_reshuffle_and_the_stream_is_seeded(shards):
     run = lambda seed: [b.index.tolist() for b in make_train_loader(tset, 10, 10, seed=seed)]  # noqa: E731
     a, b, c = run(0), run(0), run(1)
     assert a == b and a != c
-    first, second = sum(a[:5], []), sum(a[5:], [])
+    first, second = [i for b in a[:5] for i in b], [i for b in a[5:] for i in b]
     assert sorted(first) == sorted(second) and first != second  # same samples, new order
 
 
@@ -131,8 +150,9 @@ def test_resampling_is_an_endless_seeded_draw_with_replacement(shards):
 def test_convert_any_source_to_shards_with_count_check_and_train_on_them(tmp_path):
     toy.write_folder(tmp_path / "imgs", 8)
     cfg = DataConfig(on_error="skip", test_fraction=0.25)
-    results = convert(f"folder:{tmp_path / 'imgs'}", tmp_path / "wds", cfg, ["train", "test"], shard_size=5,
-                      progress=False)
+    results = convert(
+        f"folder:{tmp_path / 'imgs'}", tmp_path / "wds", cfg, ["train", "test"], shard_size=5, progress=False
+    )
     assert [r.written for r in results] == [r.read_back for r in results]
     assert sum(r.written for r in results) == 24 and len(results[0].shards) >= 3
     info = json.loads((tmp_path / "wds" / "dataset.json").read_text())

@@ -1,20 +1,39 @@
 """Sources: every manifest format, image folders and Hugging Face datasets, loaded, split and trained on."""
+
 import json
 
 import pytest
 
+import toy_data as toy
 from contrastkit.config import ConfigError, DataConfig, load_config
 from contrastkit.data.manifest import ColumnError
 from contrastkit.data.sources import open_source, parse_spec
 from contrastkit.engine.trainer import train
-import toy_data as toy
 
-TINY = ["data.image_size=32", "model.width=32", "model.embed_dim=32", "model.context_length=20",
-        "train.batch_size=8", "train.steps=2", "train.warmup_steps=1", "train.log_every=1",
-        "train.progress=false", "train.threads=1", "eval.max_records=16", "data.eval_size=16",
-        "train.eval_every=0", "train.checkpoint_every=0"]
-FULL = dict(caption_columns="caption,caption2", neg_caption_columns="hard_swap,hard_colour", tag_column="tags",
-            neg_tag_column="neg_tags", rewrite_column="rewrites", label_column="label")
+TINY = [
+    "data.image_size=32",
+    "model.width=32",
+    "model.embed_dim=32",
+    "model.context_length=20",
+    "train.batch_size=8",
+    "train.steps=2",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.threads=1",
+    "eval.max_records=16",
+    "data.eval_size=16",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+]
+FULL = dict(
+    caption_columns="caption,caption2",
+    neg_caption_columns="hard_swap,hard_colour",
+    tag_column="tags",
+    neg_tag_column="neg_tags",
+    rewrite_column="rewrites",
+    label_column="label",
+)
 
 
 pytestmark = pytest.mark.usefixtures("no_plots")
@@ -54,8 +73,15 @@ def test_manifest_formats_give_the_same_records(manifests, ext):
 @pytest.mark.parametrize("ext", ["csv", "tsv", "jsonl", "parquet"])
 def test_each_manifest_format_trains_and_evaluates(manifests, tmp_path, ext):
     root, _ = manifests
-    report = train(tiny(f"data.source={ext}:{root / f'data.{ext}'}", "data.label_column=label",
-                        "data.test_fraction=0.3", "data.caption_columns=caption,caption2"), tmp_path)
+    report = train(
+        tiny(
+            f"data.source={ext}:{root / f'data.{ext}'}",
+            "data.label_column=label",
+            "data.test_fraction=0.3",
+            "data.caption_columns=caption,caption2",
+        ),
+        tmp_path,
+    )
     assert report["n_images"] > 0
     assert "label" in report["zeroshot"]  # zero-shot from the label column
     assert "text_retrieval_recall@1" in report["retrieval"]
@@ -91,8 +117,10 @@ def test_hash_split_is_deterministic_disjoint_and_complete(manifests):
     root, _ = manifests
     cfg = DataConfig(val_fraction=0.2, test_fraction=0.2, eval_size=1000)
     spec = f"csv:{root / 'data.csv'}"
-    keys = {s: {open_source(spec, s, cfg)[i].key for i in range(len(open_source(spec, s, cfg)))}
-            for s in ("train", "val", "test")}
+    keys = {
+        s: {open_source(spec, s, cfg)[i].key for i in range(len(open_source(spec, s, cfg)))}
+        for s in ("train", "val", "test")
+    }
     assert not (keys["train"] & keys["val"]) and not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"])
     assert sum(len(k) for k in keys.values()) == 40
     assert all(len(k) > 0 for k in keys.values())
@@ -145,29 +173,41 @@ def test_image_folder_split_folders_share_the_train_classes(tmp_path):
 
 
 def test_hugging_face_dataset_from_disk_trains(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     images, captions, labels = [], [], []
     for i in range(24):
         image, fields = toy.toy_item(i)
         images.append(image)
         captions.append(fields["caption"])
         labels.append(fields["label"])
-    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=toy.NAMES)})
-    dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"image": images[:16], "text": captions[:16], "label": labels[:16]},
-                                            features=features),
-        "test": datasets.Dataset.from_dict({"image": images[16:], "text": captions[16:], "label": labels[16:]},
-                                           features=features)})
+    features = datasets.Features(
+        {"image": datasets.Image(), "text": datasets.Value("string"), "label": datasets.ClassLabel(names=toy.NAMES)}
+    )
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(
+                {"image": images[:16], "text": captions[:16], "label": labels[:16]}, features=features
+            ),
+            "test": datasets.Dataset.from_dict(
+                {"image": images[16:], "text": captions[16:], "label": labels[16:]}, features=features
+            ),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "hf"))
     cfg = DataConfig(caption_columns="text", label_column="label")
-    train_ds, test_ds = open_source(f"hf:{tmp_path / 'hf'}", "train", cfg), open_source(f"hf:{tmp_path / 'hf'}", "test", cfg)
+    train_ds, test_ds = (
+        open_source(f"hf:{tmp_path / 'hf'}", "train", cfg),
+        open_source(f"hf:{tmp_path / 'hf'}", "test", cfg),
+    )
     assert len(train_ds) == 16 and len(test_ds) == 8
     assert train_ds[3].captions == [captions[3]] and train_ds[3].label == labels[3]
     assert train_ds[3].load_image().size == (32, 32)
     assert test_ds.zeroshot_tasks()[0].classnames == toy.NAMES
-    report = train(tiny(f"data.source=hf:{tmp_path / 'hf'}", "data.caption_columns=text", "data.label_column=label"),
-                   tmp_path / "run")
+    report = train(
+        tiny(f"data.source=hf:{tmp_path / 'hf'}", "data.caption_columns=text", "data.label_column=label"),
+        tmp_path / "run",
+    )
     assert report["n_images"] == 8 and "label" in report["zeroshot"]
 
 
@@ -190,7 +230,6 @@ def test_synthetic_source_is_unchanged():
 
 
 def test_hugging_face_local_file_is_hash_split_like_a_manifest(manifests):
-    pytest.importorskip("datasets")
     root, _ = manifests
     cfg = DataConfig(test_fraction=0.3, eval_size=100, label_column="label")
     train_ds = open_source(f"hf:{root / 'data.parquet'}", "train", cfg)

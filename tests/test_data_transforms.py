@@ -1,4 +1,5 @@
 """Augmentation recipes: the simclr preset, LaCLIP rewrite sampling, EDA synonyms from a lexicon."""
+
 import json
 import random
 from collections import Counter
@@ -8,16 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastkit.engine.recipe import load_recipe
+import toy_data as toy
 from contrastkit.config import ConfigError, DataConfig, load_config
-from contrastkit.data.shapes.lexicon import LEXICON
 from contrastkit.data.batch import collate
 from contrastkit.data.pipeline import make_train_loader
-from contrastkit.data.training_set import TrainingSet, ViewSpec
 from contrastkit.data.records import Record
+from contrastkit.data.shapes.lexicon import LEXICON
 from contrastkit.data.sources import open_source
+from contrastkit.data.training_set import TrainingSet, ViewSpec
 from contrastkit.data.transforms import IMAGE_PRESETS, TextAugment, image_augment, load_lexicon, seeded
-import toy_data as toy
+from contrastkit.engine.recipe import load_recipe
 
 
 def to_tensor(img):
@@ -54,9 +55,12 @@ def test_simclr_preset_is_two_different_strong_views():
     assert a.size == b.size == (32, 32)
     assert not np.array_equal(np.asarray(a), np.asarray(b))
     assert np.array_equal(np.asarray(seeded(aug, 1)(image)), np.asarray(a))  # seeded
+
     # colour is jittered (strength 1): across seeds the mean colour moves far more than with cl2l_weak
-    spread = lambda preset: torch.stack([to_tensor(seeded(image_augment(preset, 32), s)(image)).mean((1, 2))  # noqa: E731
-                                          for s in range(12)]).std(0).mean()
+    def spread(preset: str) -> float:
+        means = [to_tensor(seeded(image_augment(preset, 32), s)(image)).mean((1, 2)) for s in range(12)]
+        return float(torch.stack(means).std(0).mean())
+
     assert spread("simclr") > 2 * spread("cl2l_weak")
     cfg = load_config("configs/demo.yaml", ["data.views=2", "data.view_image_augment=simclr"])
     assert cfg.data.view_image_augment == "simclr"
@@ -80,10 +84,12 @@ def test_rewrite_sampling_draws_uniformly_from_caption_and_rewrites_seeded():
     drawn = Counter(tset.process(record, epoch, 0).caption for epoch in range(600))
     assert set(drawn) == {"original caption", "rewrite one", "rewrite two"}
     assert all(150 < n < 250 for n in drawn.values())  # uniform: 200 each
-    assert [tset.process(record, e, 1).caption for e in range(20)] == [tset.process(record, e, 1).caption
-                                                                       for e in range(20)]
-    assert [tset.process(record, e, 1).caption for e in range(20)] != [tset.process(record, e, 2).caption
-                                                                       for e in range(20)]
+    assert [tset.process(record, e, 1).caption for e in range(20)] == [
+        tset.process(record, e, 1).caption for e in range(20)
+    ]
+    assert [tset.process(record, e, 1).caption for e in range(20)] != [
+        tset.process(record, e, 2).caption for e in range(20)
+    ]
     off = TrainingSet(Listing([record]), to_tensor, seed=5)
     assert {off.process(record, e, 0).caption for e in range(50)} == {"original caption"}
     # the flag comes from the DataConfig through the source
@@ -122,8 +128,12 @@ def test_eda_synonyms_from_a_user_lexicon_file_and_skipped_counts(tmp_path):
         assert batch.events["synonym_skipped"].shape == (8,)
         assert (batch.events["synonym_skipped"].sum() > 0) == expect_skips
     record = Record(Image.new("RGB", (8, 8)), ["disc disc"])
-    tset = TrainingSet(Listing([record] * 8, synonyms=str(lexicon)), to_tensor, seed=0,
-                       views=ViewSpec(2, None, TextAugment("eda", drop_prob=0.0)))
+    tset = TrainingSet(
+        Listing([record] * 8, synonyms=str(lexicon)),
+        to_tensor,
+        seed=0,
+        views=ViewSpec(2, None, TextAugment("eda", drop_prob=0.0)),
+    )
     views = [v for i in range(8) for v in tset[(0, i)].text_views]
     assert any("circle" in v for v in views)
     assert int(collate([tset[(0, i)] for i in range(8)]).events["synonym_skipped"].sum()) == 0
@@ -142,8 +152,11 @@ def test_packaged_lexicon_and_bad_lexicon_files(tmp_path):
 
 def test_stream_training_set_applies_the_same_choices(tmp_path):
     toy.write_shards(tmp_path, 12, 2)
-    ds = open_source(f"wds:{tmp_path}/shard-{{00000..00001}}.tar", "train",
-                     DataConfig(rewrite_sampling=True, rewrite_column="rewrites"))
+    ds = open_source(
+        f"wds:{tmp_path}/shard-{{00000..00001}}.tar",
+        "train",
+        DataConfig(rewrite_sampling=True, rewrite_column="rewrites"),
+    )
     tset = TrainingSet(ds, to_tensor, seed=0)
     captions = Counter(c for b in make_train_loader(tset, 4, 30, seed=0) for c in b.captions)
     assert any("round disc" in c or " dot, " in c for c in captions)  # rewrites drawn

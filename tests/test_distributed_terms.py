@@ -6,6 +6,7 @@ averaged across ranks (contrastkit.distributed). Values and the gradients of the
 model, the temperature, the bias and the term's own heads must equal the
 single-process run on the whole batch.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,10 +42,13 @@ TERM_NAMES = [n for n in TERMS.names() if n != "score_contrastive"]
 def make_model() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return {
-        "w_image": torch.randn(F_IN, FEAT, generator=g), "w_text": torch.randn(F_IN, FEAT, generator=g),
-        "p_image": torch.randn(FEAT, D, generator=g), "p_text": torch.randn(FEAT, D, generator=g),
+        "w_image": torch.randn(F_IN, FEAT, generator=g),
+        "w_text": torch.randn(F_IN, FEAT, generator=g),
+        "p_image": torch.randn(FEAT, D, generator=g),
+        "p_text": torch.randn(FEAT, D, generator=g),
         "w_tokens": torch.randn(F_IN, FEAT, generator=g),
-        "log_scale": torch.tensor(2.0), "bias": torch.tensor(-3.0),
+        "log_scale": torch.tensor(2.0),
+        "bias": torch.tensor(-3.0),
     }
 
 
@@ -53,9 +57,12 @@ def make_inputs() -> dict[str, torch.Tensor]:
     tokens = torch.randint(1, VOCAB, (B, L), generator=g)
     tokens[:, -2:] = 0  # right padding
     return {
-        "x_image": torch.randn(B, F_IN, generator=g), "x_text": torch.randn(B, F_IN, generator=g),
-        "x_image_views": torch.randn(V, B, F_IN, generator=g), "x_text_views": torch.randn(V, B, F_IN, generator=g),
-        "x_neg": torch.randn(B, K, F_IN, generator=g), "x_cells": torch.randn(B, N, F_IN, generator=g),
+        "x_image": torch.randn(B, F_IN, generator=g),
+        "x_text": torch.randn(B, F_IN, generator=g),
+        "x_image_views": torch.randn(V, B, F_IN, generator=g),
+        "x_text_views": torch.randn(V, B, F_IN, generator=g),
+        "x_neg": torch.randn(B, K, F_IN, generator=g),
+        "x_cells": torch.randn(B, N, F_IN, generator=g),
         "teacher_image": F.normalize(torch.randn(B, D, generator=g), dim=-1),
         "teacher_text": F.normalize(torch.randn(B, D, generator=g), dim=-1),
         "teacher_neg": F.normalize(torch.randn(B, K, D, generator=g), dim=-1),
@@ -78,19 +85,29 @@ def encode(model: dict, inputs: dict, rows: slice) -> Encoded:
     fvi = feats(inputs["x_image_views"][:, rows], model["w_image"])
     fvt = feats(inputs["x_text_views"][:, rows], model["w_text"])
     return Encoded(
-        image=embed(fi, model["p_image"]), text=embed(ft, model["p_text"]),
-        logit_scale=model["log_scale"].exp(), logit_bias=model["bias"],
-        image_features=fi, text_features=ft,
-        image_views=embed(fvi, model["p_image"]), text_views=embed(fvt, model["p_text"]),
-        image_view_features=fvi, text_view_features=fvt,
+        image=embed(fi, model["p_image"]),
+        text=embed(ft, model["p_text"]),
+        logit_scale=model["log_scale"].exp(),
+        logit_bias=model["bias"],
+        image_features=fi,
+        text_features=ft,
+        image_views=embed(fvi, model["p_image"]),
+        text_views=embed(fvt, model["p_text"]),
+        image_view_features=fvi,
+        text_view_features=fvt,
         neg_text=embed(feats(inputs["x_neg"][rows], model["w_text"]), model["p_text"]),
         neg_text_mask=inputs["neg_mask"][rows],
-        teacher_image=inputs["teacher_image"][rows], teacher_text=inputs["teacher_text"][rows],
-        teacher_neg_text=inputs["teacher_neg"][rows], teacher_logit_scale=torch.tensor(12.0),
-        reference_image=inputs["teacher_image"][rows], reference_text=inputs["teacher_text"][rows],
+        teacher_image=inputs["teacher_image"][rows],
+        teacher_text=inputs["teacher_text"][rows],
+        teacher_neg_text=inputs["teacher_neg"][rows],
+        teacher_logit_scale=torch.tensor(12.0),
+        reference_image=inputs["teacher_image"][rows],
+        reference_text=inputs["teacher_text"][rows],
         reference_logit_scale=torch.tensor(12.0),
-        tags=inputs["tags"][rows], group_ids=inputs["groups"][rows],
-        caption_tokens=inputs["tokens"][rows], image_tokens=feats(inputs["x_cells"][rows], model["w_tokens"]),
+        tags=inputs["tags"][rows],
+        group_ids=inputs["groups"][rows],
+        caption_tokens=inputs["tokens"][rows],
+        image_tokens=feats(inputs["x_cells"][rows], model["w_tokens"]),
     )
 
 
@@ -122,8 +139,10 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         local = B // WORLD
         for name in TERM_NAMES:
-            save_file({k: v.contiguous() for k, v in run_term(name, slice(rank * local, (rank + 1) * local)).items()},
-                      os.path.join(out_dir, f"{name}.rank{rank}.safetensors"))
+            save_file(
+                {k: v.contiguous() for k, v in run_term(name, slice(rank * local, (rank + 1) * local)).items()},
+                os.path.join(out_dir, f"{name}.rank{rank}.safetensors"),
+            )
     finally:
         dist.destroy_process_group()
 
@@ -155,8 +174,10 @@ def _uneven_worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         rows = slice(0, 3) if rank == 0 else slice(3, B)
         for name in ("clip", "negclip", "barlip"):
-            save_file({k: v.contiguous() for k, v in run_term(name, rows).items()},
-                      os.path.join(out_dir, f"uneven-{name}.rank{rank}.safetensors"))
+            save_file(
+                {k: v.contiguous() for k, v in run_term(name, rows).items()},
+                os.path.join(out_dir, f"uneven-{name}.rank{rank}.safetensors"),
+            )
     finally:
         dist.destroy_process_group()
 
@@ -168,5 +189,4 @@ def test_unequal_local_batches_equal_one_process(tmp_path):
         for rank in range(WORLD):
             ranked = load_file(str(tmp_path / f"uneven-{name}.rank{rank}.safetensors"))
             for key, value in single.items():
-                torch.testing.assert_close(ranked[key], value, rtol=1e-5, atol=1e-6,
-                                           msg=f"{name}: {key} (rank {rank})")
+                torch.testing.assert_close(ranked[key], value, rtol=1e-5, atol=1e-6, msg=f"{name}: {key} (rank {rank})")

@@ -1,4 +1,5 @@
 """Training loop: determinism, exact resume, NaN stop, report contents."""
+
 import json
 
 import pytest
@@ -12,10 +13,22 @@ from contrastkit.models.checkpoint import latest_checkpoint
 from contrastkit.objectives import NonFiniteLossError
 from helpers import kill_at_step
 
-SMALL = ["data.train_size=256", "data.eval_size=64", "data.image_size=32", "model.width=32",
-         "model.embed_dim=32", "model.context_length=20", "train.batch_size=32", "train.steps=6",
-         "train.warmup_steps=2", "train.log_every=1", "train.progress=false", "eval.max_records=64",
-         "train.eval_every=0", "train.checkpoint_every=0"]
+SMALL = [
+    "data.train_size=256",
+    "data.eval_size=64",
+    "data.image_size=32",
+    "model.width=32",
+    "model.embed_dim=32",
+    "model.context_length=20",
+    "train.batch_size=32",
+    "train.steps=6",
+    "train.warmup_steps=2",
+    "train.log_every=1",
+    "train.progress=false",
+    "eval.max_records=64",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+]
 
 
 def small_config(*extra: str):

@@ -2,6 +2,7 @@
 
 The image-folder input (``--data folder:DIR``) is read by contrastkit.data.sources.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-open_clip = pytest.importorskip("open_clip")
-
-from helpers import save_tiny_open_clip  # noqa: E402
-
-from contrastkit.cli import main  # noqa: E402
+from contrastkit.cli import main
+from helpers import save_tiny_open_clip
 
 CLASSES = ("red_things", "green_things", "blue_things")
 RGB = {"red_things": (220, 20, 20), "green_things": (20, 200, 20), "blue_things": (20, 20, 220)}
@@ -37,16 +35,43 @@ def world(tmp_path_factory):
 
 
 def _eval(world, *extra, out):
-    args = ["eval", "--model", world["model"], "--pretrained", str(world["weights"]), "--out", str(out),
-            "--cache-dir", str(world["root"] / "cache"), "--no-progress", "--device", "cpu", *extra]
+    args = [
+        "eval",
+        "--model",
+        world["model"],
+        "--pretrained",
+        str(world["weights"]),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(world["root"] / "cache"),
+        "--no-progress",
+        "--device",
+        "cpu",
+        *extra,
+    ]
     return main(args)
 
 
 def test_zeroshot_on_an_image_folder_writes_clip_benchmark_json_and_reuses_features(world, capsys):
     out = world["root"] / "out1"
-    assert _eval(world, "--task", "zeroshot,retrieval,geometry", "--data", f"folder:{world['root'] / 'folder'}",
-                 "--classnames", str(world["root"] / "classes.txt"), "--templates", str(world["root"] / "templates.txt"),
-                 "--batch-size", "5", out=out) == 0
+    assert (
+        _eval(
+            world,
+            "--task",
+            "zeroshot,retrieval,geometry",
+            "--data",
+            f"folder:{world['root'] / 'folder'}",
+            "--classnames",
+            str(world["root"] / "classes.txt"),
+            "--templates",
+            str(world["root"] / "templates.txt"),
+            "--batch-size",
+            "5",
+            out=out,
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "0 image set(s) read, 1 computed" in printed
     files = sorted(p.name for p in (out / "results").iterdir())
@@ -63,16 +88,34 @@ def test_zeroshot_on_an_image_folder_writes_clip_benchmark_json_and_reuses_featu
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["name"] == world["model"] and report["split"] == "test"
     assert "hardness_top1" in report["geometry"] and "tolerance_image" in report["geometry"]
-    for png in ("recall_at_k.png", "embedding_gap.png", "similarity_hist.png", "per_class_class.png",
-                "confusion_class.png"):
+    for png in (
+        "recall_at_k.png",
+        "embedding_gap.png",
+        "similarity_hist.png",
+        "per_class_class.png",
+        "confusion_class.png",
+    ):
         assert (out / png).stat().st_size > 5000, png
     assert "## Result files (CLIP_benchmark format)" in (out / "report.md").read_text()
 
     # Same model, same folder: every feature comes from the cache, the numbers are identical.
     out2 = world["root"] / "out2"
-    assert _eval(world, "--task", "zeroshot,retrieval,geometry", "--data", f"folder:{world['root'] / 'folder'}",
-                 "--classnames", str(world["root"] / "classes.txt"), "--templates", str(world["root"] / "templates.txt"),
-                 "--no-plots", out=out2) == 0
+    assert (
+        _eval(
+            world,
+            "--task",
+            "zeroshot,retrieval,geometry",
+            "--data",
+            f"folder:{world['root'] / 'folder'}",
+            "--classnames",
+            str(world["root"] / "classes.txt"),
+            "--templates",
+            str(world["root"] / "templates.txt"),
+            "--no-plots",
+            out=out2,
+        )
+        == 0
+    )
     assert "1 image set(s) read, 0 computed" in capsys.readouterr().out
     again = json.loads((out2 / "report.json").read_text())
     assert again["zeroshot"] == report["zeroshot"] and again["retrieval"] == report["retrieval"]
@@ -88,12 +131,22 @@ def test_zeroshot_on_an_image_folder_writes_clip_benchmark_json_and_reuses_featu
 
 def test_sugarcrepe_without_data_and_linear_probe_on_synthetic(world, capsys):
     folder = world["root"] / "folder"
-    ann = {str(i): {"filename": f"{cls}/{i}.png", "caption": f"a {cls.split('_')[0]} square",
-                    "negative_caption": f"a square {cls.split('_')[0]}"} for i, cls in enumerate(CLASSES)}
+    ann = {
+        str(i): {
+            "filename": f"{cls}/{i}.png",
+            "caption": f"a {cls.split('_')[0]} square",
+            "negative_caption": f"a square {cls.split('_')[0]}",
+        }
+        for i, cls in enumerate(CLASSES)
+    }
     (world["root"] / "swap_obj.json").write_text(json.dumps(ann))
     out = world["root"] / "sc"
-    assert _eval(world, "--sugarcrepe", str(world["root"] / "swap_obj.json"), "--images", str(folder), "--no-plots",
-                 out=out) == 0
+    assert (
+        _eval(
+            world, "--sugarcrepe", str(world["root"] / "swap_obj.json"), "--images", str(folder), "--no-plots", out=out
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["compositional_benchmarks"]["sugarcrepe"]["n_pairs"] == {"swap_obj": 3}
     (dump,) = [json.loads(p.read_text()) for p in (out / "results").iterdir()]
@@ -101,10 +154,28 @@ def test_sugarcrepe_without_data_and_linear_probe_on_synthetic(world, capsys):
     assert "sugarcrepe swap_obj" in capsys.readouterr().out
 
     out = world["root"] / "probe"
-    assert _eval(world, "--data", "synthetic:shapes", "--task", "linear_probe", "--fewshot", "2", "--no-plots",
-                 "--probe-max-iter", "100",
-                 "--set", "data.train_size=60", "--set", "data.eval_size=30", "--set", "data.image_size=32",
-                 out=out) == 0
+    assert (
+        _eval(
+            world,
+            "--data",
+            "synthetic:shapes",
+            "--task",
+            "linear_probe",
+            "--fewshot",
+            "2",
+            "--no-plots",
+            "--probe-max-iter",
+            "100",
+            "--set",
+            "data.train_size=60",
+            "--set",
+            "data.eval_size=30",
+            "--set",
+            "data.image_size=32",
+            out=out,
+        )
+        == 0
+    )
     probe = json.loads((out / "report.json").read_text())["linear_probe"]
     assert set(probe) == {"shape", "colour", "size"} and set(probe["shape"]) == {"full", "2-shot"}
     assert probe["shape"]["2-shot"]["fewshot_k"] == 2 and probe["shape"]["full"]["n_train"] > 0
@@ -123,6 +194,16 @@ def test_eval_errors_name_what_is_missing(world, tmp_path, capsys):
     assert main(["eval", "--compare", str(tmp_path), str(tmp_path)]) == 2
     assert "no report.json" in capsys.readouterr().err
     # a folder without splits serves every split whole: probing on it would score the training data
-    assert _eval(world, "--task", "linear_probe", "--data", f"folder:{world['root'] / 'folder'}", "--no-plots",
-                 out=tmp_path / "z") == 2
+    assert (
+        _eval(
+            world,
+            "--task",
+            "linear_probe",
+            "--data",
+            f"folder:{world['root'] / 'folder'}",
+            "--no-plots",
+            out=tmp_path / "z",
+        )
+        == 2
+    )
     assert "are also in the 'test' split" in capsys.readouterr().err

@@ -12,26 +12,24 @@ are chosen from the model's own scores so that the metrics are away from 0 and 1
 Their zero-shot ``accuracy`` calls ``float()`` on a 1-element array, which
 numpy 2 refuses; the test swaps in the same formula with ``.item()``.
 """
+
 from __future__ import annotations
 
 import json
 import math
 
+import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from clip_benchmark.datasets.sugar_crepe import SugarCrepe
+from clip_benchmark.metrics import image_caption_selection, zeroshot_classification, zeroshot_retrieval
 from PIL import Image
 
-pytest.importorskip("clip_benchmark", reason="clip-benchmark is a test dependency (pip install clip-benchmark)")
-open_clip = pytest.importorskip("open_clip")
-
-from clip_benchmark.datasets.sugar_crepe import SugarCrepe  # noqa: E402
-from clip_benchmark.metrics import image_caption_selection, zeroshot_classification, zeroshot_retrieval  # noqa: E402
-from helpers import save_tiny_open_clip  # noqa: E402
-
-from contrastkit.data.records import Record, ZeroShotTask  # noqa: E402
-from contrastkit.evaluate.suite import EvalRequest, run_suite  # noqa: E402
-from contrastkit.models.load import load_model  # noqa: E402
+from contrastkit.data.records import Record, ZeroShotTask
+from contrastkit.evaluate.suite import EvalRequest, run_suite
+from contrastkit.models.load import load_model
+from helpers import save_tiny_open_clip
 
 N_IMAGES = 24
 
@@ -88,13 +86,22 @@ def setup(tmp_path_factory):
     loaded = load_model(f"open_clip:{name}", weights, device="cpu")
     reference = open_clip.create_model(name, pretrained=str(weights))
     reference.eval()
-    return {"name": name, "weights": weights, "paths": paths, "model": loaded, "reference": reference,
-            "tokenizer": open_clip.get_tokenizer(name), "preprocess": loaded.embedder.preprocess, "root": root}
+    return {
+        "name": name,
+        "weights": weights,
+        "paths": paths,
+        "model": loaded,
+        "reference": reference,
+        "tokenizer": open_clip.get_tokenizer(name),
+        "preprocess": loaded.embedder.preprocess,
+        "root": root,
+    }
 
 
 def _reference_logits(s, classnames, templates):
-    clf = zeroshot_classification.zero_shot_classifier(s["reference"], s["tokenizer"], classnames, templates, "cpu",
-                                                        amp=False)
+    clf = zeroshot_classification.zero_shot_classifier(
+        s["reference"], s["tokenizer"], classnames, templates, "cpu", amp=False
+    )
     loader = torch.utils.data.DataLoader(Files(s["paths"], [0] * N_IMAGES, s["preprocess"], classnames), batch_size=8)
     logits, _ = zeroshot_classification.run_classification(s["reference"], clf, loader, "cpu", amp=False)
     return logits
@@ -122,15 +129,16 @@ def test_zeroshot_equals_clip_benchmark(setup, n_classes, monkeypatch):
     other = (pred + torch.randint(1, n_classes, (N_IMAGES,), generator=g)) % n_classes
     targets = torch.where(noisy, other, pred)
 
-    loader = torch.utils.data.DataLoader(Files(s["paths"], targets.tolist(), s["preprocess"], classnames),
-                                         batch_size=8)
-    ref = zeroshot_classification.evaluate(s["reference"], loader, s["tokenizer"], classnames, templates, "cpu",
-                                           amp=False)
+    loader = torch.utils.data.DataLoader(Files(s["paths"], targets.tolist(), s["preprocess"], classnames), batch_size=8)
+    ref = zeroshot_classification.evaluate(
+        s["reference"], loader, s["tokenizer"], classnames, templates, "cpu", amp=False
+    )
 
     records = [Record(image=p, captions=[], key=p.name) for p in s["paths"]]
     task = ZeroShotTask("files", classnames, templates, list(range(N_IMAGES)), targets.tolist())
-    out = run_suite(s["model"], EvalRequest(tasks=["zeroshot"], dataset=RecordsData(records, [task]), batch_size=5,
-                                            progress=False))
+    out = run_suite(
+        s["model"], EvalRequest(tasks=["zeroshot"], dataset=RecordsData(records, [task]), batch_size=5, progress=False)
+    )
     got = out.results["zeroshot"]["files"]
     assert 0.3 < ref["acc1"] < 0.9 and abs(ref["mean_per_class_recall"] - ref["acc1"]) > 1e-3
     for key in ("acc1", "acc5", "mean_per_class_recall"):
@@ -183,8 +191,10 @@ def test_retrieval_equals_clip_benchmark_with_several_captions_per_image(setup):
     ref = zeroshot_retrieval.evaluate(s["reference"], loader, s["tokenizer"], "cpu", amp=False, recall_k_list=ks)
 
     records = [Record(image=p, captions=c, key=p.name) for p, c in zip(s["paths"], captions)]
-    out = run_suite(s["model"], EvalRequest(tasks=["retrieval"], dataset=RecordsData(records), recall_ks=ks,
-                                            batch_size=7, progress=False))
+    out = run_suite(
+        s["model"],
+        EvalRequest(tasks=["retrieval"], dataset=RecordsData(records), recall_ks=ks, batch_size=7, progress=False),
+    )
     got = out.results["retrieval"]
     for direction in ("image", "text"):  # informative: not all 0, not all 1, rising with k
         r = [ref[f"{direction}_retrieval_recall@{k}"] for k in ks]
@@ -197,17 +207,24 @@ def test_retrieval_equals_clip_benchmark_with_several_captions_per_image(setup):
 
 def test_sugarcrepe_equals_clip_benchmark_caption_selection(setup):
     s = setup
-    ann = {str(i * 3): {"filename": p.name, "caption": f"a picture number {i}",
-                        "negative_caption": f"a picture number {(i * 7) % N_IMAGES} here"}
-           for i, p in enumerate(s["paths"])}
+    ann = {
+        str(i * 3): {
+            "filename": p.name,
+            "caption": f"a picture number {i}",
+            "negative_caption": f"a picture number {(i * 7) % N_IMAGES} here",
+        }
+        for i, p in enumerate(s["paths"])
+    }
     path = s["root"] / "replace_att.json"
     path.write_text(json.dumps(ann))
     ds = SugarCrepe(str(s["root"]), str(path), transform=s["preprocess"])
     loader = torch.utils.data.DataLoader(ds, batch_size=8, collate_fn=image_captions_collate_fn)
     ref = image_caption_selection.evaluate(s["reference"], loader, s["tokenizer"], "cpu", amp=False)
 
-    out = run_suite(s["model"], EvalRequest(tasks=["compositional"], sugarcrepe=[path], images=s["root"],
-                                            batch_size=6, progress=False))
+    out = run_suite(
+        s["model"],
+        EvalRequest(tasks=["compositional"], sugarcrepe=[path], images=s["root"], batch_size=6, progress=False),
+    )
     got = out.results["compositional_benchmarks"]["sugarcrepe"]
     assert 0.1 < ref["text_acc"] < 0.9
     assert got["accuracy"] == {"replace_att": pytest.approx(ref["text_acc"], abs=1e-6)}  # theirs: a float32 mean

@@ -7,6 +7,7 @@ three merges, the two special tokens) and a tiny SiglipModel with a WordPiece
 sentencepiece); both with their image-processor configs, saved with
 ``save_pretrained``.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-transformers = pytest.importorskip("transformers")
-
-from contrastkit.evaluate.cache import FeatureCache  # noqa: E402
-from contrastkit.evaluate.embedding import embed_images  # noqa: E402
-from contrastkit.models.embedder import PixelEmbedder  # noqa: E402
-from contrastkit.models.load import load_model  # noqa: E402
+from contrastkit.evaluate.cache import FeatureCache
+from contrastkit.evaluate.embedding import embed_images
+from contrastkit.models.embedder import PixelEmbedder
+from contrastkit.models.load import load_model
 
 
 def _bytes_to_unicode():
@@ -54,12 +53,27 @@ def make_hf_clip(folder):
     tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
     eos = vocab["<|endoftext|>"]
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=16, eos_token_id=eos,
-                         bos_token_id=vocab["<|startoftext|>"], pad_token_id=eos),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            eos_token_id=eos,
+            bos_token_id=vocab["<|startoftext|>"],
+            pad_token_id=eos,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -75,11 +89,27 @@ def make_hf_siglip(folder):
     (folder / "vocab.txt").write_text("\n".join(words) + "\n")
     tokenizer = BertTokenizer(str(folder / "vocab.txt"))
     config = SiglipConfig(
-        text_config=dict(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=8, projection_size=32,
-                         pad_token_id=0, bos_token_id=2, eos_token_id=3),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8))
+        text_config=dict(
+            vocab_size=len(words),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=8,
+            projection_size=32,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+    )
     torch.manual_seed(1)
     SiglipModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

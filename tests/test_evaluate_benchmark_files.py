@@ -1,4 +1,5 @@
 """Plain-file inputs: class names, templates, SugarCrepe JSON, ARO-style sets, and choice scoring."""
+
 from __future__ import annotations
 
 import json
@@ -72,16 +73,27 @@ def test_sugarcrepe_files_folder_and_strict_scoring(tmp_path):
     _image(imgs / "b.jpg", (0, 0, 255))
     ann = tmp_path / "sc"
     ann.mkdir()
-    (ann / "replace_att.json").write_text(json.dumps({
-        "0": {"filename": "r.jpg", "caption": "a red box", "negative_caption": "a green box"},
-        "7": {"filename": "b.jpg", "caption": "a blue box", "negative_caption": "a red box"},
-    }))
-    (ann / "swap_att.json").write_text(json.dumps({
-        "1": {"filename": "r.jpg", "caption": "red blue", "negative_caption": "blue red"},  # tie -> wrong
-    }))
+    (ann / "replace_att.json").write_text(
+        json.dumps(
+            {
+                "0": {"filename": "r.jpg", "caption": "a red box", "negative_caption": "a green box"},
+                "7": {"filename": "b.jpg", "caption": "a blue box", "negative_caption": "a red box"},
+            }
+        )
+    )
+    (ann / "swap_att.json").write_text(
+        json.dumps(
+            {
+                "1": {"filename": "r.jpg", "caption": "red blue", "negative_caption": "blue red"},  # tie -> wrong
+            }
+        )
+    )
     items = read_sugarcrepe(ann, imgs)
-    assert [(i.category, i.key) for i in items] == [("replace_att", "replace_att/0"), ("replace_att", "replace_att/7"),
-                                                    ("swap_att", "swap_att/1")]
+    assert [(i.category, i.key) for i in items] == [
+        ("replace_att", "replace_att/0"),
+        ("replace_att", "replace_att/7"),
+        ("swap_att", "swap_att/1"),
+    ]
     assert read_sugarcrepe([ann / "swap_att.json"], imgs)[0].negatives == ["blue red"]
     emb = ColourEmbedder()
     out = evaluate_choices(emb, items, progress=False)
@@ -98,16 +110,46 @@ def test_aro_relation_and_attribute_sets_with_crops(tmp_path):
     img.paste((0, 0, 255), (10, 0, 20, 10))  # left half red, right half blue
     img.save(tmp_path / "vg.png")
     relation = [
-        {"image_path": "vg.png", "bbox_x": 0, "bbox_y": 0, "bbox_w": 10, "bbox_h": 10, "relation_name": "on",
-         "true_caption": "red thing", "false_caption": "blue thing"},
-        {"image_path": "vg.png", "bbox_x": 10, "bbox_y": 0, "bbox_w": 10, "bbox_h": 10, "relation_name": "on",
-         "true_caption": "blue thing", "false_caption": "red thing"},
-        {"image_path": "vg.png", "relation_name": "under",  # no box: the whole (purple-ish) image
-         "true_caption": "red blue", "false_caption": "blue red"},
+        {
+            "image_path": "vg.png",
+            "bbox_x": 0,
+            "bbox_y": 0,
+            "bbox_w": 10,
+            "bbox_h": 10,
+            "relation_name": "on",
+            "true_caption": "red thing",
+            "false_caption": "blue thing",
+        },
+        {
+            "image_path": "vg.png",
+            "bbox_x": 10,
+            "bbox_y": 0,
+            "bbox_w": 10,
+            "bbox_h": 10,
+            "relation_name": "on",
+            "true_caption": "blue thing",
+            "false_caption": "red thing",
+        },
+        {
+            "image_path": "vg.png",
+            "relation_name": "under",  # no box: the whole (purple-ish) image
+            "true_caption": "red blue",
+            "false_caption": "blue red",
+        },
     ]
     (tmp_path / "vg_relation.json").write_text(json.dumps(relation))
-    attribution = [{"image": "vg.png", "attributes": ["red", "blue"], "caption": "red",  # on the blue half
-                    "false_captions": ["green", "blue"], "bbox_x": 10, "bbox_y": 0, "bbox_w": 10, "bbox_h": 10}]
+    attribution = [
+        {
+            "image": "vg.png",
+            "attributes": ["red", "blue"],
+            "caption": "red",  # on the blue half
+            "false_captions": ["green", "blue"],
+            "bbox_x": 10,
+            "bbox_y": 0,
+            "bbox_w": 10,
+            "bbox_h": 10,
+        }
+    ]
     (tmp_path / "vg_attribution.jsonl").write_text("\n".join(json.dumps(r) for r in attribution) + "\n")
     items = read_aro([tmp_path / "vg_relation.json", tmp_path / "vg_attribution.jsonl"], tmp_path)
     assert [i.category for i in items] == ["on", "on", "under", "red_blue"]
@@ -122,8 +164,11 @@ def test_aro_relation_and_attribute_sets_with_crops(tmp_path):
 
 def test_any_negative_above_the_caption_makes_the_item_wrong():
     red = Image.new("RGB", (2, 2), (255, 0, 0))
-    items = [ChoiceItem(red, "red", ["green", "blue"], "c"), ChoiceItem(red, "green", ["red", "blue"], "c"),
-             ChoiceItem(red, "red", ["green", "red blue green"], "d")]
+    items = [
+        ChoiceItem(red, "red", ["green", "blue"], "c"),
+        ChoiceItem(red, "green", ["red", "blue"], "c"),
+        ChoiceItem(red, "red", ["green", "red blue green"], "d"),
+    ]
     out = evaluate_choices(ColourEmbedder(), items, progress=False)
     assert out["accuracy"] == {"c": 0.5, "d": 1.0}
     with pytest.raises(ValueError, match="no false caption"):

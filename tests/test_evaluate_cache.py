@@ -1,4 +1,5 @@
 """The feature cache: each model embeds each image set and each string once, across runs."""
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,7 @@ def test_second_run_reads_every_feature_back(tmp_path):
     records = _files(tmp_path / "img")
     cache = FeatureCache(tmp_path / "cache")
     first = CountingEmbedder()
-    req = EvalRequest(tasks=["zeroshot", "retrieval", "geometry"], dataset=Data(records), batch_size=4,
-                      progress=False)
+    req = EvalRequest(tasks=["zeroshot", "retrieval", "geometry"], dataset=Data(records), batch_size=4, progress=False)
     out1 = run_suite(_model(first), req, cache=cache)
     assert first.images == 9 and len(first.texts) == len(set(first.texts)) > 0
     assert out1.results["feature_cache"]["image_sets_computed"] == 1

@@ -1,4 +1,5 @@
 """Report sections added for the suite (linear probe, benchmark sets, recall curve) and --compare."""
+
 from __future__ import annotations
 
 import json
@@ -14,21 +15,43 @@ from contrastkit.evaluate.report import write_report
 
 def _results(acc=0.5, gap=0.8):
     return {
-        "dataset": "toy", "split": "test", "n_images": 4,
+        "dataset": "toy",
+        "split": "test",
+        "n_images": 4,
         "model": {"name": "open_clip:ViT-X", "pretrained": "w.safetensors", "logit_scale": 100.0},
-        "zeroshot": {"shape": {"acc1": acc, "acc5": math.nan, "mean_per_class_recall": acc,
-                               "per_class_recall": {"a": 1.0, "b": 0.0}, "confusion_matrix": [[1, 0], [1, 0]],
-                               "classnames": ["a", "b"], "n_samples": 2, "n_classes": 2}},
-        "retrieval": {"image_retrieval_recall@1": 0.25, "text_retrieval_recall@1": 0.5, "n_images": 4,
-                      "recall_curve": {"k": [1, 2, 4], "image_retrieval": [0.25, 0.5, 1.0],
-                                       "text_retrieval": [0.5, 0.75, 1.0]}},
-        "linear_probe": {"shape": {"full": {"acc1": 0.75, "acc5": math.nan, "mean_per_class_recall": 0.7, "C": 3.16,
-                                            "n_train": 40},
-                                   "5-shot": {"acc1": 0.5, "acc5": math.nan, "mean_per_class_recall": 0.5, "C": 1e-4,
-                                              "n_train": 10}}},
-        "compositional_benchmarks": {"sugarcrepe": {"accuracy": {"add_att": 0.8, "swap_obj": 0.6},
-                                                    "n_pairs": {"add_att": 5, "swap_obj": 5}, "macro_accuracy": 0.7,
-                                                    "micro_accuracy": 0.7, "n_pairs_total": 10}},
+        "zeroshot": {
+            "shape": {
+                "acc1": acc,
+                "acc5": math.nan,
+                "mean_per_class_recall": acc,
+                "per_class_recall": {"a": 1.0, "b": 0.0},
+                "confusion_matrix": [[1, 0], [1, 0]],
+                "classnames": ["a", "b"],
+                "n_samples": 2,
+                "n_classes": 2,
+            }
+        },
+        "retrieval": {
+            "image_retrieval_recall@1": 0.25,
+            "text_retrieval_recall@1": 0.5,
+            "n_images": 4,
+            "recall_curve": {"k": [1, 2, 4], "image_retrieval": [0.25, 0.5, 1.0], "text_retrieval": [0.5, 0.75, 1.0]},
+        },
+        "linear_probe": {
+            "shape": {
+                "full": {"acc1": 0.75, "acc5": math.nan, "mean_per_class_recall": 0.7, "C": 3.16, "n_train": 40},
+                "5-shot": {"acc1": 0.5, "acc5": math.nan, "mean_per_class_recall": 0.5, "C": 1e-4, "n_train": 10},
+            }
+        },
+        "compositional_benchmarks": {
+            "sugarcrepe": {
+                "accuracy": {"add_att": 0.8, "swap_obj": 0.6},
+                "n_pairs": {"add_att": 5, "swap_obj": 5},
+                "macro_accuracy": 0.7,
+                "micro_accuracy": 0.7,
+                "n_pairs_total": 10,
+            }
+        },
         "geometry": {"modality_gap": gap, "hardness_top1": 0.3, "n_pairs": 4},
     }
 

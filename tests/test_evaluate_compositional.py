@@ -1,7 +1,9 @@
 """Compositional accuracy: strictness, per-category counts, records and triples."""
+
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pytest
 import torch
@@ -43,7 +45,9 @@ def test_summary_per_category_counts_and_macro_vs_micro():
 
 def _text_table():
     return {
-        "red": E[0], "green": E[1], "blue": E[2],
+        "red": E[0],
+        "green": E[1],
+        "blue": E[2],
         "red2": E[0],  # identical embedding to "red": a tie
     }
 
@@ -73,7 +77,7 @@ def test_no_negatives_gives_empty_summary():
 class ColourEmbedder:
     """Image -> its (R, G, B) direction; text -> bag of colour words."""
 
-    words = {"red": 0, "green": 1, "blue": 2}
+    words: ClassVar[dict[str, int]] = {"red": 0, "green": 1, "blue": 2}
 
     def __init__(self):
         self.image_calls = []

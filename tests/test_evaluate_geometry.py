@@ -1,4 +1,5 @@
 """Geometry metrics against direct formulas on constructed point clouds."""
+
 from __future__ import annotations
 
 import math
@@ -119,10 +120,24 @@ def test_geometry_metrics_collects_everything_consistently():
     assert m["uniformity_text"] == pytest.approx(uniformity(y))
     assert m["n_pairs"] == 120 and m["dim"] == 16
     assert set(m) == {
-        "modality_gap", "centroid_cosine", "centroid_mse", "mean_positive_cosine", "mean_negative_cosine",
-        "alignment", "uniformity_image", "uniformity_text", "linear_separability", "effective_rank_image",
-        "effective_rank_text", "n_pairs", "dim", "temperature", "hardness_top1", "hardness_top10",
-        "effective_negatives", "effective_negatives_fraction",
+        "modality_gap",
+        "centroid_cosine",
+        "centroid_mse",
+        "mean_positive_cosine",
+        "mean_negative_cosine",
+        "alignment",
+        "uniformity_image",
+        "uniformity_text",
+        "linear_separability",
+        "effective_rank_image",
+        "effective_rank_text",
+        "n_pairs",
+        "dim",
+        "temperature",
+        "hardness_top1",
+        "hardness_top10",
+        "effective_negatives",
+        "effective_negatives_fraction",
     }
     assert m["temperature"] == 0.07
     labelled = geometry_metrics(x, y, labels=torch.arange(120) % 3, temperature=0.5)
@@ -208,6 +223,7 @@ def test_tolerance_known_answers():
     pairs = [u[a] @ u[b] for a in range(9) for b in range(a + 1, 9) if labels[a] == labels[b]]
     assert tolerance(x, labels) == pytest.approx(np.mean(pairs), rel=1e-12)
     # unlabelled rows (-1) are left out; no same-class pair -> NaN
-    assert tolerance(torch.cat([x, torch.randn(2, 5, generator=g)]), torch.cat([labels, torch.tensor([-1, -1])])
-                     ) == pytest.approx(np.mean(pairs), rel=1e-12)
+    assert tolerance(
+        torch.cat([x, torch.randn(2, 5, generator=g)]), torch.cat([labels, torch.tensor([-1, -1])])
+    ) == pytest.approx(np.mean(pairs), rel=1e-12)
     assert math.isnan(tolerance(x[:3], [0, 1, 2]))

@@ -1,4 +1,5 @@
 """Linear probe: C chosen on validation, refit, few-shot sampling, against a direct scikit-learn fit."""
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,8 @@ def test_equals_a_direct_fit_with_the_chosen_c_on_train_plus_validation():
     assert m["n_val"] == 30 and m["n_train"] == len(y) + 30
     unit = lambda a: (a / a.norm(dim=1, keepdim=True)).double().numpy()  # noqa: E731
     clf = LogisticRegression(C=m["C"], max_iter=1000, random_state=0).fit(
-        np.concatenate([unit(x), unit(xv)]), np.concatenate([y.numpy(), yv.numpy()]))
+        np.concatenate([unit(x), unit(xv)]), np.concatenate([y.numpy(), yv.numpy()])
+    )
     acc = float((clf.predict(unit(xt)) == yt.numpy()).mean())
     assert 0.3 < acc < 0.99
     assert m["acc1"] == pytest.approx(acc, abs=1 / len(yt) + 1e-12)  # warm starts may move one borderline point

@@ -13,6 +13,7 @@ The reference below is written from CLIP_benchmark's published definitions
 
 Random continuous embeddings have no ties, where our tie rule equals topk's.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,6 @@ from sklearn.metrics import balanced_accuracy_score
 
 from contrastkit.data.records import ZeroShotTask
 from contrastkit.evaluate import class_embeddings, evaluate_zeroshot, retrieval_metrics
-
 
 # ---------------------------------------------------------------- reference (CLIP_benchmark semantics)
 
@@ -41,7 +41,9 @@ def ref_accuracy(output, target, topk=(1,)):
     pred = output.float().topk(max(topk), 1, True, True)[1].t()
     correct = pred.eq(target.view(1, -1).expand_as(pred))
     n = len(target)
-    return [correct[:k].reshape(-1).float().sum().item() / n for k in topk]  # .item(): numpy 2 has no float(1-elem array)
+    return [
+        correct[:k].reshape(-1).float().sum().item() / n for k in topk
+    ]  # .item(): numpy 2 has no float(1-elem array)
 
 
 def ref_classification(logits, target, n_classes):

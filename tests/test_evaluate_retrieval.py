@@ -1,4 +1,5 @@
 """Retrieval recall@k on hand-computed cases, chunking, and ties."""
+
 from __future__ import annotations
 
 import itertools
@@ -16,12 +17,17 @@ E = torch.eye(3)
 
 def _hand_case():
     images = torch.stack([E[0], E[1], E[2]])
-    texts = F.normalize(torch.stack([
-        E[0] + 0.1 * E[1],  # caption 0 of image 0: nearest image 0
-        E[1] + 0.5 * E[0],  # caption 1 of image 0: nearest image 1, then image 0
-        E[2] + 0.3 * E[1],  # caption 2 of image 1: nearest image 2, then image 1
-        E[2] + 0.2 * E[0],  # caption 3 of image 2: nearest image 2
-    ]), dim=-1)
+    texts = F.normalize(
+        torch.stack(
+            [
+                E[0] + 0.1 * E[1],  # caption 0 of image 0: nearest image 0
+                E[1] + 0.5 * E[0],  # caption 1 of image 0: nearest image 1, then image 0
+                E[2] + 0.3 * E[1],  # caption 2 of image 1: nearest image 2, then image 1
+                E[2] + 0.2 * E[0],  # caption 3 of image 2: nearest image 2
+            ]
+        ),
+        dim=-1,
+    )
     return images, texts, [0, 0, 1, 2]
 
 
@@ -80,7 +86,9 @@ def test_exact_ties_give_the_expected_topk_answer():
     assert m["image_retrieval_recall@2"] == 1.0
 
 
-@pytest.mark.parametrize("g,t,m,k", [(0, 1, 1, 1), (1, 3, 2, 3), (0, 4, 1, 2), (2, 2, 3, 3), (3, 2, 1, 3), (0, 2, 2, 5)])
+@pytest.mark.parametrize(
+    "g,t,m,k", [(0, 1, 1, 1), (1, 3, 2, 3), (0, 4, 1, 2), (2, 2, 3, 3), (3, 2, 1, 3), (0, 2, 2, 5)]
+)
 def test_tie_probability_matches_enumeration_of_orders(g, t, m, k):
     # Tied block of t negatives and m positives in every order, after g strictly-better negatives.
     block = [0] * t + [1] * m
@@ -131,8 +139,14 @@ def test_chunked_path_equals_the_direct_score_matrix_and_bounds_each_chunk(monke
 
     seen = []
     real = rt._query_ranks
-    monkeypatch.setattr(rt, "_query_ranks", lambda q, gal, pos, *, chunk_size, tie_tol: (
-        seen.append(min(chunk_size, q.shape[0]) * gal.shape[0]), real(q, gal, pos, chunk_size=chunk_size, tie_tol=tie_tol))[1])
+    monkeypatch.setattr(
+        rt,
+        "_query_ranks",
+        lambda q, gal, pos, *, chunk_size, tie_tol: (
+            seen.append(min(chunk_size, q.shape[0]) * gal.shape[0]),
+            real(q, gal, pos, chunk_size=chunk_size, tie_tol=tie_tol),
+        )[1],
+    )
     monkeypatch.setattr(rt, "SCORE_BUDGET", 20_000)  # force many small chunks
     for chunk in (None, 17):
         got = rt.retrieval_metrics(images, texts, t2i, ks=ks, chunk_size=chunk, curve_ks=(1, 2, 5, 10, 50, 5000))

@@ -1,4 +1,5 @@
 """evaluate_dataset on a tiny shapes-and-colours world, and the report it feeds."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,8 @@ class WorldEmbedder:
         self.image_batches.append(len(images))
         rows = torch.zeros(len(images), 6)
         for i, im in enumerate(images):
-            colour = [c for c, rgb in COLOURS.items() if rgb == im.getpixel((0, 0))][0]
-            shape = [s for s, rgb in SHAPES.items() if rgb == im.getpixel((im.width - 1, 0))][0]
+            colour = next(c for c, rgb in COLOURS.items() if rgb == im.getpixel((0, 0)))
+            shape = next(s for s, rgb in SHAPES.items() if rgb == im.getpixel((im.width - 1, 0)))
             rows[i, VOCAB.index(colour)] = 1.0
             rows[i, VOCAB.index(shape)] = 1.0
         return rows / rows.norm(dim=1, keepdim=True)
@@ -79,13 +80,18 @@ class WorldDataset:
             if tmp_path is not None and i % 3 == 0:  # some images on disk, loaded lazily
                 image.save(tmp_path / f"{i}.png")
                 image = tmp_path / f"{i}.png"
-            self.records.append(Record(
-                image=image,
-                captions=[f"a {c} {s}", f"{s} that is {c}"],
-                neg_captions={"colour": [f"a {other_c} {s}"], "shape": [f"a {c} {other_s}"],
-                              "word_order": [f"{s} a {c}"]},
-                key=f"r{i}",
-            ))
+            self.records.append(
+                Record(
+                    image=image,
+                    captions=[f"a {c} {s}", f"{s} that is {c}"],
+                    neg_captions={
+                        "colour": [f"a {other_c} {s}"],
+                        "shape": [f"a {c} {other_s}"],
+                        "word_order": [f"{s} a {c}"],
+                    },
+                    key=f"r{i}",
+                )
+            )
         self.combos = combos
 
     def __len__(self):
@@ -97,10 +103,16 @@ class WorldDataset:
     def zeroshot_tasks(self):
         n = len(self.records)
         return [
-            ZeroShotTask("colour", list(COLOURS), ["a photo of a {} thing.", "something {c}"], list(range(n)),
-                         [list(COLOURS).index(c) for c, _ in self.combos]),
-            ZeroShotTask("shape", list(SHAPES), ["a {}"], list(range(n)),
-                         [list(SHAPES).index(s) for _, s in self.combos]),
+            ZeroShotTask(
+                "colour",
+                list(COLOURS),
+                ["a photo of a {} thing.", "something {c}"],
+                list(range(n)),
+                [list(COLOURS).index(c) for c, _ in self.combos],
+            ),
+            ZeroShotTask(
+                "shape", list(SHAPES), ["a {}"], list(range(n)), [list(SHAPES).index(s) for _, s in self.combos]
+            ),
             ZeroShotTask("tail", list(SHAPES), ["a {}"], [10, 11], [0, 1]),
         ]
 
@@ -181,8 +193,10 @@ def test_missing_image_file_names_the_record(tmp_path):
 
 def _log(path):
     lines = [json.dumps({"step": s, "loss": 2.5 * 0.97**s + 0.05 * (s % 3), "lr": 1e-3}) for s in range(60)]
-    lines += [json.dumps({"step": s, "eval/zeroshot_acc1": 0.3 + s / 200, "eval/modality_gap": 1.0 - s / 100})
-              for s in (0, 20, 40, 59)]
+    lines += [
+        json.dumps({"step": s, "eval/zeroshot_acc1": 0.3 + s / 200, "eval/modality_gap": 1.0 - s / 100})
+        for s in (0, 20, 40, 59)
+    ]
     lines.append('{"step": 60, "loss": 0.')  # truncated last line of a killed run
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -196,8 +210,15 @@ def _colour_fraction(png, rgb, tol=40):
 def test_write_report_files_keys_and_plots(tmp_path):
     out = evaluate_dataset_with_embeddings(WorldEmbedder(), WorldDataset(), progress=False)
     run = tmp_path / "run"
-    rep = write_report(run, out.results, config={"model": {"dim": 6}, "lr": 1e-3}, timing={"train_seconds": 12.5},
-                       metrics_log=_log(tmp_path / "metrics.jsonl"), image_emb=out.image_emb, text_emb=out.text_emb)
+    rep = write_report(
+        run,
+        out.results,
+        config={"model": {"dim": 6}, "lr": 1e-3},
+        timing={"train_seconds": 12.5},
+        metrics_log=_log(tmp_path / "metrics.jsonl"),
+        image_emb=out.image_emb,
+        text_emb=out.text_emb,
+    )
 
     data = json.loads((run / "report.json").read_text())  # strict JSON: NaN written as null
     for key in ("zeroshot", "retrieval", "compositional", "geometry", "config", "timing", "n_images", "plots"):
@@ -238,8 +259,9 @@ def test_write_report_without_embeddings_or_log(tmp_path):
 
 
 def test_geometry_gets_temperature_and_first_task_labels_and_retrieval_a_curve():
-    out = evaluate_dataset_with_embeddings(WorldEmbedder(), WorldDataset(), progress=False, temperature=0.5,
-                                           curve_ks=(1, 2, 50))
+    out = evaluate_dataset_with_embeddings(
+        WorldEmbedder(), WorldDataset(), progress=False, temperature=0.5, curve_ks=(1, 2, 50)
+    )
     geo = out.results["geometry"]
     assert geo["temperature"] == 0.5 and geo["tolerance_labels"] == "colour" and geo["n_labelled"] == 12
     # records of one colour share the colour one-hot; their shape pixel differs -> tolerance in (0, 1)

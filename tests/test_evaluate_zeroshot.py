@@ -1,4 +1,5 @@
 """Zero-shot classification on hand-built embeddings with known answers."""
+
 from __future__ import annotations
 
 import math

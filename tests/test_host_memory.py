@@ -1,4 +1,5 @@
 """Freed host memory stays in the process after keep_freed_host_memory() (glibc), so steps stop page-faulting."""
+
 import subprocess
 import sys
 
@@ -43,8 +44,17 @@ def test_training_on_cpu_keeps_freed_memory(monkeypatch, tmp_path):
 
     calls = []
     monkeypatch.setattr(prepare, "keep_freed_host_memory", lambda: calls.append(True) or True)
-    cfg = load_config("configs/demo.yaml", ["train.steps=1", "train.batch_size=8", "eval.max_records=8",
-                                            "data.train_size=16", "data.eval_size=8", "train.progress=false",
-                                            "train.device=cpu"])
+    cfg = load_config(
+        "configs/demo.yaml",
+        [
+            "train.steps=1",
+            "train.batch_size=8",
+            "eval.max_records=8",
+            "data.train_size=16",
+            "data.eval_size=8",
+            "train.progress=false",
+            "train.device=cpu",
+        ],
+    )
     trainer.train(cfg, tmp_path / "run")
     assert calls == [True]

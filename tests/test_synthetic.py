@@ -1,4 +1,5 @@
 """Tests for the synthetic:shapes world: scenes, words, truth, pixels, splits, export."""
+
 from __future__ import annotations
 
 import csv
@@ -65,9 +66,7 @@ def _tag_mention(tag: str) -> Mention:
 
 def _scene_of(record) -> Scene:
     meta = record.meta
-    objs = tuple(
-        SceneObject(o["shape"], o["colour"], o["size"], o["x"], o["y"], o["radius"]) for o in meta["objects"]
-    )
+    objs = tuple(SceneObject(o["shape"], o["colour"], o["size"], o["x"], o["y"], o["radius"]) for o in meta["objects"])
     return Scene(objs, meta["layout"], meta["image_size"])
 
 
@@ -151,7 +150,12 @@ def test_same_seed_same_records_in_any_access_order(train: SyntheticShapes) -> N
         a, b = other[i], train[i]
         assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
         assert (a.captions, a.neg_captions, a.tags, a.neg_tags, a.rewrites, a.key) == (
-            b.captions, b.neg_captions, b.tags, b.neg_tags, b.rewrites, b.key
+            b.captions,
+            b.neg_captions,
+            b.tags,
+            b.neg_tags,
+            b.rewrites,
+            b.key,
         )
         assert a.meta == b.meta
     assert train[-1].key == train[1999].key == "shapes-train-01999"
@@ -283,7 +287,7 @@ def test_pixels_match_the_scene(train_records: list, held_out_records: list) -> 
             # the object's colour sits at its centre
             assert tuple(pixels[round(obj.y), round(obj.x)]) == COLOUR_RGB[obj.colour], record.key
             x0, y0, x1, y1 = obj.bbox
-            assert 0 <= x0 and 0 <= y0 and x1 <= 64 and y1 <= 64
+            assert x0 >= 0 and y0 >= 0 and x1 <= 64 and y1 <= 64
             covered[max(0, int(y0) - 1) : int(y1) + 2, max(0, int(x0) - 1) : int(x1) + 2] = True
         # outside every object's box only background
         assert (pixels[~covered] == BACKGROUND).all(), record.key
@@ -334,7 +338,7 @@ def test_image_size_scales_the_world() -> None:
         for i in range(400):  # every scene fits, three large objects in a row included
             for o in ds.scene(i).objects:
                 x0, y0, x1, y1 = o.bbox
-                assert 0 <= x0 and x1 <= size and 0 <= y0 and y1 <= size
+                assert x0 >= 0 and x1 <= size and y0 >= 0 and y1 <= size
         assert ds[0].image.size == (size, size)
         assert np.array_equal(np.asarray(render_scene(ds.scene(0))), np.asarray(ds[0].image))
 

@@ -4,19 +4,27 @@ Images are flat-coloured squares with a disc of a second colour (PIL); the
 caption names both colours, so a tiny model can learn something. Every
 function is deterministic in its arguments.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image, ImageDraw
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 90, 230), "yellow": (240, 220, 40),
-           "purple": (150, 60, 200), "orange": (250, 140, 20)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 90, 230),
+    "yellow": (240, 220, 40),
+    "purple": (150, 60, 200),
+    "orange": (250, 140, 20),
+}
 NAMES = list(COLOURS)
 
 
@@ -44,13 +52,17 @@ def toy_item(index: int, size: int = 32, seed: int = 0) -> tuple[Image.Image, di
 
 def encode(image: Image.Image, fmt: str = "png") -> bytes:
     buf = io.BytesIO()
-    image.save(buf, {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}[fmt.lower()],
-               **({"quality": 90} if fmt.lower() in ("jpg", "jpeg") else {}))
+    image.save(
+        buf,
+        {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}[fmt.lower()],
+        **({"quality": 90} if fmt.lower() in ("jpg", "jpeg") else {}),
+    )
     return buf.getvalue()
 
 
-def write_images(folder: Path, n: int, size: int = 32, seed: int = 0, fmt: str = "png",
-                 start: int = 0) -> list[tuple[str, dict[str, Any]]]:
+def write_images(
+    folder: Path, n: int, size: int = 32, seed: int = 0, fmt: str = "png", start: int = 0
+) -> list[tuple[str, dict[str, Any]]]:
     """``folder/images/<i>.<fmt>`` for i in [start, start + n); returns (relative path, fields)."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     out = []
@@ -66,9 +78,19 @@ def manifest_rows(items: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str,
     """Rows with columns image, caption, caption2, hard_swap, hard_colour, tags, neg_tags, rewrites, label."""
     rows = []
     for rel, f in items:
-        rows.append({"image": rel, "caption": f["captions"][0], "caption2": f["captions"][1],
-                     "hard_swap": f["neg_captions"]["swap"], "hard_colour": f["neg_captions"]["colour"],
-                     "tags": f["tags"], "neg_tags": f["neg_tags"], "rewrites": f["rewrites"], "label": f["class"]})
+        rows.append(
+            {
+                "image": rel,
+                "caption": f["captions"][0],
+                "caption2": f["captions"][1],
+                "hard_swap": f["neg_captions"]["swap"],
+                "hard_colour": f["neg_captions"]["colour"],
+                "tags": f["tags"],
+                "neg_tags": f["neg_tags"],
+                "rewrites": f["rewrites"],
+                "label": f["class"],
+            }
+        )
     return rows
 
 
@@ -114,8 +136,17 @@ def write_folder(root: Path, per_class: int, size: int = 32, seed: int = 0, fmt:
     return sorted(used)
 
 
-def write_shards(folder: Path, n: int, n_shards: int, size: int = 32, seed: int = 0, fmt: str = "jpg",
-                 prefix: str = "shard", with_json: bool = True, start: int = 0) -> list[Path]:
+def write_shards(
+    folder: Path,
+    n: int,
+    n_shards: int,
+    size: int = 32,
+    seed: int = 0,
+    fmt: str = "jpg",
+    prefix: str = "shard",
+    with_json: bool = True,
+    start: int = 0,
+) -> list[Path]:
     """img2dataset-style shards ``folder/<prefix>-<k>.tar``: ``<key>.<fmt>``, ``<key>.txt``, ``<key>.json``.
 
     Sample ``i`` goes to shard ``i * n_shards // n`` (contiguous, near-equal shards); keys are ``%09d``.

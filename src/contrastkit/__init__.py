@@ -1,4 +1,5 @@
 """contrastkit: contrastive image-text learning — train, adapt, evaluate, diagnose."""
+
 from .encoded import Encoded
 
 __version__ = "0.1.0"

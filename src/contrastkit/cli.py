@@ -10,11 +10,12 @@
 
 Each sub-command lives in ``contrastkit/commands/<name>.py`` with its own ``register``.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .commands import data, embed, objectives
 from .commands import eval as eval_command
@@ -25,8 +26,9 @@ COMMANDS = (train_command, eval_command, embed, data, objectives)
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="contrastkit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="contrastkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)

@@ -9,15 +9,17 @@ preset names — is checked by :func:`contrastkit.engine.recipe.check_recipe`
 
     cfg = load_config("configs/demo.yaml", overrides=["train.steps=200"])
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import yaml
 
@@ -36,13 +38,17 @@ def column_list(value: str | Sequence[str] | None) -> list[str]:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic:shapes"  # data spec: synthetic:shapes, csv:PATH, folder:DIR, wds:SHARDS, ... (data.sources)
+    source: str = (
+        "synthetic:shapes"  # data spec: synthetic:shapes, csv:PATH, folder:DIR, wds:SHARDS, ... (data.sources)
+    )
     train_size: int = 20000  # records in the training split (synthetic world)
     eval_size: int = 2000  # records in the evaluation splits (synthetic world); the cap of val/test elsewhere
     image_size: int = 64  # rendered / resized image side in pixels
     seed: int = 0  # world seed (independent of the training seed)
     neg_per_image: int = 4  # hard-negative captions per image when a term needs them
-    image_augment: str = "none"  # train augmentation of the main image: none | clip | cl2l_weak | cl2l_strong | shapes_safe | simclr
+    image_augment: str = (
+        "none"  # train augmentation of the main image: none | clip | cl2l_weak | cl2l_strong | shapes_safe | simclr
+    )
     views: int = 0  # extra augmented views per record, for terms that read image_views / text_views
     view_image_augment: str = "shapes_safe"  # augmentation preset of the extra image views
     view_text_augment: str = "eda"  # augmentation of the extra caption views: none | stopword_drop | eda
@@ -234,29 +240,40 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
 
 def _check_ranges(cfg: Config) -> None:
     positive = {
-        "train.steps": cfg.train.steps, "train.batch_size": cfg.train.batch_size,
-        "data.train_size": cfg.data.train_size, "data.eval_size": cfg.data.eval_size,
-        "data.image_size": cfg.data.image_size, "model.embed_dim": cfg.model.embed_dim,
-        "model.width": cfg.model.width, "model.context_length": cfg.model.context_length,
-        "model.vocab_size": cfg.model.vocab_size, "eval.batch_size": cfg.eval.batch_size,
-        "model.text_layers": cfg.model.text_layers, "train.accum_steps": cfg.train.accum_steps,
+        "train.steps": cfg.train.steps,
+        "train.batch_size": cfg.train.batch_size,
+        "data.train_size": cfg.data.train_size,
+        "data.eval_size": cfg.data.eval_size,
+        "data.image_size": cfg.data.image_size,
+        "model.embed_dim": cfg.model.embed_dim,
+        "model.width": cfg.model.width,
+        "model.context_length": cfg.model.context_length,
+        "model.vocab_size": cfg.model.vocab_size,
+        "eval.batch_size": cfg.eval.batch_size,
+        "model.text_layers": cfg.model.text_layers,
+        "train.accum_steps": cfg.train.accum_steps,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
     non_negative = {
-        "train.warmup_steps": cfg.train.warmup_steps, "train.grad_clip": cfg.train.grad_clip,
-        "train.eval_every": cfg.train.eval_every, "train.checkpoint_every": cfg.train.checkpoint_every,
-        "train.weight_decay": cfg.train.weight_decay, "data.workers": cfg.data.workers,
-        "eval.max_records": cfg.eval.max_records, "train.threads": cfg.train.threads,
+        "train.warmup_steps": cfg.train.warmup_steps,
+        "train.grad_clip": cfg.train.grad_clip,
+        "train.eval_every": cfg.train.eval_every,
+        "train.checkpoint_every": cfg.train.checkpoint_every,
+        "train.weight_decay": cfg.train.weight_decay,
+        "data.workers": cfg.data.workers,
+        "eval.max_records": cfg.eval.max_records,
+        "train.threads": cfg.train.threads,
         "data.neg_per_image": cfg.data.neg_per_image,
     }
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}: must be >= 0, got {value}")
     if cfg.train.batch_size % cfg.train.accum_steps:
-        raise ConfigError(f"train.accum_steps: must divide train.batch_size ({cfg.train.batch_size}), "
-                          f"got {cfg.train.accum_steps}")
+        raise ConfigError(
+            f"train.accum_steps: must divide train.batch_size ({cfg.train.batch_size}), got {cfg.train.accum_steps}"
+        )
     if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
         raise ConfigError(f"train.device: {cfg.train.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
     if not 0 <= cfg.train.teacher_momentum < 1:
@@ -268,8 +285,10 @@ def _check_ranges(cfg: Config) -> None:
         if not 0 <= value < 1:
             raise ConfigError(f"data.{key}: must be in [0, 1), got {value}")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
-        raise ConfigError(f"data.val_fraction + data.test_fraction: must be below 1 (the rest is train), got "
-                          f"{cfg.data.val_fraction} + {cfg.data.test_fraction}")
+        raise ConfigError(
+            f"data.val_fraction + data.test_fraction: must be below 1 (the rest is train), got "
+            f"{cfg.data.val_fraction} + {cfg.data.test_fraction}"
+        )
     if cfg.data.shuffle_buffer < 0:
         raise ConfigError(f"data.shuffle_buffer: must be >= 0, got {cfg.data.shuffle_buffer}")
     if not cfg.data.image_column.strip():
@@ -291,8 +310,9 @@ def _check_ranges(cfg: Config) -> None:
         if k < 2:
             raise ConfigError(f"clusters.sizes[{i}]: a clustering needs at least 2 clusters, got {k}")
     if cfg.clusters.every < 0 or cfg.clusters.iters < 1:
-        raise ConfigError("clusters.every must be >= 0 and clusters.iters >= 1, got "
-                          f"{cfg.clusters.every} and {cfg.clusters.iters}")
+        raise ConfigError(
+            f"clusters.every must be >= 0 and clusters.iters >= 1, got {cfg.clusters.every} and {cfg.clusters.iters}"
+        )
     if not cfg.clusters.phi_mean > 0:
         raise ConfigError(f"clusters.phi_mean: must be positive, got {cfg.clusters.phi_mean}")
     if not cfg.objective:
@@ -323,11 +343,13 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 try:
                     node = node[int(part)]
                 except (ValueError, IndexError):
-                    raise ConfigError(f"override {text!r}: {'.'.join(path[:i + 1])} is not an index of the list") from None
+                    raise ConfigError(
+                        f"override {text!r}: {'.'.join(path[: i + 1])} is not an index of the list"
+                    ) from None
                 continue
             node = node.setdefault(part, {})
             if not isinstance(node, (dict, list)):
-                raise ConfigError(f"override {text!r}: {'.'.join(path[:i + 1])} is not a section")
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a section")
         if isinstance(node, list):
             try:
                 node[int(path[-1])] = value

@@ -1,6 +1,6 @@
 """Rank helpers and the one gather that makes every objective input global.
 
-The convention (DESIGN.md): every rank encodes its local rows, the engine
+The convention (docs/design.md): every rank encodes its local rows, the engine
 gathers each tensor the objective reads into the global batch (gradient flowing
 back to the local shard), every rank computes the same global loss, and the
 parameter gradients are averaged across ranks after backward. With W ranks the
@@ -9,11 +9,12 @@ the average divides by W again, so towers, temperature, bias and objective heads
 get exactly the gradient of the single-process global batch. Nothing here is a
 user-facing switch that could make gradients wrong.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -99,8 +100,9 @@ def gather_encoded(enc: Encoded) -> Encoded:
     if not is_distributed() or world_size() == 1:
         return enc
     sizes = _sizes(enc.batch_size, enc.image.device)
-    gathered = {name: gather_with_grad(value, FIELDS[name].batch_dim, sizes)
-                for name, value in batched_tensors(enc).items()}
+    gathered = {
+        name: gather_with_grad(value, FIELDS[name].batch_dim, sizes) for name, value in batched_tensors(enc).items()
+    }
     offset = sum(sizes[: rank()])
     return dataclasses.replace(enc, **gathered, local_rows=slice(offset, offset + sizes[rank()]))
 
@@ -122,7 +124,7 @@ def average_gradients(params: Iterable[torch.nn.Parameter], bucket_bytes: int = 
             flat /= world_size()
             offset = 0
             for b in bucket:
-                b.copy_(flat[offset:offset + b.numel()].view_as(b))
+                b.copy_(flat[offset : offset + b.numel()].view_as(b))
                 offset += b.numel()
             bucket, size = [], 0
 

@@ -23,6 +23,7 @@ them). The rest of the engine reads that one table:
 
 Adding a field a new term needs: CONTRIBUTING.md ("Add an Encoded field").
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,10 +73,15 @@ def _required(spec: FieldSpec) -> Any:
 
 
 _STUDENT = FieldSpec("student", grad=True)
-_VIEWS = FieldSpec("student", batch_dim=1, grad=True, setting="data.views",
-                   fix="set the number of extra augmented views (e.g. 2)")
-_NEGATIVES = dict(setting="data.neg_per_image", record="neg_captions", describe="hard-negative captions",
-                  fix="set it to the number of negatives per image (e.g. 4)")
+_VIEWS = FieldSpec(
+    "student", batch_dim=1, grad=True, setting="data.views", fix="set the number of extra augmented views (e.g. 2)"
+)
+_NEGATIVES = dict(
+    setting="data.neg_per_image",
+    record="neg_captions",
+    describe="hard-negative captions",
+    fix="set it to the number of negatives per image (e.g. 4)",
+)
 
 
 @dataclass
@@ -89,9 +95,11 @@ class Encoded:
     image: Tensor = _required(_STUDENT)  # B x D, L2-normalised image embeddings
     text: Tensor = _required(_STUDENT)  # B x D, L2-normalised text embeddings
     logit_scale: Tensor = _required(FieldSpec("student", batched=False, grad=True))  # scalar t = 1/tau
-    logit_bias: Tensor | None = _declare(FieldSpec(  # scalar b for sigmoid losses
-        "student", batched=False, grad=True, model_attr="logit_bias",
-        fix="set model.logit_bias_init (e.g. -10)"))
+    logit_bias: Tensor | None = _declare(
+        FieldSpec(  # scalar b for sigmoid losses
+            "student", batched=False, grad=True, model_attr="logit_bias", fix="set model.logit_bias_init (e.g. -10)"
+        )
+    )
     # Raw pooled tower outputs before the shared projection (B x F): terms with
     # their own projector heads (cl2l_local, barlip, siamlip, hq_tags, ...) read these.
     image_features: Tensor | None = _declare(_STUDENT)
@@ -113,18 +121,35 @@ class Encoded:
     reference_text: Tensor | None = _declare(FieldSpec("reference"))
     reference_logit_scale: Tensor | None = _declare(FieldSpec("reference", batched=False))
     # Supervision from the data.
-    tags: Tensor | None = _declare(FieldSpec(  # B x T in {1 positive, 0 negative, -1 unknown}
-        "data", record="tags", describe="tags", batch_key="tag_targets",
-        fix="give the data a tag column (data.tag_column)"))
+    tags: Tensor | None = _declare(
+        FieldSpec(  # B x T in {1 positive, 0 negative, -1 unknown}
+            "data",
+            record="tags",
+            describe="tags",
+            batch_key="tag_targets",
+            fix="give the data a tag column (data.tag_column)",
+        )
+    )
     group_ids: Tensor | None = _declare(FieldSpec("data", batch_key="index"))  # B ints: equal ids are positives
-    labels: Tensor | None = _declare(FieldSpec(  # B class ids (-1: the record has none)
-        "data", record="label", describe="class labels", batch_key="labels",
-        fix="set data.label_column, or use folder: data (one sub-folder per class)"))
+    labels: Tensor | None = _declare(
+        FieldSpec(  # B class ids (-1: the record has none)
+            "data",
+            record="label",
+            describe="class labels",
+            batch_key="labels",
+            fix="set data.label_column, or use folder: data (one sub-folder per class)",
+        )
+    )
     # Tokens and cells.
     caption_tokens: Tensor | None = _declare(FieldSpec("student"))  # B x L token ids (captioning terms)
-    image_tokens: Tensor | None = _declare(FieldSpec(  # B x N x F cell features (captioning / dense terms)
-        "student", grad=True, model_attr="image_tower.forward_tokens",
-        fix="use an image tower that exposes cell features (tiny_cnn, open_clip ViTs)"))
+    image_tokens: Tensor | None = _declare(
+        FieldSpec(  # B x N x F cell features (captioning / dense terms)
+            "student",
+            grad=True,
+            model_attr="image_tower.forward_tokens",
+            fix="use an image tower that exposes cell features (tiny_cnn, open_clip ViTs)",
+        )
+    )
     pad_token_id: int = _declare(FieldSpec("student", batched=False), default=0)
     # Rows of the global batch owned by this process (None: all rows).
     local_rows: slice | None = _declare(FieldSpec("engine", batched=False))
@@ -144,15 +169,15 @@ class Encoded:
                 f"use a dataset / recipe that provides {', '.join(missing)} (see `contrastkit objectives`)"
             )
 
-    def upcast(self) -> "Encoded":
+    def upcast(self) -> Encoded:
         """A copy whose half-precision tensors are float32 (losses are computed outside autocast)."""
         low = (torch.float16, torch.bfloat16)
         return self.map(lambda name, v: v.float() if isinstance(v, Tensor) and v.dtype in low else v)
 
-    def to(self, device: torch.device | str) -> "Encoded":
+    def to(self, device: torch.device | str) -> Encoded:
         return self.map(lambda name, v: v.to(device) if isinstance(v, Tensor) else v)
 
-    def map(self, fn: Any) -> "Encoded":
+    def map(self, fn: Any) -> Encoded:
         """A new Encoded with ``fn(name, value)`` applied to every field."""
         return Encoded(**{f.name: fn(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)})
 
@@ -163,5 +188,8 @@ FIELDS: dict[str, FieldSpec] = {f.name: f.metadata["spec"] for f in dataclasses.
 
 def batched_tensors(enc: Encoded) -> dict[str, Tensor]:
     """The fields of ``enc`` that hold a tensor with a batch dimension (gathered, concatenated, split)."""
-    return {name: value for name, spec in FIELDS.items()
-            if spec.batched and spec.producer != "engine" and isinstance(value := getattr(enc, name), Tensor)}
+    return {
+        name: value
+        for name, spec in FIELDS.items()
+        if spec.batched and spec.producer != "engine" and isinstance(value := getattr(enc, name), Tensor)
+    }

@@ -1,10 +1,12 @@
 """Content hashes: canonical JSON, files, state dicts (cache keys and model fingerprints)."""
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor

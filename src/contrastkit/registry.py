@@ -1,7 +1,9 @@
 """Name -> factory registries shared by objectives, towers and datasets."""
+
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

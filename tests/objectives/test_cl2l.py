@@ -1,4 +1,5 @@
-"""cl2l_local: CL2L local-view InfoNCE with its own MLP projectors and scale (METHODS A7)."""
+"""cl2l_local: CL2L local-view InfoNCE with its own MLP projectors and scale (docs/methods.md A7)."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,6 @@ from contrastkit.objectives import build
 from contrastkit.objectives._heads import has_lazy_parameters
 from contrastkit.objectives.cl2l import Cl2lLocalTerm
 from contrastkit.objectives.clip import clip_loss
-
 from helpers import naive_mlp
 
 SMALL = {"hidden_dim": 6, "out_dim": 4}
@@ -21,15 +21,18 @@ SMALL = {"hidden_dim": 6, "out_dim": 4}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_enc(b: int = 5, v: int = 2, vt: int | None = None, fi: int = 7, ft: int = 5, dtype=torch.float64,
-             seed: int = 0) -> Encoded:
+def make_enc(
+    b: int = 5, v: int = 2, vt: int | None = None, fi: int = 7, ft: int = 5, dtype=torch.float64, seed: int = 0
+) -> Encoded:
     g = torch.Generator().manual_seed(seed)
     vt = v if vt is None else vt
-    return Encoded(image=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
-                   text=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
-                   logit_scale=torch.tensor(10.0, dtype=dtype),
-                   image_view_features=torch.randn(v, b, fi, generator=g, dtype=dtype),
-                   text_view_features=torch.randn(vt, b, ft, generator=g, dtype=dtype))
+    return Encoded(
+        image=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
+        text=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
+        logit_scale=torch.tensor(10.0, dtype=dtype),
+        image_view_features=torch.randn(v, b, fi, generator=g, dtype=dtype),
+        text_view_features=torch.randn(vt, b, ft, generator=g, dtype=dtype),
+    )
 
 
 def naive_ce(logits: torch.Tensor, eps: float) -> torch.Tensor:
@@ -115,8 +118,7 @@ def test_single_view_no_smoothing_equals_clip_term_on_projected_views():
     value = term(enc)
     h_img = term.project(term.image_projector, enc.image_view_features)[0]
     h_txt = term.project(term.text_projector, enc.text_view_features)[0]
-    torch.testing.assert_close(value, clip_loss(h_img, h_txt, term.logit_scale.detach()),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(value, clip_loss(h_img, h_txt, term.logit_scale.detach()), rtol=1e-12, atol=1e-12)
 
 
 def test_batchnorm_statistics_are_per_view():
@@ -128,9 +130,14 @@ def test_batchnorm_statistics_are_per_view():
     # Projecting the two views as one 2B batch (shared statistics) would give a different value.
     stacked = naive_mlp(term.image_projector, enc.image_view_features.reshape(12, -1)).reshape(2, 6, -1)
     h_txt = [F.normalize(naive_mlp(term.text_projector, y), dim=-1) for y in enc.text_view_features]
-    shared = torch.stack([(naive_ce(10 * F.normalize(a, dim=-1) @ b.t(), 0.1)
-                           + naive_ce(10 * b @ F.normalize(a, dim=-1).t(), 0.1)) / 2
-                          for a in stacked for b in h_txt]).mean()
+    shared = torch.stack(
+        [
+            (naive_ce(10 * F.normalize(a, dim=-1) @ b.t(), 0.1) + naive_ce(10 * b @ F.normalize(a, dim=-1).t(), 0.1))
+            / 2
+            for a in stacked
+            for b in h_txt
+        ]
+    ).mean()
     assert not torch.allclose(value, shared)
     torch.testing.assert_close(value, naive_cl2l(term, enc))
 
@@ -155,10 +162,13 @@ def test_projectors_are_lazy_until_first_forward_and_training_lowers_loss():
     assert has_lazy_parameters(term)
     g = torch.Generator().manual_seed(3)
     base = torch.randn(32, 6, generator=g)
-    enc = Encoded(image=torch.zeros(32, 2), text=torch.zeros(32, 2), logit_scale=torch.tensor(1.0),
-                  image_view_features=torch.stack([base + 0.1 * torch.randn(32, 6, generator=g) for _ in range(2)]),
-                  text_view_features=torch.stack([base[:, :4] + 0.1 * torch.randn(32, 4, generator=g)
-                                                  for _ in range(2)]))
+    enc = Encoded(
+        image=torch.zeros(32, 2),
+        text=torch.zeros(32, 2),
+        logit_scale=torch.tensor(1.0),
+        image_view_features=torch.stack([base + 0.1 * torch.randn(32, 6, generator=g) for _ in range(2)]),
+        text_view_features=torch.stack([base[:, :4] + 0.1 * torch.randn(32, 4, generator=g) for _ in range(2)]),
+    )
     first = term(enc)  # dry forward: materialises, then the optimizer can be built
     assert not has_lazy_parameters(term)
     opt = torch.optim.Adam(term.parameters(), lr=1e-2)
@@ -184,14 +194,17 @@ def test_build_and_missing_input_error():
         objective(enc)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"label_smoothing": 1.0}, "label_smoothing"),
-    ({"hidden_dim": 0}, "hidden_dim"),
-    ({"num_layers": 0}, "num_layers"),
-    ({"logit_scale_init": 0.5}, "logit_scale_init"),
-    ({"logit_scale_init": 200.0}, "logit_scale_init"),
-    ({"bogus": 1}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"hidden_dim": 0}, "hidden_dim"),
+        ({"num_layers": 0}, "num_layers"),
+        ({"logit_scale_init": 0.5}, "logit_scale_init"),
+        ({"logit_scale_init": 200.0}, "logit_scale_init"),
+        ({"bogus": 1}, "unknown parameter"),
+    ],
+)
 def test_invalid_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build([{"name": "cl2l_local", **kwargs}])

@@ -5,6 +5,7 @@ Peer: no library implements RaFA or HyCD. RaFA is checked against torch's
 (log_softmax / softmax / ``F.kl_div(batchmean) * T^2``) re-implemented below, and
 its alpha = 1 limit against open_clip's ClipLoss.
 """
+
 import math
 
 import pytest
@@ -15,20 +16,24 @@ from contrastkit.encoded import FIELDS, Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.clip_refine import rafa_targets
-
 from helpers import unit
 
 D64 = torch.float64
 
 
 def make(b=5, d=6, seed=0, dtype=D64, t=8.0, t_ref=12.0):
-    return Encoded(image=unit(b, d, seed=seed, dtype=dtype), text=unit(b, d, seed=seed + 1, dtype=dtype),
-                   logit_scale=torch.tensor(t, dtype=dtype), reference_image=unit(b, d, seed=seed + 2, dtype=dtype),
-                   reference_text=unit(b, d, seed=seed + 3, dtype=dtype),
-                   reference_logit_scale=torch.tensor(t_ref, dtype=dtype))
+    return Encoded(
+        image=unit(b, d, seed=seed, dtype=dtype),
+        text=unit(b, d, seed=seed + 1, dtype=dtype),
+        logit_scale=torch.tensor(t, dtype=dtype),
+        reference_image=unit(b, d, seed=seed + 2, dtype=dtype),
+        reference_text=unit(b, d, seed=seed + 3, dtype=dtype),
+        reference_logit_scale=torch.tensor(t_ref, dtype=dtype),
+    )
 
 
 # ---------------------------------------------------------------- rafa
+
 
 @pytest.mark.parametrize("normalize", [True, False])
 def test_rafa_value_matches_naive_loops(normalize):
@@ -37,8 +42,11 @@ def test_rafa_value_matches_naive_loops(normalize):
     value = float(term(enc))
     z = rafa_targets(5, 6, torch.Generator().manual_seed(3), normalize)
     b, d = z.shape
-    naive = sum((float(enc.image[i, k]) - float(z[i, k])) ** 2 + (float(enc.text[i, k]) - float(z[i, k])) ** 2
-                for i in range(b) for k in range(d)) / (b * d)
+    naive = sum(
+        (float(enc.image[i, k]) - float(z[i, k])) ** 2 + (float(enc.text[i, k]) - float(z[i, k])) ** 2
+        for i in range(b)
+        for k in range(d)
+    ) / (b * d)
     assert value == pytest.approx(naive, rel=1e-10)
     assert value == pytest.approx(float(F.mse_loss(enc.image, z) + F.mse_loss(enc.text, z)), rel=1e-12)
 
@@ -68,6 +76,7 @@ def test_rafa_target_scale_sharing_and_stream():
 
 # ---------------------------------------------------------------- hycd
 
+
 def naive_hycd(x, y, xr, yr, t, tr, alpha, temp):
     b = x.shape[0]
 
@@ -81,7 +90,7 @@ def naive_hycd(x, y, xr, yr, t, tr, alpha, temp):
                 q = alpha * (i == j) + (1 - alpha) * math.exp(lr[j] - zlr)
                 if q > 0:
                     total += q * (math.log(q) - (lo[j] - zlo))
-        return temp ** 2 * total / b
+        return temp**2 * total / b
 
     return (direction(x, y, xr, yr) + direction(y, x, yr, xr)) / 2
 
@@ -89,24 +98,26 @@ def naive_hycd(x, y, xr, yr, t, tr, alpha, temp):
 def release_distill(y_s, y_t, temp, alpha):
     p_s = F.log_softmax(y_s / temp, dim=1)
     p_t = alpha * torch.eye(y_t.shape[0], dtype=y_t.dtype) + (1.0 - alpha) * F.softmax(y_t / temp, dim=1)
-    return F.kl_div(p_s, p_t, reduction="batchmean") * temp ** 2
+    return F.kl_div(p_s, p_t, reduction="batchmean") * temp**2
 
 
 @pytest.mark.parametrize("alpha,temp", [(0.5, 1.0), (0.2, 2.0), (0.0, 0.5), (1.0, 1.0)])
 def test_hycd_value_matches_naive_and_release(alpha, temp):
     enc = make()
     value = float(build([{"name": "hycd", "alpha": alpha, "temperature": temp}])(enc).loss)
-    assert value == pytest.approx(naive_hycd(enc.image, enc.text, enc.reference_image, enc.reference_text,
-                                             8.0, 12.0, alpha, temp), rel=1e-9)
-    l = 8.0 * enc.image @ enc.text.t()
+    assert value == pytest.approx(
+        naive_hycd(enc.image, enc.text, enc.reference_image, enc.reference_text, 8.0, 12.0, alpha, temp), rel=1e-9
+    )
+    logits = 8.0 * enc.image @ enc.text.t()
     lr = 12.0 * enc.reference_image @ enc.reference_text.t()
-    release = (release_distill(l, lr, temp, alpha) + release_distill(l.t(), lr.t(), temp, alpha)) / 2
+    release = (release_distill(logits, lr, temp, alpha) + release_distill(logits.t(), lr.t(), temp, alpha)) / 2
     assert value == pytest.approx(float(release), rel=1e-10)
     # use_logit_scale=False: the release's raw dot-product logits
     raw = float(build([{"name": "hycd", "alpha": alpha, "temperature": temp, "use_logit_scale": False}])(enc).loss)
     l0, lr0 = enc.image @ enc.text.t(), enc.reference_image @ enc.reference_text.t()
-    assert raw == pytest.approx(float((release_distill(l0, lr0, temp, alpha)
-                                       + release_distill(l0.t(), lr0.t(), temp, alpha)) / 2), rel=1e-10)
+    assert raw == pytest.approx(
+        float((release_distill(l0, lr0, temp, alpha) + release_distill(l0.t(), lr0.t(), temp, alpha)) / 2), rel=1e-10
+    )
 
 
 def test_hycd_gradcheck():
@@ -114,13 +125,25 @@ def test_hycd_gradcheck():
     ref = make(b=4, d=4, seed=7)
 
     def f(a, b, s):
-        return term(Encoded(image=F.normalize(a, dim=-1), text=F.normalize(b, dim=-1), logit_scale=s,
-                            reference_image=ref.reference_image, reference_text=ref.reference_text,
-                            reference_logit_scale=ref.reference_logit_scale))
+        return term(
+            Encoded(
+                image=F.normalize(a, dim=-1),
+                text=F.normalize(b, dim=-1),
+                logit_scale=s,
+                reference_image=ref.reference_image,
+                reference_text=ref.reference_text,
+                reference_logit_scale=ref.reference_logit_scale,
+            )
+        )
 
-    assert torch.autograd.gradcheck(f, (torch.randn(4, 4, dtype=D64, requires_grad=True),
-                                        torch.randn(4, 4, dtype=D64, requires_grad=True),
-                                        torch.tensor(5.0, dtype=D64, requires_grad=True)))
+    assert torch.autograd.gradcheck(
+        f,
+        (
+            torch.randn(4, 4, dtype=D64, requires_grad=True),
+            torch.randn(4, 4, dtype=D64, requires_grad=True),
+            torch.tensor(5.0, dtype=D64, requires_grad=True),
+        ),
+    )
 
 
 def test_hycd_limits():
@@ -130,13 +153,20 @@ def test_hycd_limits():
     # alpha = 1: T^2 * CE(l / T, I) in both directions = clip at scale t / T, times T^2
     for temp in (1.0, 2.0):
         hard = build([{"name": "hycd", "alpha": 1.0, "temperature": temp}])(enc).loss
-        expected = temp ** 2 * clip_loss(enc.image, enc.text, enc.logit_scale / temp)
+        expected = temp**2 * clip_loss(enc.image, enc.text, enc.logit_scale / temp)
         assert float(hard) == pytest.approx(float(expected), rel=1e-5)
         assert float(hard) == pytest.approx(
-            temp ** 2 * float(ClipLoss()(enc.image, enc.text, enc.logit_scale / temp)), rel=1e-5)
+            temp**2 * float(ClipLoss()(enc.image, enc.text, enc.logit_scale / temp)), rel=1e-5
+        )
     # alpha = 0 and a student equal to the reference: nothing to distil
-    same = Encoded(image=enc.image, text=enc.text, logit_scale=enc.logit_scale, reference_image=enc.image,
-                   reference_text=enc.text, reference_logit_scale=enc.logit_scale)
+    same = Encoded(
+        image=enc.image,
+        text=enc.text,
+        logit_scale=enc.logit_scale,
+        reference_image=enc.image,
+        reference_text=enc.text,
+        reference_logit_scale=enc.logit_scale,
+    )
     assert float(build([{"name": "hycd", "alpha": 0.0}])(same).loss) == pytest.approx(0.0, abs=1e-6)
     assert float(build([{"name": "hycd", "alpha": 0.5}])(same).loss) > 1e-3
 

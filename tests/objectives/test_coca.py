@@ -1,4 +1,5 @@
-"""coca_caption: CoCa captioning loss with a term-owned decoder (METHODS A14)."""
+"""coca_caption: CoCa captioning loss with a term-owned decoder (docs/methods.md A14)."""
+
 from __future__ import annotations
 
 import math
@@ -25,19 +26,23 @@ def make_tokens(b: int, length: int, vocab: int, g: torch.Generator, min_len: in
     for i in range(b):
         n = int(torch.randint(min_len, length + 1, (1,), generator=g))
         tokens[i, 0] = BOS
-        tokens[i, 1:n - 1] = torch.randint(3, vocab, (n - 2,), generator=g)
+        tokens[i, 1 : n - 1] = torch.randint(3, vocab, (n - 2,), generator=g)
         tokens[i, n - 1] = EOS
     return tokens
 
 
-def make_enc(b: int = 4, n: int = 3, f: int = 5, length: int = 7, vocab: int = 11, dtype=torch.float64,
-             seed: int = 0) -> Encoded:
+def make_enc(
+    b: int = 4, n: int = 3, f: int = 5, length: int = 7, vocab: int = 11, dtype=torch.float64, seed: int = 0
+) -> Encoded:
     g = torch.Generator().manual_seed(seed)
-    return Encoded(image=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
-                   text=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
-                   logit_scale=torch.tensor(10.0, dtype=dtype),
-                   image_tokens=torch.randn(b, n, f, generator=g, dtype=dtype),
-                   caption_tokens=make_tokens(b, length, vocab, g), pad_token_id=PAD)
+    return Encoded(
+        image=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
+        text=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
+        logit_scale=torch.tensor(10.0, dtype=dtype),
+        image_tokens=torch.randn(b, n, f, generator=g, dtype=dtype),
+        caption_tokens=make_tokens(b, length, vocab, g),
+        pad_token_id=PAD,
+    )
 
 
 # ---------------------------------------------------------------- the decoder written out by hand
@@ -104,8 +109,9 @@ def test_value_matches_naive_decoder_and_formula():
     value = term(enc)
     tokens = enc.caption_tokens
     logits = naive_logits(term, tokens[:, :-1], enc.image_tokens, SMALL["heads"])
-    torch.testing.assert_close(term.decode(tokens[:, :-1], term.encode_image(enc.image_tokens)), logits,
-                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        term.decode(tokens[:, :-1], term.encode_image(enc.image_tokens)), logits, rtol=1e-10, atol=1e-10
+    )
     torch.testing.assert_close(value, naive_caption_loss(logits, tokens[:, 1:], PAD), rtol=1e-10, atol=1e-10)
 
 
@@ -126,7 +132,8 @@ def test_caption_loss_matches_open_clip(dtype, tol):
     value = term(enc)
     logits = term.decode(enc.caption_tokens[:, :-1], term.encode_image(enc.image_tokens))
     _, peer = CoCaLoss(caption_loss_weight=1.0, clip_loss_weight=0.0, pad_id=PAD)(
-        None, None, logits, enc.caption_tokens[:, 1:], None)
+        None, None, logits, enc.caption_tokens[:, 1:], None
+    )
     torch.testing.assert_close(value, peer, rtol=tol, atol=tol)
 
 
@@ -147,15 +154,22 @@ def test_pad_tokens_are_ignored():
     for i in range(5):
         row = enc.caption_tokens[i]
         n = int((row != PAD).sum())
-        single = Encoded(image=enc.image[i:i + 1], text=enc.text[i:i + 1], logit_scale=enc.logit_scale,
-                         image_tokens=enc.image_tokens[i:i + 1], caption_tokens=row[None, :n], pad_token_id=PAD)
+        single = Encoded(
+            image=enc.image[i : i + 1],
+            text=enc.text[i : i + 1],
+            logit_scale=enc.logit_scale,
+            image_tokens=enc.image_tokens[i : i + 1],
+            caption_tokens=row[None, :n],
+            pad_token_id=PAD,
+        )
         total = total + term(single) * (n - 1)
         count += n - 1
     torch.testing.assert_close(value, total / count, rtol=1e-10, atol=1e-10)
     # a different pad id is honoured
     shifted = make_enc(b=5, length=6)
-    shifted.caption_tokens = torch.where(shifted.caption_tokens == PAD, torch.full_like(shifted.caption_tokens, 10),
-                                         shifted.caption_tokens)
+    shifted.caption_tokens = torch.where(
+        shifted.caption_tokens == PAD, torch.full_like(shifted.caption_tokens, 10), shifted.caption_tokens
+    )
     shifted.pad_token_id = 10
     pad_as_10 = term(shifted)
     assert torch.isfinite(pad_as_10)
@@ -168,8 +182,14 @@ def test_training_lowers_loss_and_generate_reproduces_the_caption():
     g = torch.Generator().manual_seed(0)
     image_tokens = torch.randn(2, 3, 6, generator=g)
     captions = torch.tensor([[BOS, 5, 6, 7, EOS, PAD, PAD], [BOS, 9, 4, 11, 3, 8, EOS]])
-    enc = Encoded(image=torch.zeros(2, 2), text=torch.zeros(2, 2), logit_scale=torch.tensor(1.0),
-                  image_tokens=image_tokens, caption_tokens=captions, pad_token_id=PAD)
+    enc = Encoded(
+        image=torch.zeros(2, 2),
+        text=torch.zeros(2, 2),
+        logit_scale=torch.tensor(1.0),
+        image_tokens=image_tokens,
+        caption_tokens=captions,
+        pad_token_id=PAD,
+    )
     first = term(enc).item()
     opt = torch.optim.Adam(term.parameters(), lr=3e-3)
     for _ in range(120):
@@ -208,12 +228,15 @@ def test_build_lazy_and_missing_input_error():
         objective(enc)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"vocab_size": 0}, "vocab_size"),
-    ({"vocab_size": 10, "width": 10, "heads": 3}, "divisible"),
-    ({"vocab_size": 10, "context_length": 1}, "context_length"),
-    ({"vocab_size": 10, "layers": 0}, "layers"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"vocab_size": 0}, "vocab_size"),
+        ({"vocab_size": 10, "width": 10, "heads": 3}, "divisible"),
+        ({"vocab_size": 10, "context_length": 1}, "context_length"),
+        ({"vocab_size": 10, "layers": 0}, "layers"),
+    ],
+)
 def test_invalid_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build([{"name": "coca_caption", **kwargs}])

@@ -3,6 +3,7 @@
 Peer: no library implements CWCL (and the paper released no code). With
 identity weights it must equal CLIP, checked against open_clip's ClipLoss.
 """
+
 import math
 
 import pytest
@@ -13,7 +14,6 @@ from contrastkit.encoded import Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.cwcl import cwcl_loss, cwcl_target_entropy, cwcl_targets, cwcl_weights
-
 from helpers import unit
 
 D64 = torch.float64
@@ -41,26 +41,34 @@ def naive_cwcl(x, y, q, t, wmap="affine", thr=0.0):
 
 
 def make(b=6, d=5, seed=0, dtype=D64, t=6.0):
-    return Encoded(image=unit(b, d, seed=seed, dtype=dtype), text=unit(b, d, seed=seed + 1, dtype=dtype),
-                   logit_scale=torch.tensor(t, dtype=dtype), teacher_text=unit(b, d, seed=seed + 2, dtype=dtype),
-                   teacher_image=unit(b, d, seed=seed + 3, dtype=dtype),
-                   reference_text=unit(b, d, seed=seed + 4, dtype=dtype))
+    return Encoded(
+        image=unit(b, d, seed=seed, dtype=dtype),
+        text=unit(b, d, seed=seed + 1, dtype=dtype),
+        logit_scale=torch.tensor(t, dtype=dtype),
+        teacher_text=unit(b, d, seed=seed + 2, dtype=dtype),
+        teacher_image=unit(b, d, seed=seed + 3, dtype=dtype),
+        reference_text=unit(b, d, seed=seed + 4, dtype=dtype),
+    )
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({}, "text"),
-    ({"frozen": "image"}, "image"),
-    ({"weight_source": "teacher"}, "teacher_text"),
-    ({"weight_source": "teacher", "frozen": "image"}, "teacher_image"),
-    ({"weight_source": "reference"}, "reference_text"),
-    ({"weight_map": "clamp"}, "text"),
-    ({"weight_map": "clamp", "threshold": 0.3}, "text"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({}, "text"),
+        ({"frozen": "image"}, "image"),
+        ({"weight_source": "teacher"}, "teacher_text"),
+        ({"weight_source": "teacher", "frozen": "image"}, "teacher_image"),
+        ({"weight_source": "reference"}, "reference_text"),
+        ({"weight_map": "clamp"}, "text"),
+        ({"weight_map": "clamp", "threshold": 0.3}, "text"),
+    ],
+)
 def test_value_matches_naive_loops(kwargs, field):
     enc = make()
     value = build([{"name": "cwcl", **kwargs}])(enc).loss
-    expected = naive_cwcl(enc.image, enc.text, getattr(enc, field), 6.0, kwargs.get("weight_map", "affine"),
-                          kwargs.get("threshold", 0.0))
+    expected = naive_cwcl(
+        enc.image, enc.text, getattr(enc, field), 6.0, kwargs.get("weight_map", "affine"), kwargs.get("threshold", 0.0)
+    )
     assert float(value) == pytest.approx(expected, rel=1e-10)
 
 
@@ -71,12 +79,18 @@ def test_gradcheck_teacher_weights():
     teacher = unit(4, 4, seed=5)
 
     def f(a, b, s):
-        return term(Encoded(image=F.normalize(a, dim=-1), text=F.normalize(b, dim=-1), logit_scale=s,
-                            teacher_text=teacher))
+        return term(
+            Encoded(image=F.normalize(a, dim=-1), text=F.normalize(b, dim=-1), logit_scale=s, teacher_text=teacher)
+        )
 
-    assert torch.autograd.gradcheck(f, (torch.randn(4, 4, dtype=D64, requires_grad=True),
-                                        torch.randn(4, 4, dtype=D64, requires_grad=True),
-                                        torch.tensor(3.0, dtype=D64, requires_grad=True)))
+    assert torch.autograd.gradcheck(
+        f,
+        (
+            torch.randn(4, 4, dtype=D64, requires_grad=True),
+            torch.randn(4, 4, dtype=D64, requires_grad=True),
+            torch.tensor(3.0, dtype=D64, requires_grad=True),
+        ),
+    )
 
 
 def test_weights_take_no_gradient():
@@ -119,7 +133,8 @@ def test_target_entropy_and_maps():
     term = build([{"name": "cwcl"}]).terms[0]
     enc = make(b=b, d=16, seed=12)
     assert float(term.target_entropy(enc)) == pytest.approx(
-        float(cwcl_target_entropy(cwcl_targets(cwcl_weights(enc.text)))), rel=1e-12)
+        float(cwcl_target_entropy(cwcl_targets(cwcl_weights(enc.text)))), rel=1e-12
+    )
 
 
 def test_paraphrase_caption_is_pulled_in_not_pushed_away():
@@ -149,7 +164,12 @@ def test_missing_field_and_validation():
         build([{"name": "cwcl", "weight_source": "teacher"}])(plain)
     with pytest.raises(ValueError, match=r"'cwcl'.*reference_image"):
         build([{"name": "cwcl", "weight_source": "reference", "frozen": "image"}])(plain)
-    for bad in ({"frozen": "audio"}, {"weight_source": "ema"}, {"weight_map": "exp"}, {"threshold": 1.0},
-                {"threshold": 0.2}):
+    for bad in (
+        {"frozen": "audio"},
+        {"weight_source": "ema"},
+        {"weight_map": "exp"},
+        {"threshold": 1.0},
+        {"threshold": 0.2},
+    ):
         with pytest.raises(ValueError, match="cwcl"):
             build([{"name": "cwcl", **bad}])

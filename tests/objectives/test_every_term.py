@@ -18,17 +18,18 @@ builder per ``Encoded`` field / ``extras`` key (``FIELD_BUILDERS``), following t
   the inputs get them frozen at the base point (``freeze``), after checking that freezing changes
   neither the value nor the autograd gradient there.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
 
 from contrastkit.encoded import FIELDS, Encoded
 from contrastkit.objectives import TERMS, build
-
 from helpers import frozen_group_whiten
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,8 +42,18 @@ PAD, BOS, EOS = 0, 1, 2
 BATCHES = (1, 2, 7, 512)
 
 # Fields holding L2-normalised embeddings: gradcheck perturbs raw rows and normalises them.
-UNIT_FIELDS = {"image", "text", "image_views", "text_views", "neg_text", "teacher_image", "teacher_text",
-               "teacher_neg_text", "reference_image", "reference_text"}
+UNIT_FIELDS = {
+    "image",
+    "text",
+    "image_views",
+    "text_views",
+    "neg_text",
+    "teacher_image",
+    "teacher_text",
+    "teacher_neg_text",
+    "reference_image",
+    "reference_text",
+}
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -54,7 +65,7 @@ def _tokens(b: int, g: torch.Generator) -> torch.Tensor:
     for i in range(b):
         n = int(torch.randint(2, L + 1, (1,), generator=g))
         tokens[i, 0] = BOS
-        tokens[i, 1:n - 1] = torch.randint(3, VOCAB, (n - 2,), generator=g)
+        tokens[i, 1 : n - 1] = torch.randint(3, VOCAB, (n - 2,), generator=g)
         tokens[i, n - 1] = EOS
     return tokens
 
@@ -100,8 +111,7 @@ FIELD_BUILDERS: dict[str, Builder] = {
     "scores": lambda b, g, dt, s: torch.randn(b, b, generator=g, dtype=dt) * 3,
     "cluster_ids": lambda b, g, dt, s: torch.stack([torch.arange(b) % k for k in CLUSTER_SIZES]),
     "cluster_centroids": lambda b, g, dt, s: [_unit(g, dt, k, D) for k in CLUSTER_SIZES],
-    "cluster_density": lambda b, g, dt, s: [0.2 + 0.4 * torch.rand(k, generator=g, dtype=dt)
-                                             for k in CLUSTER_SIZES],
+    "cluster_density": lambda b, g, dt, s: [0.2 + 0.4 * torch.rand(k, generator=g, dtype=dt) for k in CLUSTER_SIZES],
 }
 # Built together with the field on the left whenever it is built (the mask travels with the negatives).
 COMPANIONS = {"neg_text": ("neg_text_mask",)}
@@ -115,8 +125,9 @@ def _freeze_siamese_targets(monkeypatch, term, enc: Encoded) -> None:
     with torch.no_grad():
         images = [enc.image_features, *enc.image_view_features]
         texts = [enc.text_features, *enc.text_view_features]
-        frozen = term.targets(images, texts, [term.image_projector(x) for x in images],
-                              [term.text_projector(y) for y in texts])
+        frozen = term.targets(
+            images, texts, [term.image_projector(x) for x in images], [term.text_projector(y) for y in texts]
+        )
         frozen = ([t.clone() for t in frozen[0]], [t.clone() for t in frozen[1]])
     monkeypatch.setattr(term, "targets", lambda *args: frozen)
 
@@ -143,8 +154,10 @@ def _freeze_mochi_mixes(monkeypatch, term, enc: Encoded) -> None:
     x0, y0 = enc.image.detach().clone(), enc.text.detach().clone()
 
     def frozen_loss(image, text, logit_scale, n_hard, draws_image, draws_text):
-        return (mochi.mochi_direction(image, text, logit_scale, n_hard, draws_image, anchor_sg=x0, keys_sg=y0)
-                + mochi.mochi_direction(text, image, logit_scale, n_hard, draws_text, anchor_sg=y0, keys_sg=x0)) / 2
+        return (
+            mochi.mochi_direction(image, text, logit_scale, n_hard, draws_image, anchor_sg=x0, keys_sg=y0)
+            + mochi.mochi_direction(text, image, logit_scale, n_hard, draws_text, anchor_sg=y0, keys_sg=x0)
+        ) / 2
 
     monkeypatch.setattr(mochi, "mochi_loss", frozen_loss)
 
@@ -179,8 +192,9 @@ RECIPES: dict[str, Recipe] = {
     "degla_igc": Recipe(),
     "degla_tgc": Recipe(),
     "ema_distill": Recipe(fields=("neg_text", "teacher_neg_text")),
-    "group_whitening": Recipe({"groups": 2, "temperature": 0.5}, min_batch=2, freeze=_freeze_whitening,
-                              gradcheck_batch=8, atol=1e-5),
+    "group_whitening": Recipe(
+        {"groups": 2, "temperature": 0.5}, min_batch=2, freeze=_freeze_whitening, gradcheck_batch=8, atol=1e-5
+    ),
     "hq_tags": Recipe({"num_tags": T}),
     "hycd": Recipe(),
     "lmix": Recipe(),
@@ -201,10 +215,12 @@ RECIPES: dict[str, Recipe] = {
 
 def recipe_for(name: str) -> Recipe:
     if name not in RECIPES:
-        pytest.fail(f"objective term {name!r} has no entry in RECIPES in {__file__}: add one with its small "
-                    f"constructor kwargs and any inputs it reads besides its `requires` "
-                    f"({', '.join(TERMS.get(name).requires) or 'none'}), so that every term is checked for "
-                    f"finite values and gradients and by gradcheck")
+        pytest.fail(
+            f"objective term {name!r} has no entry in RECIPES in {__file__}: add one with its small "
+            f"constructor kwargs and any inputs it reads besides its `requires` "
+            f"({', '.join(TERMS.get(name).requires) or 'none'}), so that every term is checked for "
+            f"finite values and gradients and by gradcheck"
+        )
     return RECIPES[name]
 
 
@@ -222,14 +238,17 @@ def input_names(term, recipe: Recipe) -> list[str]:
     return names
 
 
-def make_inputs(name: str, term, recipe: Recipe, b: int, dtype: torch.dtype, scale: float,
-                seed: int = 0) -> dict[str, Any]:
+def make_inputs(
+    name: str, term, recipe: Recipe, b: int, dtype: torch.dtype, scale: float, seed: int = 0
+) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     values = {}
     for n in input_names(term, recipe):
         if n not in FIELD_BUILDERS:
-            pytest.fail(f"objective term {name!r} reads {n!r}, which has no builder: add one to FIELD_BUILDERS "
-                        f"in {__file__} (shape from contrastkit/encoded.py's field table)")
+            pytest.fail(
+                f"objective term {name!r} reads {n!r}, which has no builder: add one to FIELD_BUILDERS "
+                f"in {__file__} (shape from contrastkit/encoded.py's field table)"
+            )
         values[n] = FIELD_BUILDERS[n](b, g, dtype, scale)
     return values
 
@@ -242,9 +261,13 @@ def to_encoded(values: dict[str, Any]) -> Encoded:
 
 def grad_names(values: dict[str, Any], recipe: Recipe) -> list[str]:
     """The inputs that carry gradient to the model: student fields with ``grad`` and the recipe's grad extras."""
-    return [n for n, v in values.items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point()
-            and ((n in FIELDS and FIELDS[n].grad) or n in recipe.grad_extras)]
+    return [
+        n
+        for n, v in values.items()
+        if isinstance(v, torch.Tensor)
+        and v.is_floating_point()
+        and ((n in FIELDS and FIELDS[n].grad) or n in recipe.grad_extras)
+    ]
 
 
 def reseed(term) -> None:

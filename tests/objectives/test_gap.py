@@ -4,6 +4,7 @@ Peer: no peer library implements these terms; the Wang & Isola reference code
 (``torch.pdist(x).pow(2).mul(-t).exp().mean().log()``) is used as the peer
 formula for in-modality uniformity.
 """
+
 import math
 
 import pytest
@@ -12,9 +13,7 @@ import torch.nn.functional as F
 
 from contrastkit.encoded import Encoded
 from contrastkit.objectives import build
-from contrastkit.objectives.gap import (alignment_loss, cross_uniformity_loss, in_modality_uniformity,
-                                        uniformity_loss)
-
+from contrastkit.objectives.gap import alignment_loss, cross_uniformity_loss, in_modality_uniformity, uniformity_loss
 from helpers import unit
 
 D64 = torch.float64
@@ -52,7 +51,8 @@ def test_values_match_naive_loops(t):
         a = build([{"name": "alignment", "alpha": alpha}])(enc).loss
         assert float(a) == pytest.approx(naive_alignment(x, y, alpha), rel=1e-10)
     assert float(build([{"name": "uniformity", "modality": "image", "t": t}])(enc).loss) == pytest.approx(
-        naive_uniformity(x, t), rel=1e-10)
+        naive_uniformity(x, t), rel=1e-10
+    )
 
 
 def test_uniformity_matches_wang_isola_reference_formula():
@@ -92,8 +92,9 @@ def test_alignment_and_cross_uniformity_behaviour():
     # XU falls as non-paired image-text points move apart: two separated modality cones
     # score lower than texts lying on their images (the term is used together with alignment)
     closed = cross_uniformity_loss(x, x)
-    gapped = cross_uniformity_loss(F.normalize(x + 3.0 * unit(1, 8, seed=11), dim=-1),
-                                   F.normalize(x - 3.0 * unit(1, 8, seed=11), dim=-1))
+    gapped = cross_uniformity_loss(
+        F.normalize(x + 3.0 * unit(1, 8, seed=11), dim=-1), F.normalize(x - 3.0 * unit(1, 8, seed=11), dim=-1)
+    )
     assert float(gapped) < float(closed)
 
 

@@ -1,4 +1,5 @@
-"""hq_tags: HQ-CLIP multi-label tag head on the image embedding (METHODS A10)."""
+"""hq_tags: HQ-CLIP multi-label tag head on the image embedding (docs/methods.md A10)."""
+
 from __future__ import annotations
 
 import math
@@ -12,16 +13,18 @@ from contrastkit.objectives import build, term_parameters
 from contrastkit.objectives._heads import has_lazy_parameters
 from contrastkit.objectives.hq_tags import HqTagsTerm, masked_tag_bce
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_enc(b: int = 6, t: int = 5, d: int = 4, dtype=torch.float64, seed: int = 0) -> Encoded:
     g = torch.Generator().manual_seed(seed)
     tags = torch.randint(-1, 2, (b, t), generator=g).to(dtype)
-    return Encoded(image=F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
-                   text=F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
-                   logit_scale=torch.tensor(10.0, dtype=dtype), tags=tags)
+    return Encoded(
+        image=F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
+        text=F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
+        logit_scale=torch.tensor(10.0, dtype=dtype),
+        tags=tags,
+    )
 
 
 def naive_tag_loss(term: HqTagsTerm, enc: Encoded) -> torch.Tensor:
@@ -93,12 +96,14 @@ def test_unknown_entries_are_ignored():
     known = enc.tags != -1
     flipped = enc.tags.clone()
     flipped[~known] = -1.0
-    torch.testing.assert_close(term(enc), term(Encoded(image=enc.image, text=enc.text,
-                                                       logit_scale=enc.logit_scale, tags=flipped)))
+    torch.testing.assert_close(
+        term(enc), term(Encoded(image=enc.image, text=enc.text, logit_scale=enc.logit_scale, tags=flipped))
+    )
     as_zero = enc.tags.clone()
     as_zero[~known] = 0.0
-    assert not torch.allclose(term(enc), term(Encoded(image=enc.image, text=enc.text,
-                                                      logit_scale=enc.logit_scale, tags=as_zero)))
+    assert not torch.allclose(
+        term(enc), term(Encoded(image=enc.image, text=enc.text, logit_scale=enc.logit_scale, tags=as_zero))
+    )
 
 
 def test_all_unknown_gives_zero_with_a_graph():
@@ -169,13 +174,16 @@ def test_build_lazy_and_missing_input_error():
         objective(enc)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"num_tags": 0}, "num_tags"),
-    ({"num_tags": 2.5}, "num_tags"),
-    ({"num_tags": 3, "vocabulary": ["a", "b"]}, "vocabulary has 2"),
-    ({"num_tags": 2, "vocabulary": ["a", "a"]}, "repeats"),
-    ({"num_tags": 2, "vocabulary": "ab"}, "list of tag strings"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_tags": 0}, "num_tags"),
+        ({"num_tags": 2.5}, "num_tags"),
+        ({"num_tags": 3, "vocabulary": ["a", "b"]}, "vocabulary has 2"),
+        ({"num_tags": 2, "vocabulary": ["a", "a"]}, "repeats"),
+        ({"num_tags": 2, "vocabulary": "ab"}, "list of tag strings"),
+    ],
+)
 def test_invalid_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build([{"name": "hq_tags", **kwargs}])

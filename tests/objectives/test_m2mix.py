@@ -3,6 +3,7 @@
 Peer: no library implements geodesic multi-modal mixup; checked against explicit
 loops with a scalar slerp, and against CLIP / open_clip in its lam -> 0, 1 limits.
 """
+
 import math
 
 import pytest
@@ -14,7 +15,6 @@ from contrastkit.objectives import build
 from contrastkit.objectives._rng import sample_beta
 from contrastkit.objectives.functional import soft_cross_entropy
 from contrastkit.objectives.m2mix import lmix_loss, m2mix_loss, slerp, vlmix_loss, vmix_loss
-
 from helpers import unit
 
 D64 = torch.float64
@@ -117,12 +117,15 @@ def test_limits_against_clip_and_open_clip():
     labels = torch.arange(8)
     yy = torch.where(torch.eye(8, dtype=torch.bool), s, t * y @ y.t())
     assert float(m2mix_loss(x, y, 0.0, t)) == pytest.approx(
-        float(F.cross_entropy(s, labels) + F.cross_entropy(yy, labels)), rel=1e-5)
+        float(F.cross_entropy(s, labels) + F.cross_entropy(yy, labels)), rel=1e-5
+    )
     xx = torch.where(torch.eye(8, dtype=torch.bool), s, t * x @ x.t())
     assert float(m2mix_loss(x, y, 1.0, t)) == pytest.approx(
-        float(F.cross_entropy(xx, labels) + F.cross_entropy(s.t(), labels)), rel=1e-5)
+        float(F.cross_entropy(xx, labels) + F.cross_entropy(s.t(), labels)), rel=1e-5
+    )
     assert float(m2mix_loss(x, y, 0.3, t, reduction="mean")) == pytest.approx(
-        float(m2mix_loss(x, y, 0.3, t)) / 2, rel=1e-6)
+        float(m2mix_loss(x, y, 0.3, t)) / 2, rel=1e-6
+    )
 
 
 def test_detach_mix_changes_gradient_not_value():

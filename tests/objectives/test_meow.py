@@ -4,6 +4,7 @@ Peer: no library implements MEOW's weighting. (With all-distinct clusters it is 
 decoupled InfoNCE, but lightly's DCLLoss also adds same-view negatives, so it is
 not the same loss.) Checked against explicit loops and a hand-written formula.
 """
+
 import math
 
 import pytest
@@ -13,7 +14,6 @@ import torch.nn.functional as F
 from contrastkit.encoded import Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives.meow import meow_loss, meow_weights, proto_nce, weighted_info_nce
-
 from helpers import unit
 
 D64 = torch.float64
@@ -81,8 +81,12 @@ def test_proto_nce_matches_naive_loops():
     cents = [unit(3, 5, seed=7), unit(4, 5, seed=8)]
     dens = [torch.tensor([0.3, 0.5, 0.4], dtype=D64), torch.tensor([0.2, 0.6, 0.4, 0.3], dtype=D64)]
     assert float(proto_nce(x, IDS, cents, dens, 0.4)) == pytest.approx(naive_proto(x, IDS, cents, dens), rel=1e-10)
-    enc = Encoded(image=x, text=y, logit_scale=torch.tensor(1.0, dtype=D64),
-                  extras={"cluster_ids": IDS, "cluster_centroids": cents, "cluster_density": dens})
+    enc = Encoded(
+        image=x,
+        text=y,
+        logit_scale=torch.tensor(1.0, dtype=D64),
+        extras={"cluster_ids": IDS, "cluster_centroids": cents, "cluster_density": dens},
+    )
     value = build([{"name": "meow", "proto_weight": 1.0}])(enc).loss
     expected = naive_meow(x, y, IDS, 0.4) + (naive_proto(x, IDS, cents, dens) + naive_proto(y, IDS, cents, dens)) / 2
     assert float(value) == pytest.approx(expected, rel=1e-10)
@@ -90,8 +94,9 @@ def test_proto_nce_matches_naive_loops():
     del enc.extras["cluster_density"]
     flat = [torch.full((3,), 0.4, dtype=D64), torch.full((4,), 0.4, dtype=D64)]
     value = build([{"name": "meow", "proto_weight": 0.5}])(enc).loss
-    expected = naive_meow(x, y, IDS, 0.4) + 0.5 * (naive_proto(x, IDS, cents, flat)
-                                                   + naive_proto(y, IDS, cents, flat)) / 2
+    expected = (
+        naive_meow(x, y, IDS, 0.4) + 0.5 * (naive_proto(x, IDS, cents, flat) + naive_proto(y, IDS, cents, flat)) / 2
+    )
     assert float(value) == pytest.approx(expected, rel=1e-10)
 
 
@@ -102,12 +107,23 @@ def test_gradcheck():
         term = build([{"name": "meow", **kwargs}]).terms[0]
 
         def f(a, b, s):
-            return term(Encoded(image=F.normalize(a, dim=-1), text=F.normalize(b, dim=-1), logit_scale=s,
-                                extras={"cluster_ids": ids, "cluster_centroids": cents}))
+            return term(
+                Encoded(
+                    image=F.normalize(a, dim=-1),
+                    text=F.normalize(b, dim=-1),
+                    logit_scale=s,
+                    extras={"cluster_ids": ids, "cluster_centroids": cents},
+                )
+            )
 
-        assert torch.autograd.gradcheck(f, (torch.randn(5, 4, dtype=D64, requires_grad=True),
-                                            torch.randn(5, 4, dtype=D64, requires_grad=True),
-                                            torch.tensor(2.5, dtype=D64, requires_grad=True)))
+        assert torch.autograd.gradcheck(
+            f,
+            (
+                torch.randn(5, 4, dtype=D64, requires_grad=True),
+                torch.randn(5, 4, dtype=D64, requires_grad=True),
+                torch.tensor(2.5, dtype=D64, requires_grad=True),
+            ),
+        )
 
 
 def test_all_distinct_clusters_equal_hand_weighted_info_nce():
@@ -147,7 +163,8 @@ def test_zero_denominator_guard_and_false_negative_removal():
     together = torch.tensor([[0, 0, 1, 2]])
     apart = torch.tensor([[0, 1, 2, 3]])
     assert float(meow_loss(x, y2, meow_weights(together), 2.5, symmetric=False)) < float(
-        meow_loss(x, y2, meow_weights(apart), 2.5, symmetric=False))
+        meow_loss(x, y2, meow_weights(apart), 2.5, symmetric=False)
+    )
 
 
 def test_missing_inputs_and_validation():
@@ -159,11 +176,22 @@ def test_missing_inputs_and_validation():
         build([{"name": "meow", "source": "clusters"}])(plain)
     with pytest.raises(ValueError, match=r"'meow'.*cluster_centroids"):
         build([{"name": "meow", "proto_weight": 1.0}])(
-            Encoded(image=x, text=y, logit_scale=torch.tensor(1.0), extras={"cluster_ids": torch.arange(4)}))
+            Encoded(image=x, text=y, logit_scale=torch.tensor(1.0), extras={"cluster_ids": torch.arange(4)})
+        )
     with pytest.raises(ValueError, match="C x B"):
-        build([{"name": "meow"}])(Encoded(image=x, text=y, logit_scale=torch.tensor(1.0),
-                                          extras={"cluster_ids": torch.zeros(2, 5, dtype=torch.long)}))
-    for bad in ({"temperature": 0}, {"source": "kmeans"}, {"proto_weight": -1},
-                {"proto_weight": 1.0, "source": "groups"}):
+        build([{"name": "meow"}])(
+            Encoded(
+                image=x,
+                text=y,
+                logit_scale=torch.tensor(1.0),
+                extras={"cluster_ids": torch.zeros(2, 5, dtype=torch.long)},
+            )
+        )
+    for bad in (
+        {"temperature": 0},
+        {"source": "kmeans"},
+        {"proto_weight": -1},
+        {"proto_weight": 1.0, "source": "groups"},
+    ):
         with pytest.raises(ValueError, match="meow"):
             build([{"name": "meow", **bad}])

@@ -5,6 +5,7 @@ hard-negative mixing). With no synthetic negative it must equal CLIP, checked
 against open_clip's ClipLoss; the closed-form mixing logits are checked against
 explicitly built D-dimensional mixed points (values and gradients).
 """
+
 import math
 
 import pytest
@@ -15,7 +16,6 @@ from contrastkit.encoded import Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.mochi import draw_mochi, mochi_direction, mochi_loss
-
 from helpers import unit
 
 D64 = torch.float64
@@ -48,13 +48,21 @@ def explicit_direction(anchor, keys, t, n_hard, draws, loops=False):
 
 
 def make(b=6, d=5, seed=0, dtype=D64, t=5.0):
-    return Encoded(image=unit(b, d, seed=seed, dtype=dtype), text=unit(b, d, seed=seed + 1, dtype=dtype),
-                   logit_scale=torch.tensor(t, dtype=dtype))
+    return Encoded(
+        image=unit(b, d, seed=seed, dtype=dtype),
+        text=unit(b, d, seed=seed + 1, dtype=dtype),
+        logit_scale=torch.tensor(t, dtype=dtype),
+    )
 
 
-@pytest.mark.parametrize("kwargs", [{"num_hard": 3, "num_mix": 4, "num_self_mix": 2},
-                                    {"num_hard": 32, "num_mix": 5, "num_self_mix": 0},
-                                    {"num_hard": 1, "num_mix": 0, "num_self_mix": 3, "self_mix_max": 1.0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_hard": 3, "num_mix": 4, "num_self_mix": 2},
+        {"num_hard": 32, "num_mix": 5, "num_self_mix": 0},
+        {"num_hard": 1, "num_mix": 0, "num_self_mix": 3, "self_mix_max": 1.0},
+    ],
+)
 def test_value_matches_naive_loops(kwargs):
     enc = make()
     value = build([{"name": "mochi", "seed": 7, **kwargs}])(enc).loss
@@ -62,8 +70,10 @@ def test_value_matches_naive_loops(kwargs):
     n = min(kwargs["num_hard"], 5)
     args = (n, kwargs["num_mix"], kwargs["num_self_mix"], kwargs.get("self_mix_max", 0.5), g)
     d_img, d_txt = draw_mochi(6, *args), draw_mochi(6, *args)
-    naive = (explicit_direction(enc.image, enc.text, 5.0, n, d_img, loops=True)
-             + explicit_direction(enc.text, enc.image, 5.0, n, d_txt, loops=True)) / 2
+    naive = (
+        explicit_direction(enc.image, enc.text, 5.0, n, d_img, loops=True)
+        + explicit_direction(enc.text, enc.image, 5.0, n, d_txt, loops=True)
+    ) / 2
     assert float(value) == pytest.approx(naive, rel=1e-10)
 
 
@@ -91,16 +101,22 @@ def test_gradcheck():
 
     def frozen(a, b, s):
         x, y = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-        return (mochi_direction(x, y, s, 3, draws[0], anchor_sg=x0, keys_sg=y0)
-                + mochi_direction(y, x, s, 3, draws[1], anchor_sg=y0, keys_sg=x0)) / 2
+        return (
+            mochi_direction(x, y, s, 3, draws[0], anchor_sg=x0, keys_sg=y0)
+            + mochi_direction(y, x, s, 3, draws[1], anchor_sg=y0, keys_sg=x0)
+        ) / 2
 
-    args = (raw_x.clone().requires_grad_(), raw_y.clone().requires_grad_(),
-            torch.tensor(3.0, dtype=D64, requires_grad=True))
+    args = (
+        raw_x.clone().requires_grad_(),
+        raw_y.clone().requires_grad_(),
+        torch.tensor(3.0, dtype=D64, requires_grad=True),
+    )
     assert torch.autograd.gradcheck(frozen, args)
     term = build([{"name": "mochi", "num_hard": 3, "num_mix": 3, "num_self_mix": 2}]).terms[0]
     term.reset_rng(0)
-    g_term = torch.autograd.grad(term(Encoded(image=F.normalize(args[0], dim=-1), text=F.normalize(args[1], dim=-1),
-                                              logit_scale=args[2])), args)
+    g_term = torch.autograd.grad(
+        term(Encoded(image=F.normalize(args[0], dim=-1), text=F.normalize(args[1], dim=-1), logit_scale=args[2])), args
+    )
     g_frozen = torch.autograd.grad(frozen(*args), args)
     for a, b in zip(g_term, g_frozen):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
@@ -154,7 +170,13 @@ def test_stream_is_seeded_and_saved():
 
 
 def test_validation():
-    for bad in ({"num_hard": 0}, {"num_mix": -1}, {"num_self_mix": 1.5}, {"self_mix_max": 0}, {"start_step": -1},
-                {"seed": "x"}):
+    for bad in (
+        {"num_hard": 0},
+        {"num_mix": -1},
+        {"num_self_mix": 1.5},
+        {"self_mix_max": 0},
+        {"start_step": -1},
+        {"seed": "x"},
+    ):
         with pytest.raises(ValueError, match="mochi"):
             build([{"name": "mochi", **bad}])

@@ -3,6 +3,7 @@
 Peers: pytorch-metric-learning's SupConLoss (per direction, ``ref_emb`` = the
 other modality, temperature 1/t) and, with distinct groups, open_clip's ClipLoss.
 """
+
 import math
 
 import pytest
@@ -13,7 +14,6 @@ from contrastkit.encoded import Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.multi_positive import group_targets, multi_positive_loss
-
 from helpers import unit
 
 D64 = torch.float64
@@ -40,8 +40,7 @@ GROUPS = torch.tensor([0, 0, 0, 1, 2, 2, 3])
 def test_value_matches_naive_loops():
     x, y = unit(7, 5, seed=1), unit(7, 5, seed=2)
     enc = Encoded(image=x, text=y, logit_scale=torch.tensor(5.0, dtype=D64), group_ids=GROUPS)
-    assert float(build([{"name": "multi_positive"}])(enc).loss) == pytest.approx(naive(x, y, GROUPS, 5.0),
-                                                                                 rel=1e-10)
+    assert float(build([{"name": "multi_positive"}])(enc).loss) == pytest.approx(naive(x, y, GROUPS, 5.0), rel=1e-10)
     p = group_targets(GROUPS)
     assert torch.allclose(p.sum(-1), torch.ones(7)) and float(p[0, 1]) == pytest.approx(1 / 3)
 
@@ -50,7 +49,7 @@ def test_value_matches_naive_loops():
 
 
 def test_parity_with_pytorch_metric_learning_supcon():
-    SupConLoss = pytest.importorskip("pytorch_metric_learning.losses").SupConLoss  # test-only peer
+    from pytorch_metric_learning.losses import SupConLoss  # test-only peer
 
     x, y = unit(24, 16, seed=5), unit(24, 16, seed=6)
     g = torch.randint(0, 8, (24,), generator=torch.Generator().manual_seed(7))
@@ -96,5 +95,6 @@ def test_missing_groups_raise():
     with pytest.raises(ValueError, match=r"'multi_positive'.*group_ids"):
         build([{"name": "multi_positive"}])(Encoded(image=x, text=y, logit_scale=torch.tensor(1.0)))
     with pytest.raises(ValueError, match="group_ids"):
-        build([{"name": "multi_positive"}])(Encoded(image=x, text=y, logit_scale=torch.tensor(1.0),
-                                                    group_ids=torch.arange(3)))
+        build([{"name": "multi_positive"}])(
+            Encoded(image=x, text=y, logit_scale=torch.tensor(1.0), group_ids=torch.arange(3))
+        )

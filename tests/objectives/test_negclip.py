@@ -3,6 +3,7 @@
 Peer: no library implements NegCLIP itself; with no valid negative it must equal
 open_clip's ClipLoss, which is checked to 1e-5 relative.
 """
+
 import math
 
 import pytest
@@ -13,7 +14,6 @@ from contrastkit.encoded import Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.negclip import negclip_loss
-
 from helpers import unit
 
 D64 = torch.float64
@@ -55,8 +55,9 @@ def test_no_valid_negative_equals_clip_and_open_clip():
     x, y = unit(16, 8, seed=8, dtype=torch.float32), unit(16, 8, seed=9, dtype=torch.float32)
     scale = torch.tensor(20.0)
     peer = ClipLoss()(x, y, scale)
-    masked = negclip_loss(x, y, unit(16, 3, 8, seed=10, dtype=torch.float32), scale,
-                          torch.zeros(16, 3, dtype=torch.bool))
+    masked = negclip_loss(
+        x, y, unit(16, 3, 8, seed=10, dtype=torch.float32), scale, torch.zeros(16, 3, dtype=torch.bool)
+    )
     empty = negclip_loss(x, y, torch.zeros(16, 0, 8), scale)
     for value in (masked, empty):
         assert float(value) == pytest.approx(float(clip_loss(x, y, scale)), rel=1e-6)

@@ -1,4 +1,5 @@
-"""score_contrastive: CE over an arbitrary score matrix in extras['scores'] (METHODS E)."""
+"""score_contrastive: CE over an arbitrary score matrix in extras['scores'] (docs/methods.md E)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,17 +11,18 @@ from contrastkit.objectives import build
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.score_contrastive import ScoreContrastiveTerm
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_enc(b: int = 6, cols: int | None = None, d: int = 4, dtype=torch.float64, seed: int = 0) -> Encoded:
     g = torch.Generator().manual_seed(seed)
     cols = b if cols is None else cols
-    return Encoded(image=F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
-                   text=F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
-                   logit_scale=torch.tensor(10.0, dtype=dtype),
-                   extras={"scores": torch.randn(b, cols, generator=g, dtype=dtype) * 3})
+    return Encoded(
+        image=F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
+        text=F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1),
+        logit_scale=torch.tensor(10.0, dtype=dtype),
+        extras={"scores": torch.randn(b, cols, generator=g, dtype=dtype) * 3},
+    )
 
 
 def naive(scores: torch.Tensor, scale: float, eps: float, symmetric: bool) -> torch.Tensor:
@@ -42,13 +44,13 @@ def naive(scores: torch.Tensor, scale: float, eps: float, symmetric: bool) -> to
 # (a) value --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scale,eps,symmetric,cols", [(1.0, 0.0, False, None), (4.0, 0.1, False, 9),
-                                                      (0.5, 0.2, True, None)])
+@pytest.mark.parametrize(
+    "scale,eps,symmetric,cols", [(1.0, 0.0, False, None), (4.0, 0.1, False, 9), (0.5, 0.2, True, None)]
+)
 def test_value_matches_naive_formula(scale, eps, symmetric, cols):
     enc = make_enc(cols=cols)
     term = ScoreContrastiveTerm(scale=scale, label_smoothing=eps, symmetric=symmetric)
-    torch.testing.assert_close(term(enc), naive(enc.extras["scores"], scale, eps, symmetric),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(term(enc), naive(enc.extras["scores"], scale, eps, symmetric), rtol=1e-12, atol=1e-12)
 
 
 # (b) gradcheck --------------------------------------------------------------------------------------
@@ -74,7 +76,7 @@ def test_batch_one_gives_zero():
     assert ScoreContrastiveTerm()(enc).item() == 0.0
 
 
-# (d) peer parity + the METHODS E unit test: scores = t S recover clip ------------------------------------
+# (d) peer parity + the docs/methods.md E unit test: scores = t S recover clip ------------------------------------
 
 
 def test_scores_t_s_recover_the_image_to_text_half_of_clip():
@@ -125,8 +127,17 @@ def test_softrepa_style_scores_prefer_low_error_on_the_diagonal():
     good.diagonal().sub_(0.05)
     bad.diagonal().add_(0.05)
     term = ScoreContrastiveTerm()
-    values = [term(Encoded(image=torch.zeros(6, 2), text=torch.zeros(6, 2), logit_scale=torch.tensor(1.0),
-                           extras={"scores": 4 * torch.exp(-e / 0.07)})) for e in (good, errors, bad)]
+    values = [
+        term(
+            Encoded(
+                image=torch.zeros(6, 2),
+                text=torch.zeros(6, 2),
+                logit_scale=torch.tensor(1.0),
+                extras={"scores": 4 * torch.exp(-e / 0.07)},
+            )
+        )
+        for e in (good, errors, bad)
+    ]
     assert values[0] < values[1] < values[2]
 
 
@@ -143,11 +154,14 @@ def test_build_and_missing_input_error():
         objective(enc)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"scale": 0.0}, "scale"),
-    ({"label_smoothing": 1.0}, "label_smoothing"),
-    ({"symmetric": 1}, "symmetric"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"scale": 0.0}, "scale"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"symmetric": 1}, "symmetric"),
+    ],
+)
 def test_invalid_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build([{"name": "score_contrastive", **kwargs}])

@@ -1,4 +1,5 @@
-"""barlip, siamlip, byolip: cross-modal SSL heads of CL2L (METHODS A7)."""
+"""barlip, siamlip, byolip: cross-modal SSL heads of CL2L (docs/methods.md A7)."""
+
 from __future__ import annotations
 
 import copy
@@ -11,9 +12,14 @@ from torch import nn
 from contrastkit.encoded import Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives._heads import has_lazy_parameters
-from contrastkit.objectives.ssl_heads import (BarlipTerm, ByolipTerm, SiamlipTerm, barlow_twins_loss,
-                                              negative_cosine, siamese_pair_loss)
-
+from contrastkit.objectives.ssl_heads import (
+    BarlipTerm,
+    ByolipTerm,
+    SiamlipTerm,
+    barlow_twins_loss,
+    negative_cosine,
+    siamese_pair_loss,
+)
 from helpers import naive_mlp
 
 SMALL = {"hidden_dim": 6, "out_dim": 4}
@@ -24,11 +30,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make_enc(b: int = 6, v: int | None = 2, fi: int = 5, ft: int = 4, dtype=torch.float64, seed: int = 0) -> Encoded:
     g = torch.Generator().manual_seed(seed)
-    enc = Encoded(image=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
-                  text=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
-                  logit_scale=torch.tensor(10.0, dtype=dtype),
-                  image_features=torch.randn(b, fi, generator=g, dtype=dtype),
-                  text_features=torch.randn(b, ft, generator=g, dtype=dtype))
+    enc = Encoded(
+        image=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
+        text=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
+        logit_scale=torch.tensor(10.0, dtype=dtype),
+        image_features=torch.randn(b, fi, generator=g, dtype=dtype),
+        text_features=torch.randn(b, ft, generator=g, dtype=dtype),
+    )
     if v:
         enc.image_view_features = torch.randn(v, b, fi, generator=g, dtype=dtype)
         enc.text_view_features = torch.randn(v, b, ft, generator=g, dtype=dtype)
@@ -59,8 +67,9 @@ def naive_cos(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return ((p * z).sum(dim=1) / (p.norm(dim=1) * z.norm(dim=1))).mean()
 
 
-def naive_siam(term: SiamlipTerm, enc: Encoded, target_img: nn.Module | None = None,
-               target_txt: nn.Module | None = None) -> torch.Tensor:
+def naive_siam(
+    term: SiamlipTerm, enc: Encoded, target_img: nn.Module | None = None, target_txt: nn.Module | None = None
+) -> torch.Tensor:
     target_img = target_img or term.image_projector
     target_txt = target_txt or term.text_projector
     losses = []
@@ -88,8 +97,12 @@ def test_barlip_value_matches_naive_formula(use_views):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.5, 0.5)
     value = term(enc)
-    expected = torch.stack([naive_barlow(naive_mlp(term.image_projector, x), naive_mlp(term.text_projector, y),
-                                         0.3, 0.025) for x, y in sources(enc, use_views)]).mean()
+    expected = torch.stack(
+        [
+            naive_barlow(naive_mlp(term.image_projector, x), naive_mlp(term.text_projector, y), 0.3, 0.025)
+            for x, y in sources(enc, use_views)
+        ]
+    ).mean()
     torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -98,7 +111,7 @@ def test_barlip_value_matches_naive_formula(use_views):
 
 
 def test_barlip_default_sizes_run():
-    term = BarlipTerm()  # 3000 hidden, 8192 out (METHODS)
+    term = BarlipTerm()  # 3000 hidden, 8192 out (docs/methods.md)
     loss = term(make_enc(b=8, v=None, fi=16, ft=12, dtype=torch.float32))
     assert torch.isfinite(loss)
     assert term.image_projector[-1].num_features == 8192 and term.image_projector[-1].affine
@@ -138,8 +151,13 @@ def test_barlip_training_lowers_loss_on_correlated_pairs():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, 8, generator=g)
-    enc = Encoded(image=torch.zeros(64, 2), text=torch.zeros(64, 2), logit_scale=torch.tensor(1.0),
-                  image_features=x, text_features=x @ torch.randn(8, 6, generator=g))
+    enc = Encoded(
+        image=torch.zeros(64, 2),
+        text=torch.zeros(64, 2),
+        logit_scale=torch.tensor(1.0),
+        image_features=x,
+        text_features=x @ torch.randn(8, 6, generator=g),
+    )
     term = BarlipTerm(hidden_dim=32, out_dim=16, loss_scale=1.0)
     first = term(enc).item()
     opt = torch.optim.Adam(term.parameters(), lr=1e-2)
@@ -312,15 +330,18 @@ def test_build_and_missing_input_error(name):
         objective(enc)
 
 
-@pytest.mark.parametrize("spec,match", [
-    ({"name": "barlip", "off_diagonal_weight": -1.0}, "off_diagonal_weight"),
-    ({"name": "barlip", "loss_scale": 0.0}, "loss_scale"),
-    ({"name": "barlip", "out_dim": 0}, "out_dim"),
-    ({"name": "siamlip", "reduction": "avg"}, "reduction"),
-    ({"name": "siamlip", "hidden_dim": 1.5}, "hidden_dim"),
-    ({"name": "byolip", "momentum": 1.5}, "momentum"),
-    ({"name": "byolip", "use_views": "yes"}, "use_views"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ({"name": "barlip", "off_diagonal_weight": -1.0}, "off_diagonal_weight"),
+        ({"name": "barlip", "loss_scale": 0.0}, "loss_scale"),
+        ({"name": "barlip", "out_dim": 0}, "out_dim"),
+        ({"name": "siamlip", "reduction": "avg"}, "reduction"),
+        ({"name": "siamlip", "hidden_dim": 1.5}, "hidden_dim"),
+        ({"name": "byolip", "momentum": 1.5}, "momentum"),
+        ({"name": "byolip", "use_views": "yes"}, "use_views"),
+    ],
+)
 def test_invalid_parameters(spec, match):
     with pytest.raises(ValueError, match=match):
         build([spec])

@@ -1,4 +1,5 @@
 """Tiled (linear-memory) CLIP / SigLIP losses against the dense reference and open_clip."""
+
 from __future__ import annotations
 
 import functools
@@ -17,9 +18,8 @@ from contrastkit.encoded import Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives.clip import ClipTerm, clip_loss
 from contrastkit.objectives.siglip import SiglipTerm, siglip_loss
-from contrastkit.objectives.tiled import (DENSE_MAX_CPU, TiledInfoNCE, TiledSigmoid, default_tile_size,
-                                          tiled_clip_loss, tiled_siglip_loss)
-
+from contrastkit.objectives.tiled import DENSE_MAX_CPU, TiledInfoNCE, default_tile_size, tiled_clip_loss
+from contrastkit.objectives.tiled_sigmoid import TiledSigmoid, tiled_siglip_loss
 from helpers import assert_value_and_grads_close, pair_inputs, value_and_grads
 
 
@@ -34,6 +34,7 @@ def _one_thread():
 
 # ------------------------------------------------------------------ tiled == dense (float64)
 
+
 @pytest.mark.parametrize("rows,tile", [(1, 3), (2, 3), (7, 3), (10, 4), (5, 16), (33, 8)])
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -44,8 +45,9 @@ def test_clip_tiled_matches_dense_float64(rows, tile, eps, reduction):
     assert_value_and_grads_close(got, ref, "xyt")
 
 
-@pytest.mark.parametrize("rows,cols,tile", [(1, 1, 3), (7, 7, 3), (10, 10, 4), (5, 5, 16), (33, 33, 8),
-                                            (7, 11, 3), (11, 7, 4), (5, 9, 16)])
+@pytest.mark.parametrize(
+    "rows,cols,tile", [(1, 1, 3), (7, 7, 3), (10, 10, 4), (5, 5, 16), (33, 33, 8), (7, 11, 3), (11, 7, 4), (5, 9, 16)]
+)
 def test_siglip_tiled_matches_dense_float64(rows, cols, tile):
     x, y, t, b = pair_inputs(rows, cols=cols, seed=rows + cols, scale=5.0, bias=-3.0)
     got = value_and_grads(lambda *a: tiled_siglip_loss(*a, tile_size=tile), x, y, t, b)
@@ -71,6 +73,7 @@ def test_large_logits_are_stable():
 
 
 # ------------------------------------------------------------------ gradcheck (several tiles)
+
 
 @pytest.mark.parametrize("eps,reduction", [(0.0, "mean"), (0.2, "mean"), (0.1, "sum")])
 def test_clip_gradcheck(eps, reduction):
@@ -116,14 +119,16 @@ def test_double_backward_is_refused():
 
 # ------------------------------------------------------------------ float32 accuracy
 
+
 @pytest.mark.parametrize("scale", [1 / 0.07, 100.0])
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_clip_float32_within_1e5(scale, eps):
     x, y, t, _ = pair_inputs(300, dim=32, dtype=torch.float32, seed=6, scale=scale)
     got, got_g = value_and_grads(lambda a, b, s: tiled_clip_loss(a, b, s, eps, "mean", 64), x, y, t)
     dense, dense_g = value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, "mean"), x, y, t)
-    exact, exact_g = value_and_grads(lambda a, b, s: clip_loss(a, b, s, eps, "mean"),
-                                      x.double(), y.double(), t.double())
+    exact, exact_g = value_and_grads(
+        lambda a, b, s: clip_loss(a, b, s, eps, "mean"), x.double(), y.double(), t.double()
+    )
     assert abs(got.item() - dense.item()) <= 1e-5 * abs(dense.item())
     assert abs(got.item() - exact.item()) <= 1e-5 * abs(exact.item())
     for a, d, e in zip(got_g[:2], dense_g[:2], exact_g[:2]):  # relative error of the whole tensor
@@ -165,6 +170,7 @@ def test_cpu_autocast_bfloat16_close_to_dense():
 
 # ------------------------------------------------------------------ the registered terms vs open_clip
 
+
 @functools.lru_cache(maxsize=1)
 def _open_clip_loss_module():
     """open_clip's ``loss.py`` (it imports only torch), loaded without the package ``__init__``.
@@ -175,14 +181,14 @@ def _open_clip_loss_module():
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("open_clip is not installed")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "loss.py")
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "loss.py")
     try:
         loss_spec = importlib.util.spec_from_file_location("_open_clip_loss_standalone", path)
         module = importlib.util.module_from_spec(loss_spec)
         loss_spec.loader.exec_module(module)
         module.ClipLoss, module.SigLipLoss  # noqa: B018 - both must exist
         return module
-    except Exception:  # noqa: BLE001
+    except Exception:
         return importlib.import_module("open_clip.loss")
 
 
@@ -211,7 +217,8 @@ def test_siglip_term_matches_open_clip(rows, tile_size):
     x, y, t, b = pair_inputs(rows, dim=16, dtype=torch.float32, seed=10, scale=10.0, bias=-10.0)
     term = SiglipTerm(tile_size=tile_size)
     got, got_g = value_and_grads(
-        lambda a, c, s, d: term(Encoded(image=a, text=c, logit_scale=s, logit_bias=d)), x, y, t, b)
+        lambda a, c, s, d: term(Encoded(image=a, text=c, logit_scale=s, logit_bias=d)), x, y, t, b
+    )
     ref, ref_g = value_and_grads(lambda a, c, s, d: ref_loss(a, c, s, d), x, y, t, b)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=0)
     for a, r in zip(got_g, ref_g):
@@ -244,12 +251,15 @@ def test_shape_errors():
 
 # ------------------------------------------------------------------ memory: nothing B x B
 
+
 def test_forward_saves_only_linear_size_tensors():
     rows, dim = 512, 8
     x, y, t, b = pair_inputs(rows, dim=dim, dtype=torch.float32, seed=13)
     leaves = [v.requires_grad_(True) for v in (x, y, t, b)]
-    for fn, node in ((lambda: tiled_clip_loss(*leaves[:3], label_smoothing=0.1, tile_size=64), TiledInfoNCE),
-                     (lambda: tiled_siglip_loss(*leaves, tile_size=64), TiledSigmoid)):
+    for fn, node in (
+        (lambda: tiled_clip_loss(*leaves[:3], label_smoothing=0.1, tile_size=64), TiledInfoNCE),
+        (lambda: tiled_siglip_loss(*leaves, tile_size=64), TiledSigmoid),
+    ):
         saved: list[torch.Size] = []
         with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s.shape) or s, lambda s: s):
             loss = fn()

@@ -1,6 +1,7 @@
 """The fused per-tile path of the tiled losses (compiled on CUDA) computes what the eager path and the
 dense losses compute. Here it runs on CPU: dynamo traces each tile function whole (fullgraph) with the
 ``eager`` backend, and one test compiles with inductor as on a GPU."""
+
 from __future__ import annotations
 
 import warnings
@@ -11,9 +12,9 @@ import torch
 from contrastkit.objectives import tiled_fused
 from contrastkit.objectives.clip import clip_loss
 from contrastkit.objectives.siglip import siglip_loss
-from contrastkit.objectives.tiled import tiled_clip_loss, tiled_siglip_loss
+from contrastkit.objectives.tiled import tiled_clip_loss
 from contrastkit.objectives.tiled_fused import infonce_fold, infonce_grad
-
+from contrastkit.objectives.tiled_sigmoid import tiled_siglip_loss
 from helpers import assert_value_and_grads_close, pair_inputs, value_and_grads
 
 
@@ -48,8 +49,9 @@ def test_fused_siglip_matches_dense_float64(fused_cpu, rows, cols, tile):
     ref = value_and_grads(siglip_loss, x, y, t, b)
     assert_value_and_grads_close(got, ref, "xytb")
     with torch.no_grad():  # the loss-only tile function
-        torch.testing.assert_close(tiled_siglip_loss(x, y, t, b, tile_size=tile), siglip_loss(x, y, t, b),
-                                   rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            tiled_siglip_loss(x, y, t, b, tile_size=tile), siglip_loss(x, y, t, b), rtol=1e-12, atol=1e-12
+        )
     assert "sigmoid_tile_loss" in tiled_fused._compiled
 
 
@@ -81,14 +83,16 @@ def test_fold_of_tiles_is_the_log_sum_exp_of_rows_and_columns():
     m_r, s_r = torch.full((6,), float("-inf"), dtype=torch.float64), torch.zeros(6, dtype=torch.float64)
     m_c, s_c = torch.full((10,), float("-inf"), dtype=torch.float64), torch.zeros(10, dtype=torch.float64)
     for r0, c0 in ((0, 0), (0, 5), (3, 0), (3, 5)):
-        tile = logits[r0:r0 + 3, c0:c0 + 5]
-        m_r[r0:r0 + 3], s_r[r0:r0 + 3], m_c[c0:c0 + 5], s_c[c0:c0 + 5] = infonce_fold(
-            tile, m_r[r0:r0 + 3], s_r[r0:r0 + 3], m_c[c0:c0 + 5], s_c[c0:c0 + 5])
+        tile = logits[r0 : r0 + 3, c0 : c0 + 5]
+        m_r[r0 : r0 + 3], s_r[r0 : r0 + 3], m_c[c0 : c0 + 5], s_c[c0 : c0 + 5] = infonce_fold(
+            tile, m_r[r0 : r0 + 3], s_r[r0 : r0 + 3], m_c[c0 : c0 + 5], s_c[c0 : c0 + 5]
+        )
     torch.testing.assert_close(m_r + s_r.log(), logits.logsumexp(1), rtol=1e-14, atol=1e-12)
     torch.testing.assert_close(m_c + s_c.log(), logits.logsumexp(0), rtol=1e-14, atol=1e-12)
     inv_r, inv_c = 1 / s_r, 1 / s_c
-    grad = infonce_grad(logits, m_r, inv_r, m_c, inv_c, torch.tensor(0.1, dtype=torch.float64),
-                        torch.tensor(1.8, dtype=torch.float64))
+    grad = infonce_grad(
+        logits, m_r, inv_r, m_c, inv_c, torch.tensor(0.1, dtype=torch.float64), torch.tensor(1.8, dtype=torch.float64)
+    )
     expected = logits.softmax(1) + logits.softmax(0) - 0.1 - 1.8 * torch.eye(6, 10, dtype=torch.float64)
     torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-14)
 

@@ -1,4 +1,5 @@
-"""group_whitening: WhitenedCSE shuffled group whitening head (METHODS A12)."""
+"""group_whitening: WhitenedCSE shuffled group whitening head (docs/methods.md A12)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,22 +11,22 @@ from contrastkit.encoded import Encoded
 from contrastkit.objectives import build
 from contrastkit.objectives._heads import has_lazy_parameters
 from contrastkit.objectives.whitening import GroupWhiteningTerm, group_whiten
-
 from helpers import frozen_group_whiten
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_enc(b: int = 10, v: int = 2, f: int = 6, dtype=torch.float64, seed: int = 0) -> Encoded:
     g = torch.Generator().manual_seed(seed)
-    return Encoded(image=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
-                   text=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
-                   logit_scale=torch.tensor(10.0, dtype=dtype),
-                   image_features=torch.randn(b, f, generator=g, dtype=dtype),
-                   image_view_features=torch.randn(v, b, f, generator=g, dtype=dtype),
-                   text_features=torch.randn(b, f + 2, generator=g, dtype=dtype),
-                   text_view_features=torch.randn(v, b, f + 2, generator=g, dtype=dtype))
+    return Encoded(
+        image=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
+        text=F.normalize(torch.randn(b, 3, generator=g, dtype=dtype), dim=-1),
+        logit_scale=torch.tensor(10.0, dtype=dtype),
+        image_features=torch.randn(b, f, generator=g, dtype=dtype),
+        image_view_features=torch.randn(v, b, f, generator=g, dtype=dtype),
+        text_features=torch.randn(b, f + 2, generator=g, dtype=dtype),
+        text_view_features=torch.randn(v, b, f + 2, generator=g, dtype=dtype),
+    )
 
 
 def naive_whiten(x: np.ndarray, groups: int, eps: float, perm: np.ndarray | None = None) -> np.ndarray:
@@ -35,11 +36,11 @@ def naive_whiten(x: np.ndarray, groups: int, eps: float, perm: np.ndarray | None
     xp = x[:, perm] if perm is not None else x
     out = np.zeros_like(xp)
     for g in range(groups):
-        block = xp[:, g * d:(g + 1) * d]
+        block = xp[:, g * d : (g + 1) * d]
         block = block - block.mean(axis=0, keepdims=True)
         lam, u = np.linalg.eigh(block.T @ block / n)
         w = u @ np.diag(1.0 / np.sqrt(np.maximum(lam, 0) + eps)) @ u.T
-        out[:, g * d:(g + 1) * d] = block @ w
+        out[:, g * d : (g + 1) * d] = block @ w
     if perm is not None:
         unperm = np.empty_like(out)
         unperm[:, perm] = out
@@ -47,8 +48,9 @@ def naive_whiten(x: np.ndarray, groups: int, eps: float, perm: np.ndarray | None
     return out
 
 
-def naive_loss(term: GroupWhiteningTerm, base: torch.Tensor, views: torch.Tensor,
-               perms: list[np.ndarray | None]) -> float:
+def naive_loss(
+    term: GroupWhiteningTerm, base: torch.Tensor, views: torch.Tensor, perms: list[np.ndarray | None]
+) -> float:
     w = term.head[0].weight.detach().numpy()
     c = term.head[0].bias.detach().numpy()
     zs = []
@@ -116,8 +118,11 @@ def test_gradcheck_inputs(detach, shuffle):
 
     def f(x, xv):
         torch.manual_seed(3)  # the same permutations on every evaluation
-        return term(Encoded(image=base.image, text=base.text, logit_scale=base.logit_scale,
-                            image_features=x, image_view_features=xv))
+        return term(
+            Encoded(
+                image=base.image, text=base.text, logit_scale=base.logit_scale, image_features=x, image_view_features=xv
+            )
+        )
 
     inputs = (base.image_features.clone().requires_grad_(True), base.image_view_features.clone().requires_grad_(True))
     if not detach:  # the gradient flows through eigh too: plain gradcheck
@@ -171,7 +176,7 @@ def test_whitened_groups_have_identity_covariance(shuffle):
     yp = y[:, perm] if shuffle else y
     torch.testing.assert_close(yp.mean(dim=0), torch.zeros(12, dtype=torch.float64), atol=1e-10, rtol=0)
     for k in range(3):
-        block = yp[:, 4 * k:4 * (k + 1)]
+        block = yp[:, 4 * k : 4 * (k + 1)]
         torch.testing.assert_close(block.t() @ block / 200, torch.eye(4, dtype=torch.float64), atol=1e-8, rtol=0)
     # groups are whitened separately: across groups the covariance is not the identity
     assert (yp[:, :4].t() @ yp[:, 4:8] / 200).abs().max() > 1e-2
@@ -198,8 +203,15 @@ def test_detach_whitening_changes_gradients_not_values():
     grads = []
     for term in (a, b):
         x = enc.image_features.clone().requires_grad_(True)
-        value = term(Encoded(image=enc.image, text=enc.text, logit_scale=enc.logit_scale, image_features=x,
-                             image_view_features=enc.image_view_features))
+        value = term(
+            Encoded(
+                image=enc.image,
+                text=enc.text,
+                logit_scale=enc.logit_scale,
+                image_features=x,
+                image_view_features=enc.image_view_features,
+            )
+        )
         value.backward()
         grads.append((value.detach(), x.grad))
     torch.testing.assert_close(grads[0][0], grads[1][0])
@@ -210,9 +222,13 @@ def test_training_lowers_loss():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     base = torch.randn(32, 8, generator=g)
-    enc = Encoded(image=torch.zeros(32, 2), text=torch.zeros(32, 2), logit_scale=torch.tensor(1.0),
-                  image_features=base,
-                  image_view_features=torch.stack([base + 0.3 * torch.randn(32, 8, generator=g) for _ in range(2)]))
+    enc = Encoded(
+        image=torch.zeros(32, 2),
+        text=torch.zeros(32, 2),
+        logit_scale=torch.tensor(1.0),
+        image_features=base,
+        image_view_features=torch.stack([base + 0.3 * torch.randn(32, 8, generator=g) for _ in range(2)]),
+    )
     term = GroupWhiteningTerm(groups=2)
     first = term(enc).item()
     opt = torch.optim.Adam(term.parameters(), lr=2e-2)
@@ -244,13 +260,16 @@ def test_build_lazy_and_missing_input_error():
         text(enc)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"modality": "audio"}, "modality"),
-    ({"groups": 0}, "groups"),
-    ({"eps": 0.0}, "eps"),
-    ({"temperature": -1.0}, "temperature"),
-    ({"detach_whitening": "yes"}, "detach_whitening"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"modality": "audio"}, "modality"),
+        ({"groups": 0}, "groups"),
+        ({"eps": 0.0}, "eps"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"detach_whitening": "yes"}, "detach_whitening"),
+    ],
+)
 def test_invalid_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build([{"name": "group_whitening", **kwargs}])

@@ -1,20 +1,26 @@
 """contrastkit data: tools for data sources (export, check, convert)."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-SPEC_HELP = ("data spec, e.g. synthetic:shapes, csv:data/train.csv, folder:images/, "
-             "wds:shards/{00000..00009}.tar, hf:saved_dataset/ (see contrastkit.data.sources)")
+SPEC_HELP = (
+    "data spec, e.g. synthetic:shapes, csv:data/train.csv, folder:images/, "
+    "wds:shards/{00000..00009}.tar, hf:saved_dataset/ (see contrastkit.data.sources)"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="data tools", description="Data tools: look at, check and convert sources.")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    e = dsub.add_parser("export", help="write a source's images and captions to a folder",
-                        description="Write images (PNG) and captions.csv (captions, hard negatives, tags) "
-                                    "so a person can look at a data source.")
+    e = dsub.add_parser(
+        "export",
+        help="write a source's images and captions to a folder",
+        description="Write images (PNG) and captions.csv (captions, hard negatives, tags) "
+        "so a person can look at a data source.",
+    )
     e.add_argument("spec", help=SPEC_HELP)
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--split", default="train", choices=["train", "val", "test"], help="split to export")
@@ -22,25 +28,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=0, help="world seed of the synthetic source")
     e.set_defaults(func=export)
 
-    c = dsub.add_parser("check", help="scan a source and list its bad records by reason",
-                        description="Read every record of a split as training would (images decoded) and print "
-                                    "a table of problems by reason with the first examples. Exits 1 when any "
-                                    "problem is found, 0 otherwise.")
+    c = dsub.add_parser(
+        "check",
+        help="scan a source and list its bad records by reason",
+        description="Read every record of a split as training would (images decoded) and print "
+        "a table of problems by reason with the first examples. Exits 1 when any "
+        "problem is found, 0 otherwise.",
+    )
     c.add_argument("spec", help=SPEC_HELP)
     _data_options(c)
     c.add_argument("--limit", type=int, default=0, help="check at most this many records (0: all)")
     c.add_argument("--examples", type=int, default=3, help="examples shown per reason")
-    c.add_argument("--context-length", type=int, default=None,
-                   help="text context in tokens for the over-long caption check (default: the recipe's "
-                        "model.context_length, 24 without --config; 0 disables)")
+    c.add_argument(
+        "--context-length",
+        type=int,
+        default=None,
+        help="text context in tokens for the over-long caption check (default: the recipe's "
+        "model.context_length, 24 without --config; 0 disables)",
+    )
     c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     c.set_defaults(func=check)
 
-    v = dsub.add_parser("convert", help="write a source as webdataset tar shards",
-                        description="Write splits of any source as webdataset shards (img2dataset layout: "
-                                    "<key>.jpg/png/webp, <key>.txt, <key>.json) plus DIR/dataset.json; the "
-                                    "shards are read back and their sample count checked. Read them with "
-                                    "data.source=wds:DIR.")
+    v = dsub.add_parser(
+        "convert",
+        help="write a source as webdataset tar shards",
+        description="Write splits of any source as webdataset shards (img2dataset layout: "
+        "<key>.jpg/png/webp, <key>.txt, <key>.json) plus DIR/dataset.json; the "
+        "shards are read back and their sample count checked. Read them with "
+        "data.source=wds:DIR.",
+    )
     v.add_argument("spec", help=SPEC_HELP)
     _data_options(v, split_choices=True)
     v.add_argument("--out", required=True, help="output folder for the shards and dataset.json")
@@ -55,8 +71,13 @@ def _data_options(p: argparse.ArgumentParser, split_choices: bool = False) -> No
     else:
         p.add_argument("--split", default="train", choices=["train", "val", "test"], help="split to read")
     p.add_argument("--config", help="recipe YAML whose data section (columns, splits, on_error) applies")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                   help="data setting, e.g. --set caption_columns=title or data.on_error=skip (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="data setting, e.g. --set caption_columns=title or data.on_error=skip (repeatable)",
+    )
 
 
 def _load(args: argparse.Namespace):
@@ -74,8 +95,7 @@ def export(args: argparse.Namespace) -> int:
     cfg = DataConfig(source=args.spec, seed=args.seed)
     dataset = open_source(args.spec, args.split, cfg)
     path = export_dataset(dataset, Path(args.out), limit=args.limit or None)
-    print(f"exported {min(len(dataset), args.limit or len(dataset))} records of {args.spec} ({args.split}) "
-          f"to {path}")
+    print(f"exported {min(len(dataset), args.limit or len(dataset))} records of {args.spec} ({args.split}) to {path}")
     return 0
 
 
@@ -87,31 +107,36 @@ def check(args: argparse.Namespace) -> int:
     cfg.data.on_error = "skip"  # a scan lists every problem instead of stopping at the first
     context = cfg.model.context_length if args.context_length is None else args.context_length
     dataset = open_source(args.spec, args.split, cfg.data, raw=True)
-    report = check_source(dataset, context_length=context, limit=args.limit or None, examples=args.examples,
-                          progress=not args.no_progress)
+    report = check_source(
+        dataset, context_length=context, limit=args.limit or None, examples=args.examples, progress=not args.no_progress
+    )
     print(report.table())
     return 0 if report.ok else 1
 
 
 def convert(args: argparse.Namespace) -> int:
-    from ..data.convert import CountMismatch, convert as convert_source
+    from ..data.convert import CountMismatch
+    from ..data.convert import convert as convert_source
 
     cfg = _load(args)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     bad = [s for s in splits if s not in ("train", "val", "test")]
     if bad:
-        print(f"contrastkit data convert: unknown split(s) {', '.join(bad)}; choose from train, val, test",
-              file=sys.stderr)
+        print(
+            f"contrastkit data convert: unknown split(s) {', '.join(bad)}; choose from train, val, test",
+            file=sys.stderr,
+        )
         return 2
     try:
-        results = convert_source(args.spec, args.out, cfg.data, splits, args.shard_size,
-                                 progress=not args.no_progress)
+        results = convert_source(args.spec, args.out, cfg.data, splits, args.shard_size, progress=not args.no_progress)
     except CountMismatch as err:
         print(f"contrastkit data convert: count check failed: {err}", file=sys.stderr)
         return 1
     for r in results:
         skipped = f", skipped {dict(r.skipped)}" if r.skipped else ""
-        print(f"{r.split}: wrote {r.written} samples in {len(r.shards)} shards, read back {r.read_back} "
-              f"(count check passed){skipped}")
+        print(
+            f"{r.split}: wrote {r.written} samples in {len(r.shards)} shards, read back {r.read_back} "
+            f"(count check passed){skipped}"
+        )
     print(f"read them with: --set data.source=wds:{args.out}")
     return 0

@@ -1,4 +1,5 @@
 """contrastkit embed: write image or text embeddings of a trained model as .npy."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,11 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed", help="embed images or texts with a trained model",
-                       description="Write L2-normalised embeddings (N x D float32) as a .npy file.")
+    p = sub.add_parser(
+        "embed",
+        help="embed images or texts with a trained model",
+        description="Write L2-normalised embeddings (N x D float32) as a .npy file.",
+    )
     p.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="run directory of a trained model")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", nargs="+", metavar="PATH", help="image files to embed")
@@ -41,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
         texts = [line for line in path.read_text(encoding="utf-8").splitlines()]
         empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
         if empty:
-            raise ValueError(f"--texts: {path} has empty lines ({', '.join(map(str, empty[:5]))}); "
-                             "one caption per line, no blank lines")
+            raise ValueError(
+                f"--texts: {path} has empty lines ({', '.join(map(str, empty[:5]))}); "
+                "one caption per line, no blank lines"
+            )
         emb = embedder.embed_texts(texts)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,11 +6,19 @@
     contrastkit eval --model hf:/models/siglip-base --task compositional --sugarcrepe sugarcrepe/ --images val2017/
     contrastkit eval --compare RUN_A RUN_B
 """
+
 from __future__ import annotations
 
 import argparse
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Config, DataConfig
+    from ..evaluate.cache import FeatureCache
+    from ..evaluate.request import EvalRequest
+    from ..models.loaded import LoadedModel
 
 EPILOG = """\
 tasks: zeroshot, retrieval, linear_probe, compositional, geometry; 'default' = all but linear_probe,
@@ -23,64 +31,120 @@ Output: OUT/report.json, OUT/report.md, PNG plots, OUT/results/<task>_<dataset>.
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "eval", help="evaluate a model (zero-shot, retrieval, linear probe, compositional, geometry)",
+        "eval",
+        help="evaluate a model (zero-shot, retrieval, linear probe, compositional, geometry)",
         description="Evaluate a contrastkit run, an open_clip model or a Hugging Face CLIP/SigLIP folder; "
-                    "write report.md/json, plots and one CLIP_benchmark-style JSON per task. "
-                    "With --compare, print two evaluations side by side.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "write report.md/json, plots and one CLIP_benchmark-style JSON per task. "
+        "With --compare, print two evaluations side by side.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", metavar="RUN_DIR", help="run directory of a trained contrastkit model")
-    which.add_argument("--model", metavar="SPEC",
-                       help="open_clip:<name> (with --pretrained FILE), hf:<local CLIP/SigLIP folder>, or a run dir")
-    which.add_argument("--compare", nargs=2, metavar=("A", "B"),
-                       help="compare two evaluations (report.json, its folder, or a run directory)")
+    which.add_argument(
+        "--model",
+        metavar="SPEC",
+        help="open_clip:<name> (with --pretrained FILE), hf:<local CLIP/SigLIP folder>, or a run dir",
+    )
+    which.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="compare two evaluations (report.json, its folder, or a run directory)",
+    )
     p.add_argument("--pretrained", metavar="FILE", help="local weights file for an open_clip:<name> model")
-    p.add_argument("--task", action="append", metavar="TASKS",
-                   help="tasks to run, comma-separated (default: zeroshot,retrieval,compositional,geometry)")
-    data = p.add_argument_group("data")
+    p.add_argument(
+        "--task",
+        action="append",
+        metavar="TASKS",
+        help="tasks to run, comma-separated (default: zeroshot,retrieval,compositional,geometry)",
+    )
+    _data_options(p.add_argument_group("data"))
+    _probe_options(p.add_argument_group("linear probe"))
+    _metric_options(p.add_argument_group("metrics"))
+    _output_options(p.add_argument_group("speed and output"))
+    p.set_defaults(func=run)
+
+
+def _data_options(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--data", metavar="SPEC", help="data spec (default for a run: its training source)")
     data.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    data.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
-                      help="data setting for reading --data (e.g. data.label_column=label, data.val_fraction=0.1); "
-                           "for file sources the whole split is evaluated unless data.eval_size is set "
-                           "(webdataset shards: data.eval_size records)")
+    data.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="data.KEY=VALUE",
+        help="data setting for reading --data (e.g. data.label_column=label, data.val_fraction=0.1); "
+        "for file sources the whole split is evaluated unless data.eval_size is set "
+        "(webdataset shards: data.eval_size records)",
+    )
     data.add_argument("--max-records", type=int, default=0, help="evaluate at most this many records (0: all)")
     data.add_argument("--classnames", metavar="FILE", help="class names, one per line (line i = class i)")
-    data.add_argument("--templates", metavar="FILE|NAME",
-                      help="zero-shot templates: a file (one per line, with {}) or openai_imagenet | simple")
-    data.add_argument("--sugarcrepe", nargs="+", metavar="JSON",
-                      help="SugarCrepe JSON files or a folder of them (needs --images)")
+    data.add_argument(
+        "--templates",
+        metavar="FILE|NAME",
+        help="zero-shot templates: a file (one per line, with {}) or openai_imagenet | simple",
+    )
+    data.add_argument(
+        "--sugarcrepe", nargs="+", metavar="JSON", help="SugarCrepe JSON files or a folder of them (needs --images)"
+    )
     data.add_argument("--aro", nargs="+", metavar="JSON", help="ARO-style JSON / JSONL sets (needs --images)")
     data.add_argument("--images", metavar="DIR", help="folder the image paths of --sugarcrepe / --aro are relative to")
-    probe = p.add_argument_group("linear probe")
+
+
+def _probe_options(probe: argparse._ArgumentGroup) -> None:
     probe.add_argument("--train-split", default="train", help="split the probe trains on (default: train)")
-    probe.add_argument("--val-split", default=None,
-                       help="split that chooses C (default: a stratified 20%% of the training split)")
+    probe.add_argument(
+        "--val-split", default=None, help="split that chooses C (default: a stratified 20%% of the training split)"
+    )
     probe.add_argument("--max-train-records", type=int, default=0, help="probe on at most this many (0: all)")
-    probe.add_argument("--fewshot", type=int, nargs="+", default=[], metavar="K",
-                       help="also probe with K examples per class (e.g. --fewshot 1 5 10)")
+    probe.add_argument(
+        "--fewshot",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="K",
+        help="also probe with K examples per class (e.g. --fewshot 1 5 10)",
+    )
     probe.add_argument("--probe-max-iter", type=int, default=1000, help="L-BFGS iterations per fit (default 1000)")
-    metrics = p.add_argument_group("metrics")
-    metrics.add_argument("--recall-k", type=int, nargs="+", default=[1, 5, 10], metavar="K",
-                         help="retrieval recall@k values (default: 1 5 10)")
-    metrics.add_argument("--temperature", type=float, default=None,
-                         help="tau of the hardness diagnostics (default: the model's own, else 0.07)")
+
+
+def _metric_options(metrics: argparse._ArgumentGroup) -> None:
+    metrics.add_argument(
+        "--recall-k",
+        type=int,
+        nargs="+",
+        default=[1, 5, 10],
+        metavar="K",
+        help="retrieval recall@k values (default: 1 5 10)",
+    )
+    metrics.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="tau of the hardness diagnostics (default: the model's own, else 0.07)",
+    )
     metrics.add_argument("--seed", type=int, default=0, help="seed of the probe and separability splits")
-    run_opts = p.add_argument_group("speed and output")
-    run_opts.add_argument("--batch-size", type=int, default=0, help="images / texts per forward (0: 256, or "
-                                                                  "the run's eval.batch_size)")
+
+
+def _output_options(run_opts: argparse._ArgumentGroup) -> None:
+    run_opts.add_argument(
+        "--batch-size", type=int, default=0, help="images / texts per forward (0: 256, or the run's eval.batch_size)"
+    )
     run_opts.add_argument("--workers", type=int, default=0, help="image-loading worker processes")
     run_opts.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     run_opts.add_argument("--precision", default="fp32", choices=["fp32", "amp"], help="fp32 or autocast")
-    run_opts.add_argument("--cache-dir", metavar="DIR",
-                          help="feature cache (default: RUN_DIR/feature-cache for runs, else $CONTRASTKIT_CACHE "
-                               "or ~/.cache/contrastkit/features)")
+    run_opts.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="feature cache (default: RUN_DIR/feature-cache for runs, else $CONTRASTKIT_CACHE "
+        "or ~/.cache/contrastkit/features)",
+    )
     run_opts.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     run_opts.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only, no PNG plots")
     run_opts.add_argument("--detail", action="store_true", help="with --compare: include per-class values")
     run_opts.add_argument("--out", help="output folder (default: RUN_DIR/eval-SPLIT, else runs/eval-<model>)")
     run_opts.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -96,7 +160,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_config(cfg, sets: list[str], spec: str | None, max_records: int | None):  # noqa: ANN001, ANN202
+def _data_config(cfg: Config | None, sets: list[str], spec: str | None, max_records: int | None) -> DataConfig:
     """The run's (or the default) DataConfig with ``--set data.KEY=VALUE`` applied and validated.
 
     File sources cap val / test at ``data.eval_size`` records; evaluation reads
@@ -128,67 +192,101 @@ def _is_shards(spec: str) -> bool:
         return False
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.compare:
-        return _compare(args)
-    if not args.checkpoint and not args.model:
-        raise ValueError("give a model: --checkpoint RUN_DIR, --model open_clip:NAME --pretrained FILE, "
-                         "or --model hf:DIR (or --compare A B)")
-    from ..evaluate.benchmark_files import read_classnames, read_templates
-    from ..evaluate.cache import FeatureCache
-    from ..evaluate.result_files import write_suite
-    from ..evaluate.suite import EvalRequest, parse_tasks, run_suite
-    from ..evaluate.summary import summarize_results
+def _load(args: argparse.Namespace) -> LoadedModel:
+    """The model to evaluate; a run's own eval.batch_size unless --batch-size is given."""
     from ..models.load import load_model, load_run_model
 
-    batch_size = args.batch_size or None
+    if not args.checkpoint and not args.model:
+        raise ValueError(
+            "give a model: --checkpoint RUN_DIR, --model open_clip:NAME --pretrained FILE, "
+            "or --model hf:DIR (or --compare A B)"
+        )
+    options = {"device": args.device, "precision": args.precision, "batch_size": args.batch_size or None}
     if args.checkpoint:
         if args.pretrained:
             raise ValueError("--pretrained applies to --model open_clip:<name>, not --checkpoint")
-        model = load_run_model(args.checkpoint, device=args.device, precision=args.precision,
-                               batch_size=batch_size or 256)
-    else:
-        model = load_model(args.model, args.pretrained, device=args.device, precision=args.precision,
-                           batch_size=batch_size or 256)
-    cfg = model.config
-    if cfg is not None and batch_size is None:
-        model.embedder.batch_size = batch_size = cfg.eval.batch_size
-    batch_size = batch_size or 256
-    data = args.data or (cfg.data.source if cfg is not None else None)
-    data_cfg = _data_config(cfg, args.set, data, args.max_records or None)
+        return load_run_model(args.checkpoint, **options)
+    return load_model(args.model, args.pretrained, **options)
+
+
+def _cache(args: argparse.Namespace, model: LoadedModel) -> FeatureCache | None:
+    from ..evaluate.cache import FeatureCache
+
     if args.no_cache:
-        cache = None
-    elif args.cache_dir:
-        cache = FeatureCache(args.cache_dir)
-    elif model.kind == "contrastkit":
-        cache = FeatureCache(Path(model.name) / "feature-cache")
-    else:
-        cache = FeatureCache()
+        return None
+    if args.cache_dir:
+        return FeatureCache(args.cache_dir)
+    if model.kind == "contrastkit":
+        return FeatureCache(Path(model.name) / "feature-cache")
+    return FeatureCache()
+
+
+def _request(args: argparse.Namespace, model: LoadedModel) -> EvalRequest:
+    from ..evaluate.benchmark_files import read_classnames, read_templates
+    from ..evaluate.suite import EvalRequest, parse_tasks
+
+    cfg = model.config
+    data = args.data or (cfg.data.source if cfg is not None else None)
     tasks = parse_tasks(args.task or ["default"])
     if not args.task and data is None:
         tasks = ["compositional"]  # only benchmark sets given
-    req = EvalRequest(
-        tasks=tasks, data=data, split=args.split, data_config=data_cfg,
+    return EvalRequest(
+        tasks=tasks,
+        data=data,
+        split=args.split,
+        data_config=_data_config(cfg, args.set, data, args.max_records or None),
         max_records=args.max_records or None,
         classnames=read_classnames(args.classnames) if args.classnames else None,
         templates=read_templates(args.templates) if args.templates else None,
-        train_split=args.train_split, val_split=args.val_split, max_train_records=args.max_train_records or None,
-        fewshot=args.fewshot, sugarcrepe=args.sugarcrepe or (), aro=args.aro or (), images=args.images,
-        recall_ks=args.recall_k, temperature=args.temperature, batch_size=batch_size, num_workers=args.workers,
-        progress=not args.no_progress, seed=args.seed, probe_max_iter=args.probe_max_iter,
+        train_split=args.train_split,
+        val_split=args.val_split,
+        max_train_records=args.max_train_records or None,
+        fewshot=args.fewshot,
+        sugarcrepe=args.sugarcrepe or (),
+        aro=args.aro or (),
+        images=args.images,
+        recall_ks=args.recall_k,
+        temperature=args.temperature,
+        batch_size=model.batch_size,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+        seed=args.seed,
+        probe_max_iter=args.probe_max_iter,
     )
-    output = run_suite(model, req, cache=cache)
+
+
+def _out_dir(args: argparse.Namespace, model: LoadedModel) -> Path:
     if args.out:
-        out = Path(args.out)
-    elif args.checkpoint:
-        out = Path(args.checkpoint) / f"eval-{args.split}"
-    else:
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model.name}").strip("_")[-60:]
-        out = Path("runs") / f"eval-{slug}"
-    config = {"model": model.name, "pretrained": model.pretrained, "data": data, "split": args.split,
-              "tasks": tasks, "batch_size": batch_size, "precision": args.precision, "data_settings": args.set,
-              "run_config": cfg.to_dict() if cfg is not None else None}
+        return Path(args.out)
+    if args.checkpoint:
+        return Path(args.checkpoint) / f"eval-{args.split}"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model.name}").strip("_")[-60:]
+    return Path("runs") / f"eval-{slug}"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.compare:
+        return _compare(args)
+    from ..evaluate.result_files import write_suite
+    from ..evaluate.suite import run_suite
+    from ..evaluate.summary import summarize_results
+
+    model = _load(args)
+    req = _request(args, model)
+    output = run_suite(model, req, cache=_cache(args, model))
+    out = _out_dir(args, model)
+    config = {
+        "model": model.name,
+        "pretrained": model.pretrained,
+        "data": req.data,
+        "split": args.split,
+        "tasks": list(req.tasks),
+        "batch_size": req.batch_size,
+        "precision": args.precision,
+        "data_settings": args.set,
+        "run_config": model.config.to_dict() if model.config is not None else None,
+    }
     write_suite(out, output, config=config, plots=not args.no_plots)
-    print(summarize_results(output.results, args.split if data else None))
+    print(summarize_results(output.results, args.split if req.data else None))
     print(f"evaluation written to {out}")
     return 0

@@ -1,13 +1,17 @@
 """contrastkit objectives: list every registered objective term."""
+
 from __future__ import annotations
 
 import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("objectives", help="list objective terms, their parameters and inputs",
-                       description="List every registered objective term with its description, parameters "
-                                   "(defaults) and the inputs it needs.")
+    p = sub.add_parser(
+        "objectives",
+        help="list objective terms, their parameters and inputs",
+        description="List every registered objective term with its description, parameters "
+        "(defaults) and the inputs it needs.",
+    )
     p.set_defaults(func=run)
 
 
@@ -22,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
         needs = ", ".join(["image", "text", "logit_scale", *cls.requires])
         producers = {FIELDS[field].producer for field in cls.requires if field in FIELDS}
         extra = [label for who, label in copies.items() if who in producers]
-        print(f"{name}\n    {cls.description}\n    parameters: {params}\n    needs: {needs}"
-              + (f" + {', '.join(extra)}" if extra else ""))
+        print(
+            f"{name}\n    {cls.description}\n    parameters: {params}\n    needs: {needs}"
+            + (f" + {', '.join(extra)}" if extra else "")
+        )
     return 0

@@ -1,4 +1,5 @@
 """contrastkit train: train a dual encoder from a YAML recipe."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,12 +9,19 @@ from ..config import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from a YAML recipe",
-                       description="Train a dual encoder from a YAML recipe; writes checkpoints, metrics.jsonl "
-                                   "and the report (report.md/json, plots) into the run directory.")
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML recipe",
+        description="Train a dual encoder from a YAML recipe; writes checkpoints, metrics.jsonl "
+        "and the report (report.md/json, plots) into the run directory.",
+    )
     p.add_argument("config", nargs="?", help="recipe YAML file, e.g. configs/demo.yaml")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value by its dotted key, e.g. --set train.steps=200 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value by its dotted key, e.g. --set train.steps=200 (repeatable)",
+    )
     p.add_argument("--out", help="run directory (default: runs/<name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -29,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         if args.config or args.set:
-            raise ConfigError("--resume continues a run with its own saved config; "
-                              "drop CONFIG and --set (start a new run to change settings)")
+            raise ConfigError(
+                "--resume continues a run with its own saved config; "
+                "drop CONFIG and --set (start a new run to change settings)"
+            )
         cfg = config_from_dict(read_run_config(run_dir))
         check_recipe(cfg)
     else:
@@ -41,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
     if args.no_progress:
         cfg.train.progress = False
     report = train(cfg, run_dir, resume=bool(args.resume))
-    print(report["markdown_summary"] if "markdown_summary" in report else "")
+    print(report.get("markdown_summary", ""))
     print(f"run directory: {run_dir}  (report.md, report.json, *.png, checkpoints/)")
     return 0

@@ -1,9 +1,11 @@
 """The collated training batch: a typed object that moves to a device and splits into micro-batches."""
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,18 +50,24 @@ class Batch:
             raise KeyError(f"the batch has no per-row values {key!r} (it has {', '.join(sorted(self.rows)) or 'none'})")
         return self.rows[key]
 
-    def _map(self, tensors: Callable[[Tensor, int], Tensor], lists: Callable[[list[Any]], list[Any]],
-             skipped: dict[str, int]) -> "Batch":
+    def _map(
+        self, tensors: Callable[[Tensor, int], Tensor], lists: Callable[[list[Any]], list[Any]], skipped: dict[str, int]
+    ) -> Batch:
         """A batch whose row-aligned parts went through ``tensors(value, batch_dim)`` / ``lists(value)``."""
         return Batch(
-            pixels=tensors(self.pixels, 0), captions=lists(self.captions), index=tensors(self.index, 0),
-            epoch=tensors(self.epoch, 0), neg_captions=lists(self.neg_captions),
+            pixels=tensors(self.pixels, 0),
+            captions=lists(self.captions),
+            index=tensors(self.index, 0),
+            epoch=tensors(self.epoch, 0),
+            neg_captions=lists(self.neg_captions),
             image_views=None if self.image_views is None else tensors(self.image_views, 1),
             text_views=None if self.text_views is None else [lists(view) for view in self.text_views],
             rows={k: tensors(v, 0) for k, v in self.rows.items()},
-            events={k: tensors(v, 0) for k, v in self.events.items()}, skipped=skipped)
+            events={k: tensors(v, 0) for k, v in self.events.items()},
+            skipped=skipped,
+        )
 
-    def split(self, parts: int) -> list["Batch"]:
+    def split(self, parts: int) -> list[Batch]:
         """``parts`` micro-batches in row order (views split along their batch dim).
 
         Sizes differ by at most one when ``parts`` does not divide the batch (records skipped as bad);
@@ -72,11 +80,16 @@ class Batch:
         out = []
         for k in range(parts):
             rows = slice(bounds[k], bounds[k + 1])
-            out.append(self._map(lambda t, dim: t.narrow(dim, rows.start, rows.stop - rows.start),
-                                 lambda items: items[rows], self.skipped if k == 0 else {}))
+            out.append(
+                self._map(
+                    lambda t, dim: t.narrow(dim, rows.start, rows.stop - rows.start),
+                    lambda items: items[rows],
+                    self.skipped if k == 0 else {},
+                )
+            )
         return out
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """Page-locked copies of the tensors (the DataLoader calls this when ``pin_memory`` is on)."""
         return self._map(lambda t, dim: t.pin_memory(), lambda items: items, self.skipped)
 
@@ -90,8 +103,11 @@ def collate(samples: Sequence[Sample | Skipped], skipped: Counter[str] | None = 
     good = [s for s in samples if isinstance(s, Sample)]
     counts.update(s.reason for s in samples if isinstance(s, Skipped))
     if not good:
-        raise DataError("empty_batch", "a batch", f"every record of the batch was bad ({dict(counts)}); "
-                        "run `contrastkit data check` on the source")
+        raise DataError(
+            "empty_batch",
+            "a batch",
+            f"every record of the batch was bad ({dict(counts)}); run `contrastkit data check` on the source",
+        )
     batch = Batch(
         pixels=torch.stack([s.pixels for s in good]),
         captions=[s.caption for s in good],
@@ -99,8 +115,10 @@ def collate(samples: Sequence[Sample | Skipped], skipped: Counter[str] | None = 
         epoch=torch.tensor([s.epoch for s in good], dtype=torch.long),
         neg_captions=[s.neg_captions for s in good],
         rows={key: torch.stack([s.rows[key] for s in good]) for key in good[0].rows},
-        events={name: torch.tensor([s.counts.get(name, 0) for s in good], dtype=torch.long)
-                for name in sorted({name for s in good for name in s.counts})},
+        events={
+            name: torch.tensor([s.counts.get(name, 0) for s in good], dtype=torch.long)
+            for name in sorted({name for s in good for name in s.counts})
+        },
         skipped=dict(counts),
     )
     views = [s.image_views for s in good if s.image_views is not None]

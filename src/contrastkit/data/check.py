@@ -6,6 +6,7 @@ with the first examples of each. Captions longer than the text context
 (``context_length`` tokens of the built-in tokenizer, BOS and EOS included)
 are listed as ``caption_too_long``: training keeps them, truncated.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -37,12 +38,19 @@ class CheckReport:
 
     def table(self) -> str:
         """Problems by reason (most frequent first) with their first examples."""
-        head = (f"checked {self.records} records of {self.name} [{self.split}]: {self.good} usable, "
-                f"{sum(self.counts.values())} problems")
+        head = (
+            f"checked {self.records} records of {self.name} [{self.split}]: {self.good} usable, "
+            f"{sum(self.counts.values())} problems"
+        )
         if self.ok:
             return head + "\nno problems found"
         width = max(len("reason"), *(len(r) for r in self.counts))
-        lines = [head, "", f"{'reason':<{width}}  {'count':>7}  first examples", f"{'-' * width}  {'-' * 7}  {'-' * 40}"]
+        lines = [
+            head,
+            "",
+            f"{'reason':<{width}}  {'count':>7}  first examples",
+            f"{'-' * width}  {'-' * 7}  {'-' * 40}",
+        ]
         for reason, count in self.counts.most_common():
             examples = self.examples.get(reason, [])
             first = f"{examples[0].where}: {examples[0].detail}" if examples else ""
@@ -55,8 +63,9 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_source(dataset: Dataset, *, context_length: int = 0, limit: int | None = None, examples: int = 3,
-                 progress: bool = True) -> CheckReport:
+def check_source(
+    dataset: Dataset, *, context_length: int = 0, limit: int | None = None, examples: int = 3, progress: bool = True
+) -> CheckReport:
     """Scan ``dataset`` (open it with ``on_error=skip`` or ``raise``: both work); ``context_length`` 0 skips
     the caption-length check."""
     from tqdm.auto import tqdm
@@ -88,8 +97,13 @@ def check_source(dataset: Dataset, *, context_length: int = 0, limit: int | None
             longest = max(item.captions, key=caption_tokens)
             n = caption_tokens(longest)
             if n > room:
-                report.add(Problem("caption_too_long", item.key or "?",
-                                   f"{n} tokens > {room} (context {context_length}); kept, truncated: "
-                                   f"{longest[:60]!r}..."), examples)
+                report.add(
+                    Problem(
+                        "caption_too_long",
+                        item.key or "?",
+                        f"{n} tokens > {room} (context {context_length}); kept, truncated: {longest[:60]!r}...",
+                    ),
+                    examples,
+                )
     bar.close()
     return report

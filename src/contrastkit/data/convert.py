@@ -12,13 +12,15 @@ Bad records follow ``data.on_error``: ``raise`` stops naming the record, ``skip`
 leaves them out and counts them. After writing, the shards are read back and
 their sample count must equal the records written (:class:`CountMismatch` if not).
 """
+
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from .problems import DataError, Problem, SourceRecord
 from .records import Dataset, Record
@@ -60,8 +62,9 @@ def _image_bytes(record: Record) -> tuple[bytes, str]:
     return SourceRecord(image=image, captions=record.captions).image_bytes()
 
 
-def convert_split(dataset: Dataset, out_dir: Path, split: str, shard_size: int = 1000, on_error: str = "raise",
-                  progress: bool = True) -> SplitResult:
+def convert_split(
+    dataset: Dataset, out_dir: Path, split: str, shard_size: int = 1000, on_error: str = "raise", progress: bool = True
+) -> SplitResult:
     import webdataset as wds
     from tqdm.auto import tqdm
 
@@ -73,8 +76,9 @@ def convert_split(dataset: Dataset, out_dir: Path, split: str, shard_size: int =
     written = 0
     total = None if getattr(dataset, "streaming", False) else len(dataset)
     with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0) as sink:
-        for item in tqdm(iter_source(dataset), total=total, desc=f"convert {split}", disable=not progress,
-                         dynamic_ncols=True):
+        for item in tqdm(
+            iter_source(dataset), total=total, desc=f"convert {split}", disable=not progress, dynamic_ncols=True
+        ):
             try:
                 if isinstance(item, Problem):
                     raise item.error()
@@ -90,8 +94,14 @@ def convert_split(dataset: Dataset, out_dir: Path, split: str, shard_size: int =
                     meta[name] = getattr(item, name)
             if item.label is not None:
                 meta["label"] = item.label
-            sink.write({"__key__": f"{written:09d}", ext: data, "txt": item.captions[0].encode("utf-8"),
-                        "json": json.dumps(meta).encode("utf-8")})
+            sink.write(
+                {
+                    "__key__": f"{written:09d}",
+                    ext: data,
+                    "txt": item.captions[0].encode("utf-8"),
+                    "json": json.dumps(meta).encode("utf-8"),
+                }
+            )
             written += 1
     shards = sorted(p.name for p in out_dir.glob(f"{split}-*.tar"))
     return SplitResult(split, written, count_samples([str(out_dir / s) for s in shards]), shards, skipped)
@@ -113,8 +123,14 @@ def count_samples(shards: Sequence[str]) -> int:
     return count
 
 
-def convert(spec: str, out_dir: str | Path, cfg: Any, splits: Sequence[str] = ("train",), shard_size: int = 1000,
-            progress: bool = True) -> list[SplitResult]:
+def convert(
+    spec: str,
+    out_dir: str | Path,
+    cfg: Any,
+    splits: Sequence[str] = ("train",),
+    shard_size: int = 1000,
+    progress: bool = True,
+) -> list[SplitResult]:
     """Convert ``splits`` of ``spec`` into ``out_dir``; writes ``dataset.json``; raises CountMismatch."""
     from .sources import open_source
 
@@ -129,13 +145,17 @@ def convert(spec: str, out_dir: str | Path, cfg: Any, splits: Sequence[str] = ("
         result = convert_split(dataset, out, split, shard_size, cfg.on_error, progress)
         if result.read_back != result.written:
             raise CountMismatch(f"{split}: wrote {result.written} samples but read back {result.read_back}")
-        info["splits"][split] = {"shards": result.shards, "count": result.written,
-                                 "skipped": dict(result.skipped)}
+        info["splits"][split] = {"shards": result.shards, "count": result.written, "skipped": dict(result.skipped)}
         tasks = dataset.zeroshot_tasks() if hasattr(dataset, "zeroshot_tasks") else []
         labelled = next((t for t in tasks if len(t.indices)), None)
         if labelled is not None and "classnames" not in info and getattr(dataset, "classnames", None):
-            info.update({"classnames": list(labelled.classnames), "templates": list(labelled.templates),
-                         "label_name": labelled.name})
+            info.update(
+                {
+                    "classnames": list(labelled.classnames),
+                    "templates": list(labelled.templates),
+                    "label_name": labelled.name,
+                }
+            )
         results.append(result)
     info_path.write_text(json.dumps(info, indent=1))
     return results

@@ -5,6 +5,7 @@ decode is left out (so evaluation never stops on one); in ``raise`` mode the
 view only caps the length and a bad record stops evaluation with its error.
 Zero-shot tasks are re-indexed to the view.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -64,6 +65,13 @@ class CheckedView:
         for task in self.dataset.zeroshot_tasks():
             keep = [(position[j], lab) for j, lab in zip(task.indices, task.labels) if j in position]
             if keep:
-                tasks.append(ZeroShotTask(task.name, list(task.classnames), list(task.templates),
-                                          [i for i, _ in keep], [lab for _, lab in keep]))
+                tasks.append(
+                    ZeroShotTask(
+                        task.name,
+                        list(task.classnames),
+                        list(task.templates),
+                        [i for i, _ in keep],
+                        [lab for _, lab in keep],
+                    )
+                )
         return tasks

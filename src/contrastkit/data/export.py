@@ -6,6 +6,7 @@ relative to the CSV), ``caption`` (``captions[0]``), ``all_captions``, one
 column per hard-negative category found in the exported records (in order of
 first appearance) and ``tags``. Lists inside a cell are joined by " || ".
 """
+
 from __future__ import annotations
 
 import csv

@@ -9,14 +9,15 @@ records with the same template. Splits: ``folder:data/{split}`` reads
 ``data/train``, ``data/val``, ``data/test`` (classes from ``data/train``); otherwise the hash split
 (``data.val_fraction`` / ``data.test_fraction``) applies to the relative paths.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..config import DataConfig
 from .problems import SourceRecord
-from .splits import split_of
 from .records import ZeroShotTask
+from .splits import split_of
 
 FOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -34,8 +35,9 @@ class ImageFolderSource:
 
     streaming = False
 
-    def __init__(self, root: str | Path, split: str, cfg: DataConfig, split_by_hash: bool,
-                 class_folders: list[str] | None = None) -> None:
+    def __init__(
+        self, root: str | Path, split: str, cfg: DataConfig, split_by_hash: bool, class_folders: list[str] | None = None
+    ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"folder:{root}: not a directory")
@@ -73,6 +75,12 @@ class ImageFolderSource:
         return record
 
     def zeroshot_tasks(self) -> list[ZeroShotTask]:
-        return [ZeroShotTask("class", list(self.classnames), [self.cfg.class_template],
-                             list(range(len(self.files))), [label for _, label in self.files])]
-
+        return [
+            ZeroShotTask(
+                "class",
+                list(self.classnames),
+                [self.cfg.class_template],
+                list(range(len(self.files))),
+                [label for _, label in self.files],
+            )
+        ]

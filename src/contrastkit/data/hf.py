@@ -14,6 +14,7 @@ has them. When ``data.val_fraction`` / ``data.test_fraction`` are set and it lac
 train and the missing held-out split(s) come from the hash split of its ``train`` (the held-out splits
 it has stay as they are); without fractions a missing split is the whole ``train`` split.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,12 +33,14 @@ def _load(target: str) -> Any:
     except ImportError:
         raise ImportError("hf: sources need the datasets library: pip install datasets") from None
     path = Path(target)
-    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()
-                          or (path / "state.json").exists()):
+    if path.is_dir() and (
+        (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists() or (path / "state.json").exists()
+    ):
         return datasets.load_from_disk(str(path))
     if path.is_file():
-        builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv",
-                   ".arrow": "arrow"}.get(path.suffix.lower())
+        builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}.get(
+            path.suffix.lower()
+        )
         if builder is None:
             raise ValueError(f"hf:{target}: unknown file type {path.suffix!r} (parquet, json, jsonl, csv, arrow)")
         return datasets.load_dataset(builder, data_files=str(path))
@@ -66,7 +69,6 @@ class HFSource(TableSource):
         else:
             ds, by_hash = loaded, hashing
         if by_hash:
-
             split = fallback_split(split, cfg)
         super().__init__(cfg, split, by_hash)
         check_columns(self.name, list(ds.column_names), cfg)
@@ -104,8 +106,11 @@ class HFSource(TableSource):
 
         cfg = self.cfg
         keys = [(v.get("path") if isinstance(v, dict) else v) or f"row-{r}" for r, v in enumerate(column)]
-        return [r for r, k in enumerate(keys)
-                if split_of(str(k), cfg.seed, cfg.val_fraction, cfg.test_fraction) == self.split]
+        return [
+            r
+            for r, k in enumerate(keys)
+            if split_of(str(k), cfg.seed, cfg.val_fraction, cfg.test_fraction) == self.split
+        ]
 
     def _label_values(self) -> list[Any]:
         return list(self.ds[self.cfg.label_column])

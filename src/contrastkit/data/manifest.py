@@ -15,18 +15,20 @@ an error naming it, the closest column name and every column present. A JSONL ro
 column, a row that is not JSON, an empty caption, or a caption that is not UTF-8 are bad records
 (``data.on_error``). The whole manifest is read into memory (only the configured columns).
 """
+
 from __future__ import annotations
 
 import csv
 import difflib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..config import DataConfig, column_list
 from .problems import DataError, Problem, SourceRecord, check_captions, text_items, text_of
-from .splits import split_of
 from .records import ZeroShotTask
+from .splits import split_of
 
 MANIFEST_KINDS = ("csv", "tsv", "jsonl", "parquet")
 MISSING = object()  # a JSONL row without the key
@@ -43,8 +45,10 @@ def check_columns(source: str, present: Sequence[str], cfg: DataConfig, with_ima
         if name not in present:
             close = difflib.get_close_matches(name, list(present), n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}? set {setting}={close[0]})" if close else ""
-            raise ColumnError(f"{source}: column {name!r} (data.{setting}) not found{hint}; columns present: "
-                              f"{', '.join(map(str, present)) or '(none)'}")
+            raise ColumnError(
+                f"{source}: column {name!r} (data.{setting}) not found{hint}; columns present: "
+                f"{', '.join(map(str, present)) or '(none)'}"
+            )
 
 
 def configured_columns(cfg: DataConfig, with_image: bool = True) -> list[tuple[str, str]]:
@@ -109,8 +113,11 @@ class TableSource:
         if not self._split_by_hash:
             return list(range(n_rows))
         cfg = self.cfg
-        return [r for r in range(n_rows)
-                if split_of(self._split_key(r), cfg.seed, cfg.val_fraction, cfg.test_fraction) == self.split]
+        return [
+            r
+            for r in range(n_rows)
+            if split_of(self._split_key(r), cfg.seed, cfg.val_fraction, cfg.test_fraction) == self.split
+        ]
 
     # -- the Dataset interface
     def __len__(self) -> int:
@@ -150,8 +157,11 @@ class TableSource:
         image_value = self._get(row, cfg.image_column, where, required=True)
         cells = [self._cell(row, c) for c in self.caption_columns]
         if all(c is MISSING for c in cells):
-            raise DataError("missing_column", where, f"the row has none of the caption fields "
-                                                     f"{', '.join(map(repr, self.caption_columns))}")
+            raise DataError(
+                "missing_column",
+                where,
+                f"the row has none of the caption fields {', '.join(map(repr, self.caption_columns))}",
+            )
         captions = check_captions([c for c in cells if c is not MISSING], where)
         name, blob = self._image(row, image_value, where)
         record = SourceRecord(image=name, captions=captions, key=where, blob=blob)
@@ -188,7 +198,9 @@ class TableSource:
         self.classnames  # noqa: B018 - fills self._labels
         assert self._labels is not None
         lookup = self._labels[1]
-        key = value if isinstance(value, int) and not isinstance(value, bool) and value in lookup else str(value).strip()
+        key = (
+            value if isinstance(value, int) and not isinstance(value, bool) and value in lookup else str(value).strip()
+        )
         return lookup.get(key)
 
     def zeroshot_tasks(self) -> list[ZeroShotTask]:
@@ -226,8 +238,12 @@ class ManifestSource(TableSource):
         self.lines: list[int] = []
         self.bad_rows: dict[int, DataError] = {}
         self.columns: dict[str, list[Any]] = {c: [] for c in dict.fromkeys(self.wanted)}
-        reader = {"csv": self._read_delimited, "tsv": self._read_delimited, "jsonl": self._read_jsonl,
-                  "parquet": self._read_parquet}[kind]
+        reader = {
+            "csv": self._read_delimited,
+            "tsv": self._read_delimited,
+            "jsonl": self._read_jsonl,
+            "parquet": self._read_parquet,
+        }[kind]
         present = reader()
         check_columns(self.name, present, cfg)
         self.n_rows = len(self.lines)
@@ -327,7 +343,11 @@ class ManifestSource(TableSource):
             raise DataError("missing_file", where, f"the {self.cfg.image_column!r} cell is empty")
         text = text.strip()
         if "://" in text:
-            raise DataError("missing_file", where, f"image {text} is a URL; download the images first "
-                                                   "(e.g. with img2dataset) and point the manifest at the files")
+            raise DataError(
+                "missing_file",
+                where,
+                f"image {text} is a URL; download the images first "
+                "(e.g. with img2dataset) and point the manifest at the files",
+            )
         path = Path(text)
         return str(path if path.is_absolute() else self.base / path), None

@@ -19,10 +19,11 @@ still depends only on (seed, s); a streamed batch is always full.
 Decoding and augmentation run in the ``data.workers`` DataLoader processes;
 batches are pinned when CUDA is available.
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -39,14 +40,18 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     With ``world_size`` > 1 each rank gets its slice of the same global batch.
     """
 
-    def __init__(self, size: int, batch_size: int, steps: int, seed: int, start_step: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, size: int, batch_size: int, steps: int, seed: int, start_step: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         if batch_size > size:
-            raise ValueError(f"train.batch_size ({batch_size}) is larger than the dataset ({size} records); "
-                             "lower the batch size or add data")
+            raise ValueError(
+                f"train.batch_size ({batch_size}) is larger than the dataset ({size} records); "
+                "lower the batch size or add data"
+            )
         if batch_size % world_size:
-            raise ValueError(f"train.batch_size ({batch_size}) must be divisible by the number of processes "
-                             f"({world_size})")
+            raise ValueError(
+                f"train.batch_size ({batch_size}) must be divisible by the number of processes ({world_size})"
+            )
         self.size, self.batch_size, self.steps, self.seed = size, batch_size, steps, seed
         self.start_step = start_step
         self.steps_per_epoch = size // batch_size
@@ -64,8 +69,8 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             e, offset = divmod(step, self.steps_per_epoch)
             if e != epoch:
                 epoch, perm = e, self._permutation(e)
-            chunk = perm[offset * self.batch_size:(offset + 1) * self.batch_size]
-            yield [(epoch, i) for i in chunk[self.offset:self.offset + self.local].tolist()]
+            chunk = perm[offset * self.batch_size : (offset + 1) * self.batch_size]
+            yield [(epoch, i) for i in chunk[self.offset : self.offset + self.local].tolist()]
 
     def __len__(self) -> int:
         return max(0, self.steps - self.start_step)
@@ -81,8 +86,17 @@ class StreamBatches(IterableDataset):
     transforming them (images are still decoded in skip mode, to find the same bad records again).
     """
 
-    def __init__(self, dataset: TrainingSet, batch_size: int, seed: int, rank: int, world_size: int,
-                 start_step: int = 0, resample: bool = False, shuffle_buffer: int = 1000) -> None:
+    def __init__(
+        self,
+        dataset: TrainingSet,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        start_step: int = 0,
+        resample: bool = False,
+        shuffle_buffer: int = 1000,
+    ) -> None:
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.rank, self.world_size, self.start_step = rank, world_size, start_step
         self.resample, self.shuffle_buffer = resample, shuffle_buffer
@@ -146,13 +160,25 @@ class StepLoader:
             shutdown = getattr(batches, "_shutdown_workers", None)
             if shutdown is not None:  # stop the endless workers now, not when the iterator is collected
                 shutdown()
-        raise RuntimeError(f"{self.name}: the stream ended after {made} of {self.steps} batches (too few shards "
-                           "for the readers, or no usable records)")
+        raise RuntimeError(
+            f"{self.name}: the stream ended after {made} of {self.steps} batches (too few shards "
+            "for the readers, or no usable records)"
+        )
 
 
-def make_train_loader(dataset: TrainingSet, batch_size: int, steps: int, seed: int, start_step: int = 0,
-                      workers: int = 0, rank: int = 0, world_size: int = 1, *,
-                      resample: bool | None = None, shuffle_buffer: int | None = None) -> DataLoader | StepLoader:
+def make_train_loader(
+    dataset: TrainingSet,
+    batch_size: int,
+    steps: int,
+    seed: int,
+    start_step: int = 0,
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    resample: bool | None = None,
+    shuffle_buffer: int | None = None,
+) -> DataLoader | StepLoader:
     """This rank's share of the global batches for steps ``start_step .. steps - 1``.
 
     ``batch_size`` is the global batch; each of ``world_size`` ranks gets ``batch_size / world_size``
@@ -173,22 +199,34 @@ def make_train_loader(dataset: TrainingSet, batch_size: int, steps: int, seed: i
     pin = torch.cuda.is_available()
     if not dataset.streaming:
         sampler = StepBatchSampler(len(dataset), batch_size, steps, seed, start_step, rank, world_size)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                          persistent_workers=False, pin_memory=pin)
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=False,
+            pin_memory=pin,
+        )
     if batch_size % world_size:
-        raise ValueError(f"train.batch_size ({batch_size}) must be divisible by the number of processes "
-                         f"({world_size})")
+        raise ValueError(f"train.batch_size ({batch_size}) must be divisible by the number of processes ({world_size})")
     options = getattr(dataset.dataset, "data_options", None)
     resample = bool(getattr(options, "resample", False) if resample is None else resample)
     readers = world_size * max(1, workers)
     shards = getattr(dataset.dataset, "shards", None)
     if not resample and shards is not None and len(shards) < readers:
-        raise ValueError(f"{getattr(dataset.dataset, 'name', 'stream')}: {len(shards)} shards cannot feed "
-                         f"{readers} readers ({world_size} ranks x {max(1, workers)} workers) without some "
-                         "getting none; lower data.workers, write more shards (contrastkit data convert "
-                         "--shard-size), or set data.resample=true")
+        raise ValueError(
+            f"{getattr(dataset.dataset, 'name', 'stream')}: {len(shards)} shards cannot feed "
+            f"{readers} readers ({world_size} ranks x {max(1, workers)} workers) without some "
+            "getting none; lower data.workers, write more shards (contrastkit data convert "
+            "--shard-size), or set data.resample=true"
+        )
     stream = StreamBatches(
-        dataset, batch_size // world_size, seed, rank=rank, world_size=world_size, start_step=start_step,
+        dataset,
+        batch_size // world_size,
+        seed,
+        rank=rank,
+        world_size=world_size,
+        start_step=start_step,
         resample=resample,
         shuffle_buffer=int(getattr(options, "shuffle_buffer", 1000) if shuffle_buffer is None else shuffle_buffer),
     )

@@ -20,14 +20,16 @@ Over-long captions are not dropped: the tokenizer truncates them (the
 built-in one counts them in ``HashedWordTokenizer.truncated``) and
 ``contrastkit data check`` lists them under ``caption_too_long``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -60,8 +62,10 @@ class DataError(ValueError):
             found = _MESSAGE.search(message)
             reason, where, detail = found.groups() if found else ("unknown", "?", message)
         else:
-            message = (f"bad data [{reason}] at {where}: {detail}. Set data.on_error=skip to skip and count "
-                       "bad records, or run `contrastkit data check` to list them all")
+            message = (
+                f"bad data [{reason}] at {where}: {detail}. Set data.on_error=skip to skip and count "
+                "bad records, or run `contrastkit data check` to list them all"
+            )
         self.reason, self.where, self.detail = reason, where, detail
         super().__init__(message)
 
@@ -78,7 +82,7 @@ class Problem:
     detail: str
 
     @classmethod
-    def of(cls, err: DataError) -> "Problem":
+    def of(cls, err: DataError) -> Problem:
         return cls(err.reason, err.where, err.detail)
 
     def error(self) -> DataError:
@@ -100,8 +104,9 @@ class SourceRecord(Record):
     def load_image(self) -> Image.Image:
         if isinstance(self.image, Image.Image):
             return self.image
-        return decode_image(self.blob, self.key, path=None if self.blob is not None else Path(self.image),
-                            name=str(self.image))
+        return decode_image(
+            self.blob, self.key, path=None if self.blob is not None else Path(self.image), name=str(self.image)
+        )
 
     def image_bytes(self) -> tuple[bytes, str]:
         """The encoded image and its extension (for writing shards without re-encoding)."""

@@ -4,11 +4,13 @@ A source yields :class:`Record` objects; transforms and collate turn them into
 tensors. Evaluation reads the same records (captions for retrieval, negative
 captions for compositional accuracy, zero-shot tasks for classification).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 

@@ -5,10 +5,11 @@ the keys the objective needs, collate stacks them into ``Batch.rows[key]`` and t
 ``Batch.rows[spec.batch_key]`` into the Encoded field. A new data-side input is one function here
 plus its field declaration in ``encoded.py`` (CONTRIBUTING.md, "Add an Encoded field").
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

@@ -37,19 +37,21 @@ bad record; a shard that ends in the middle of a member, or (local files)
 without the tar end-of-archive blocks, counts once as ``truncated_shard``;
 the samples read before the cut are used, the one being read is dropped.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import random
 import tarfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from ..config import DataConfig, column_list
 from .problems import IMAGE_EXTENSIONS, DataError, Problem, SourceRecord, check_captions, text_items
-from .splits import split_of
 from .records import ZeroShotTask
+from .splits import split_of
 
 TRAIN_WINDOW = 2000
 INFO_FILE = "dataset.json"
@@ -81,8 +83,9 @@ def expand_shards(target: str, split: str | None = None) -> tuple[list[str], dic
         raise ValueError(f"wds:{target}: the pattern expands to no shards")
     missing = [s for s in shards if _is_local(s) and not Path(_local(s)).is_file()]
     if missing:
-        raise FileNotFoundError(f"wds:{target}: {len(missing)} of {len(shards)} shards do not exist, e.g. "
-                                f"{', '.join(missing[:3])}")
+        raise FileNotFoundError(
+            f"wds:{target}: {len(missing)} of {len(shards)} shards do not exist, e.g. {', '.join(missing[:3])}"
+        )
     return shards, {}
 
 
@@ -91,7 +94,7 @@ def _is_local(url: str) -> bool:
 
 
 def _local(url: str) -> str:
-    return url[len("file://"):] if url.startswith("file://") else url
+    return url[len("file://") :] if url.startswith("file://") else url
 
 
 def _tail_ok(url: str) -> bool:
@@ -135,8 +138,10 @@ class WebDatasetSource:
                 yield item
                 continue
             key, group = item
-            if self.split_by_hash and split_of(key, self.cfg.seed, self.cfg.val_fraction,
-                                               self.cfg.test_fraction) != self.split:
+            if (
+                self.split_by_hash
+                and split_of(key, self.cfg.seed, self.cfg.val_fraction, self.cfg.test_fraction) != self.split
+            ):
                 continue
             where = f"{shard_name(url)} sample {key}"
             try:
@@ -166,7 +171,7 @@ class WebDatasetSource:
         count, key, group, last = 0, None, {}, None
         try:
             stream = gopen(url)
-        except Exception as err:  # noqa: BLE001 - any opener error names the shard
+        except Exception as err:
             raise DataError("truncated_shard", f"shard {url}", f"cannot open: {err}") from None
         try:
             for member in tar_file_iterator(stream, handler=stop, select_files=note):
@@ -194,16 +199,22 @@ class WebDatasetSource:
             count, last = count + 1, key
         if errors:
             where = f"shard {url}" + (f" after sample {last}" if last is not None else "")
-            yield Problem("truncated_shard", where, f"tar data ends early ({errors[0]}); read {count} samples, "
-                                                    "the rest of the shard is lost")
+            yield Problem(
+                "truncated_shard",
+                where,
+                f"tar data ends early ({errors[0]}); read {count} samples, the rest of the shard is lost",
+            )
         elif key is not None:
             yield key, group
 
     def _record(self, key: str, group: dict[str, bytes], where: str) -> SourceRecord:
         ext = next((e for e in IMAGE_EXTENSIONS if e in group), None)
         if ext is None:
-            raise DataError("missing_image", where, f"no image member (.{', .'.join(IMAGE_EXTENSIONS)}); "
-                                                    f"members: {', '.join(sorted(group)) or '(none)'}")
+            raise DataError(
+                "missing_image",
+                where,
+                f"no image member (.{', .'.join(IMAGE_EXTENSIONS)}); members: {', '.join(sorted(group)) or '(none)'}",
+            )
         meta: dict[str, Any] = {}
         if "json" in group:
             try:
@@ -270,23 +281,36 @@ class WebDatasetSource:
     def __getitem__(self, index: int) -> SourceRecord:
         window = self._fill()
         if not -len(window) <= index < len(window):
-            raise IndexError(f"{self.name} [{self.split}]: index {index} out of range for the {len(window)} records "
-                             "of the random-access window")
+            raise IndexError(
+                f"{self.name} [{self.split}]: index {index} out of range for the {len(window)} records "
+                "of the random-access window"
+            )
         return window[index]
 
     def zeroshot_tasks(self) -> list[ZeroShotTask]:
         if not self.classnames:
             return []
-        pairs = [(i, r.label) for i, r in enumerate(self._fill())
-                 if r.label is not None and 0 <= r.label < len(self.classnames)]
+        pairs = [
+            (i, r.label)
+            for i, r in enumerate(self._fill())
+            if r.label is not None and 0 <= r.label < len(self.classnames)
+        ]
         if not pairs:
             return []
-        return [ZeroShotTask(self.label_name, list(self.classnames), list(self.templates),
-                             [i for i, _ in pairs], [lab for _, lab in pairs])]
+        return [
+            ZeroShotTask(
+                self.label_name,
+                list(self.classnames),
+                list(self.templates),
+                [i for i, _ in pairs],
+                [lab for _, lab in pairs],
+            )
+        ]
 
     # -- streaming
-    def stream(self, epoch_seed: int, slot: int, slots: int, resample: bool,
-               shuffle_buffer: int) -> Iterator[tuple[int, SourceRecord | Problem]]:
+    def stream(
+        self, epoch_seed: int, slot: int, slots: int, resample: bool, shuffle_buffer: int
+    ) -> Iterator[tuple[int, SourceRecord | Problem]]:
         """Endless ``(epoch, record | problem)`` for reader ``slot`` of ``slots``; see the module docstring."""
         if resample:
             rng = random.Random(f"{epoch_seed}/resample/{slot}")

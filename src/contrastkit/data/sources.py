@@ -42,6 +42,7 @@ source is unchanged: ``train_size`` / ``eval_size`` records per split, made from
 Every dataset returned carries ``data_options`` (on_error, rewrite_sampling, synonyms, resample,
 shuffle_buffer) for the training pipeline.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,8 +53,16 @@ from ..config import DataConfig
 from .records import Dataset
 from .splits import fallback_split
 
-SOURCES = ("synthetic:shapes", "csv:PATH", "tsv:PATH", "jsonl:PATH", "parquet:PATH", "folder:DIR", "wds:SHARDS",
-           "hf:TARGET")
+SOURCES = (
+    "synthetic:shapes",
+    "csv:PATH",
+    "tsv:PATH",
+    "jsonl:PATH",
+    "parquet:PATH",
+    "folder:DIR",
+    "wds:SHARDS",
+    "hf:TARGET",
+)
 KINDS = ("synthetic", "csv", "tsv", "jsonl", "parquet", "folder", "wds", "hf")
 SPLITS = ("train", "val", "test")
 
@@ -69,7 +78,7 @@ class DataOptions:
     shuffle_buffer: int = 1000
 
     @classmethod
-    def of(cls, cfg: DataConfig) -> "DataOptions":
+    def of(cls, cfg: DataConfig) -> DataOptions:
         return cls(cfg.on_error, cfg.rewrite_sampling, cfg.synonyms, cfg.resample, cfg.shuffle_buffer)
 
 
@@ -83,8 +92,10 @@ def parse_spec(spec: str) -> tuple[str, str]:
             raise ValueError(f"data.source: {spec!r} names no {kind} target (e.g. {kind}:PATH)")
         return kind, target
     if match and len(match.group(1)) > 1 and not Path(spec).exists():
-        raise ValueError(f"data.source: unknown source kind {match.group(1)!r} in {spec!r}; kinds: "
-                         f"{', '.join(KINDS)} (e.g. {', '.join(SOURCES)})")
+        raise ValueError(
+            f"data.source: unknown source kind {match.group(1)!r} in {spec!r}; kinds: "
+            f"{', '.join(KINDS)} (e.g. {', '.join(SOURCES)})"
+        )
     lower = spec.lower()
     for ext in ("csv", "tsv", "jsonl", "parquet"):
         if lower.endswith("." + ext):
@@ -96,8 +107,10 @@ def parse_spec(spec: str) -> tuple[str, str]:
         if (probe / "dataset.json").is_file() or any(probe.glob("*.tar")):
             return "wds", spec
         return "folder", spec
-    raise ValueError(f"data.source: cannot tell what {spec!r} is; write KIND:TARGET with KIND one of "
-                     f"{', '.join(KINDS)} (e.g. {', '.join(SOURCES)})")
+    raise ValueError(
+        f"data.source: cannot tell what {spec!r} is; write KIND:TARGET with KIND one of "
+        f"{', '.join(KINDS)} (e.g. {', '.join(SOURCES)})"
+    )
 
 
 def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) -> Dataset:

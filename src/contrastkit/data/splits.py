@@ -1,4 +1,5 @@
 """The deterministic hash split of a source without split files, and its fallback for an empty held-out split."""
+
 from __future__ import annotations
 
 import hashlib

@@ -9,11 +9,12 @@ per-row values named in ``rows`` (:mod:`contrastkit.data.row_values`).
 A bad record raises its :class:`~contrastkit.data.problems.DataError` (``on_error: raise``) or
 becomes a :class:`Skipped` (``skip``) that collate counts by reason.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -66,11 +67,21 @@ class TrainingSet(torch.utils.data.Dataset):
     lexicon of its own gets ``data.synonyms``.
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable[[Image.Image], Tensor], seed: int,
-                 neg_per_image: int = 0, image_augment: Callable[[Image.Image], Image.Image] | None = None,
-                 views: ViewSpec | None = None, tag_vocabulary: Sequence[str] | None = None, *,
-                 rows: Sequence[str] = (), on_error: str | None = None, rewrite_sampling: bool | None = None,
-                 lexicon: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        transform: Callable[[Image.Image], Tensor],
+        seed: int,
+        neg_per_image: int = 0,
+        image_augment: Callable[[Image.Image], Image.Image] | None = None,
+        views: ViewSpec | None = None,
+        tag_vocabulary: Sequence[str] | None = None,
+        *,
+        rows: Sequence[str] = (),
+        on_error: str | None = None,
+        rewrite_sampling: bool | None = None,
+        lexicon: dict[str, list[str]] | None = None,
+    ) -> None:
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
@@ -87,8 +98,9 @@ class TrainingSet(torch.utils.data.Dataset):
         self.on_error = on_error or getattr(options, "on_error", None) or getattr(dataset, "on_error", "raise")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
-        self.rewrite_sampling = bool(rewrite_sampling if rewrite_sampling is not None
-                                     else getattr(options, "rewrite_sampling", False))
+        self.rewrite_sampling = bool(
+            rewrite_sampling if rewrite_sampling is not None else getattr(options, "rewrite_sampling", False)
+        )
         text_aug = self.views.text_augment
         if text_aug is not None and not text_aug.lexicon:
             lexicon = lexicon if lexicon is not None else load_lexicon(getattr(options, "synonyms", ""))
@@ -151,8 +163,10 @@ class TrainingSet(torch.utils.data.Dataset):
             sample.image_views = to_tensor_views(image, augment, self.transform, seeds)
             text_aug = self.views.text_augment
             before = text_aug.skipped_synonyms if text_aug else 0
-            sample.text_views = [text_aug(rng.choice(record.captions), rng) if text_aug else rng.choice(record.captions)
-                                 for _ in range(self.views.count)]
+            sample.text_views = [
+                text_aug(rng.choice(record.captions), rng) if text_aug else rng.choice(record.captions)
+                for _ in range(self.views.count)
+            ]
             if text_aug and text_aug.kind == "eda":
                 sample.counts["synonym_skipped"] = text_aug.skipped_synonyms - before
         sample.rows = {key: ROW_VALUES[key](record, self.row_context) for key in self.rows}

@@ -22,12 +22,13 @@ Text augmentations (Wei & Zou 2019, EDA; CL2L's caption views), seeded by the ca
   ``batch["synonym_skipped"]``, one count per row). The lexicon is ``data.synonyms``: a JSON file mapping a
   word to a list of synonyms, or ``builtin`` for the small packaged one (:mod:`contrastkit.data.shapes.lexicon`).
 """
+
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 from PIL import Image
@@ -38,8 +39,51 @@ IMAGE_PRESETS = ("none", "clip", "cl2l_weak", "cl2l_strong", "shapes_safe", "sim
 TEXT_AUGMENTS = ("none", "stopword_drop", "eda")
 
 STOPWORDS = frozenset(
-    "a an the of to in on at by for with from and or but is are was were be been being this that these those "
-    "there here it its as into onto over under than then so such very some any each".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "and",
+        "or",
+        "but",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "it",
+        "its",
+        "as",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "than",
+        "then",
+        "so",
+        "such",
+        "very",
+        "some",
+        "any",
+        "each",
+    ]
 )
 
 
@@ -52,20 +96,26 @@ def image_augment(preset: str, size: int) -> Callable[[Image.Image], Image.Image
     elif preset == "cl2l_weak":
         ops = [v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True)]
     elif preset == "cl2l_strong":
-        ops = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
-               v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-               v2.RandomGrayscale(p=0.2),
-               v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 10) | 1))], p=0.5),
-               v2.RandomHorizontalFlip()]
+        ops = [
+            v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 10) | 1))], p=0.5),
+            v2.RandomHorizontalFlip(),
+        ]
     elif preset == "simclr":
-        ops = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
-               v2.RandomHorizontalFlip(),
-               v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
-               v2.RandomGrayscale(p=0.2),
-               v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 10) | 1), sigma=(0.1, 2.0))], p=0.5)]
+        ops = [
+            v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 10) | 1), sigma=(0.1, 2.0))], p=0.5),
+        ]
     elif preset == "shapes_safe":
-        ops = [v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.9, 1.1), antialias=True),
-               v2.ColorJitter(brightness=0.2, contrast=0.2)]
+        ops = [
+            v2.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.ColorJitter(brightness=0.2, contrast=0.2),
+        ]
     else:
         raise ValueError(f"image augmentation preset {preset!r} is unknown; choose one of {', '.join(IMAGE_PRESETS)}")
     return v2.Compose(ops)
@@ -81,14 +131,16 @@ def load_lexicon(spec: str | Path | None) -> dict[str, list[str]]:
         return {k: list(v) for k, v in LEXICON.items()}
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"data.synonyms: lexicon file {path} does not exist (a JSON object word -> list of "
-                         "synonyms, or 'builtin')")
+        raise ValueError(
+            f"data.synonyms: lexicon file {path} does not exist (a JSON object word -> list of synonyms, or 'builtin')"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeError) as err:
         raise ValueError(f"data.synonyms: {path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(w, str) for w in v)
-                                             for v in data.values()):
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and all(isinstance(w, str) for w in v) for v in data.values()
+    ):
         raise ValueError(f"data.synonyms: {path} must be a JSON object mapping each word to a list of strings")
     return {str(k): list(v) for k, v in data.items()}
 
@@ -96,8 +148,9 @@ def load_lexicon(spec: str | Path | None) -> dict[str, list[str]]:
 class TextAugment:
     """Seeded caption augmentation (``none``, ``stopword_drop``, ``eda``)."""
 
-    def __init__(self, kind: str = "none", lexicon: Mapping[str, list[str]] | None = None,
-                 drop_prob: float = 0.8) -> None:
+    def __init__(
+        self, kind: str = "none", lexicon: Mapping[str, list[str]] | None = None, drop_prob: float = 0.8
+    ) -> None:
         if kind not in TEXT_AUGMENTS:
             raise ValueError(f"text augmentation {kind!r} is unknown; choose one of {', '.join(TEXT_AUGMENTS)}")
         self.kind = kind
@@ -141,7 +194,11 @@ def seeded(fn: Callable[[Image.Image], Image.Image], seed: int) -> Callable[[Ima
     return run
 
 
-def to_tensor_views(img: Image.Image, augment: Callable[[Image.Image], Image.Image],
-                    finish: Callable[[Image.Image], Tensor], seeds: list[int]) -> Tensor:
+def to_tensor_views(
+    img: Image.Image,
+    augment: Callable[[Image.Image], Image.Image],
+    finish: Callable[[Image.Image], Tensor],
+    seeds: list[int],
+) -> Tensor:
     """V augmented views of one image as a V x C x H x W tensor, each view seeded."""
     return torch.stack([finish(seeded(augment, s)(img)) for s in seeds])

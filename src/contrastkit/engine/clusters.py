@@ -34,6 +34,7 @@ continues with the assignments it had. Rank 0 computes it and broadcasts it.
 Cost: one inference pass over the training set per refresh plus
 ``iters * N * sum(k_c) * D`` multiply-adds.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,8 +54,9 @@ PCL_ALPHA = 10.0  # smoothing of the concentration estimate (PCL's alpha)
 
 
 @torch.no_grad()
-def spherical_kmeans(z: Tensor, k: int, iters: int, generator: torch.Generator,
-                     chunk: int = 8192) -> tuple[Tensor, Tensor]:
+def spherical_kmeans(
+    z: Tensor, k: int, iters: int, generator: torch.Generator, chunk: int = 8192
+) -> tuple[Tensor, Tensor]:
     """k-means on the unit sphere (cosine similarity): (ids N, centroids k x D, unit norm)."""
     n = z.shape[0]
     if not 1 <= k <= n:
@@ -65,8 +67,11 @@ def spherical_kmeans(z: Tensor, k: int, iters: int, generator: torch.Generator,
     nearest = 1.0 - z @ z[first]
     for _ in range(1, k):
         weights = nearest.clamp_min(0)
-        pick = (int(torch.multinomial(weights, 1, generator=generator)) if float(weights.sum()) > 0
-                else int(torch.randint(n, (1,), generator=generator)))
+        pick = (
+            int(torch.multinomial(weights, 1, generator=generator))
+            if float(weights.sum()) > 0
+            else int(torch.randint(n, (1,), generator=generator))
+        )
         centres.append(z[pick])
         nearest = torch.minimum(nearest, 1.0 - z @ z[pick])
     centroids = torch.stack(centres)
@@ -74,8 +79,8 @@ def spherical_kmeans(z: Tensor, k: int, iters: int, generator: torch.Generator,
     for _ in range(max(1, iters)):
         best = torch.empty(n, dtype=z.dtype, device=z.device)
         for start in range(0, n, chunk):
-            sims = z[start:start + chunk] @ centroids.T
-            best[start:start + chunk], ids[start:start + chunk] = sims.max(dim=1)
+            sims = z[start : start + chunk] @ centroids.T
+            best[start : start + chunk], ids[start : start + chunk] = sims.max(dim=1)
         sums = torch.zeros_like(centroids).index_add_(0, ids, z)
         counts = torch.bincount(ids, minlength=k)
         for empty in torch.nonzero(counts == 0).flatten().tolist():
@@ -117,8 +122,14 @@ def _usable(record: Record, index: int) -> Record:
     return record
 
 
-def embed_records(model: DualEncoder, dataset: Dataset, modality: str, on_error: str = "raise",
-                  batch_size: int = 256, progress: bool = False) -> tuple[Tensor, Tensor]:
+def embed_records(
+    model: DualEncoder,
+    dataset: Dataset,
+    modality: str,
+    on_error: str = "raise",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[Tensor, Tensor]:
     """L2-normalised embeddings (eval transform, first caption) of the usable records, and their indices.
 
     A bad record (unreadable image, no caption, a problem found on reading) raises the error training
@@ -127,8 +138,7 @@ def embed_records(model: DualEncoder, dataset: Dataset, modality: str, on_error:
     """
     embedder = dual_encoder_embedder(model, batch_size=batch_size)
     parts, kept = [], []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="cluster: embed", disable=not progress,
-                      leave=False):
+    for start in tqdm(range(0, len(dataset), batch_size), desc="cluster: embed", disable=not progress, leave=False):
         records, images = [], []
         for i in range(start, min(start + batch_size, len(dataset))):
             try:
@@ -158,8 +168,10 @@ class ClusterTable(nn.Module):
         super().__init__()
         for c, k in enumerate(cfg.sizes):
             if k > records:
-                raise ValueError(f"clusters.sizes[{c}]: {k} clusters for {records} training records; "
-                                 "choose sizes below the number of records")
+                raise ValueError(
+                    f"clusters.sizes[{c}]: {k} clusters for {records} training records; "
+                    "choose sizes below the number of records"
+                )
         self.cfg = cfg
         self.register_buffer("ids", torch.zeros(len(cfg.sizes), records, dtype=torch.long))
         self.register_buffer("refreshed_at", torch.tensor(-1))
@@ -179,8 +191,15 @@ class ClusterTable(nn.Module):
         return last < 0 or (self.cfg.every > 0 and step % self.cfg.every == 0 and step != last)
 
     @torch.no_grad()
-    def refresh(self, embedder: DualEncoder, dataset: Dataset, step: int, seed: int, progress: bool = False,
-                on_error: str = "raise") -> None:
+    def refresh(
+        self,
+        embedder: DualEncoder,
+        dataset: Dataset,
+        step: int,
+        seed: int,
+        progress: bool = False,
+        on_error: str = "raise",
+    ) -> None:
         """Re-embed the records and recluster (rank 0), then share the result with every rank."""
         if dist_utils.rank() == 0:
             z, kept = embed_records(embedder, dataset, self.cfg.modality, on_error, progress=progress)
@@ -208,13 +227,13 @@ class ClusterTable(nn.Module):
         return enc
 
 
-def cluster_table_for(cfg: ClusterConfig, dataset: Dataset, embed_dim: int, streaming: bool
-                      ) -> ClusterTable | None:
+def cluster_table_for(cfg: ClusterConfig, dataset: Dataset, embed_dim: int, streaming: bool) -> ClusterTable | None:
     """The table when the recipe asks for clusters; a clear error where the data cannot have one."""
     if not cfg.sizes:
         return None
     if streaming:
-        raise ValueError("clusters: cluster ids are kept per record, which needs an indexable dataset "
-                         "(csv/jsonl/parquet manifest, folder:, synthetic:); webdataset shards stream")
+        raise ValueError(
+            "clusters: cluster ids are kept per record, which needs an indexable dataset "
+            "(csv/jsonl/parquet manifest, folder:, synthetic:); webdataset shards stream"
+        )
     return ClusterTable(cfg, len(dataset), embed_dim)
-

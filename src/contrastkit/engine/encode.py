@@ -7,9 +7,10 @@ views when it reads a view field, cell features for ``image_tokens``, token ids 
 data-produced field whose row the batch carries (``group_ids`` always; ``tags`` and
 ``labels`` when the training set was built to produce them).
 """
+
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
 
 import torch
 from torch import Tensor
@@ -31,15 +32,23 @@ def _negative_tokens(model: DualEncoder, negatives: list[list[str]], device: tor
     """Tokens of every row's K hard negatives (B*K x L, padded with empty captions) and the B x K validity mask."""
     k = max((len(n) for n in negatives), default=0)
     if k == 0:
-        raise ValueError("a term needs hard-negative captions (neg_text) but no record of this batch has any; "
-                         "use data with negative captions (synthetic:shapes has them)")
+        raise ValueError(
+            "a term needs hard-negative captions (neg_text) but no record of this batch has any; "
+            "use data with negative captions (synthetic:shapes has them)"
+        )
     flat = [n[j] if j < len(n) else "" for n in negatives for j in range(k)]
     mask = torch.tensor([[j < len(n) for j in range(k)] for n in negatives], device=device)
     return model.tokenize(flat).to(device), mask
 
 
-def _frozen_copy_fields(model: DualEncoder, pixels: Tensor, tokens: Tensor, neg_tokens: Tensor | None,
-                        neg_shape: tuple[int, ...], prefix: str) -> dict[str, Tensor]:
+def _frozen_copy_fields(
+    model: DualEncoder,
+    pixels: Tensor,
+    tokens: Tensor,
+    neg_tokens: Tensor | None,
+    neg_shape: tuple[int, ...],
+    prefix: str,
+) -> dict[str, Tensor]:
     """Embeddings of a frozen copy (teacher / reference) of the same batch, without gradient.
 
     The copy shares the student's tokenizer, so the student's tokens are reused.
@@ -64,23 +73,35 @@ def _view_fields(model: DualEncoder, batch: Batch, device: torch.device) -> dict
     features = model.image_features(views.flatten(0, 1))
     captions = [c for view in batch.text_views for c in view]
     text_features = model.text_features(model.tokenize(captions).to(device))
-    return {"image_view_features": features.view(v, b, -1),
-            "image_views": model.project_image(features).view(v, b, -1),
-            "text_view_features": text_features.view(v, b, -1),
-            "text_views": model.project_text(text_features).view(v, b, -1)}
+    return {
+        "image_view_features": features.view(v, b, -1),
+        "image_views": model.project_image(features).view(v, b, -1),
+        "text_view_features": text_features.view(v, b, -1),
+        "text_views": model.project_text(text_features).view(v, b, -1),
+    }
 
 
-def encode_batch(model: DualEncoder, batch: Batch, requires: Collection[str] = (),
-                 teacher: DualEncoder | None = None, reference: DualEncoder | None = None) -> Encoded:
+def encode_batch(
+    model: DualEncoder,
+    batch: Batch,
+    requires: Collection[str] = (),
+    teacher: DualEncoder | None = None,
+    reference: DualEncoder | None = None,
+) -> Encoded:
     """The :class:`Encoded` of ``batch``: what ``requires`` names, plus the always-present fields."""
     device = model.log_logit_scale.device
     pixels = batch.pixels.to(device, non_blocking=True)
     tokens = model.tokenize(batch.captions).to(device)
     image_features = model.image_features(pixels)
     text_features = model.text_features(tokens)
-    enc = Encoded(image=model.project_image(image_features), text=model.project_text(text_features),
-                  image_features=image_features, text_features=text_features, pad_token_id=model.pad_token_id,
-                  **live_scalars(model))  # type: ignore[arg-type]  # logit_scale is always a tensor
+    enc = Encoded(
+        image=model.project_image(image_features),
+        text=model.project_text(text_features),
+        image_features=image_features,
+        text_features=text_features,
+        pad_token_id=model.pad_token_id,
+        **live_scalars(model),
+    )  # type: ignore[arg-type]  # logit_scale is always a tensor
     for name, spec in FIELDS.items():
         if spec.producer == "data" and batch.has_row(spec.batch_key):
             setattr(enc, name, batch.row(spec.batch_key).to(device))

@@ -1,8 +1,9 @@
 """AdamW with CLIP's parameter groups, and the warmup + cosine schedule."""
+
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

@@ -5,6 +5,7 @@ error naming the term, the missing input and the fix. What each input needs come
 field table (``encoded.py``): a recipe setting above 0, a record attribute some records have,
 a model attribute; engine-kept inputs (cluster ids) need a ``clusters`` section.
 """
+
 from __future__ import annotations
 
 import operator

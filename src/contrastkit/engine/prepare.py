@@ -1,18 +1,20 @@
 """Everything a training run builds before its first step, held in one :class:`Run`.
 
-    seed and device -> objective and model (+ EMA teacher / frozen reference when a term reads
-    them) -> input preflight -> the training view of the data (+ engine-kept clusters) ->
-    lazily sized heads materialised -> optimizer, precision -> fresh start or resume -> loader
+seed and device -> objective and model (+ EMA teacher / frozen reference when a term reads
+them) -> input preflight -> the training view of the data (+ engine-kept clusters) ->
+lazily sized heads materialised -> optimizer, precision -> fresh start or resume -> loader
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -77,8 +79,16 @@ class Run:
     def loader(self) -> Iterable[Batch]:
         """This rank's batches of the steps still to run."""
         cfg = self.cfg
-        return make_train_loader(self.dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed,
-                                 self.start_step, cfg.data.workers, self.rank, self.world)
+        return make_train_loader(
+            self.dataset,
+            cfg.train.batch_size,
+            cfg.train.steps,
+            cfg.train.seed,
+            self.start_step,
+            cfg.data.workers,
+            self.rank,
+            self.world,
+        )
 
 
 def _with_model_facts(cfg: Config, model: DualEncoder) -> Config:
@@ -94,8 +104,9 @@ def _frozen_copies(cfg: Config, model: DualEncoder, requires: set[str]) -> tuple
     """An EMA teacher / frozen reference copy when a term reads one or the clusters embed with one."""
     producers = {FIELDS[name].producer for name in requires if name in FIELDS}
     clustered_by = cfg.clusters.embed if cfg.clusters.sizes else None
-    return tuple(frozen_copy(model) if who in producers or clustered_by == who else None
-                 for who in ("teacher", "reference"))
+    return tuple(
+        frozen_copy(model) if who in producers or clustered_by == who else None for who in ("teacher", "reference")
+    )
 
 
 def _materialise_heads(ctx: StepContext, dataset: TrainingSet, cfg: Config, rank: int, world: int) -> None:
@@ -115,8 +126,9 @@ def _start_or_resume(run: Run, teacher: DualEncoder | None, reference: DualEncod
         save_module(reference, run.run_dir / "reference.safetensors")
     if run.resumed:
         run.start_step, state = resume_step(run.run_dir)
-        run.skipped = restore_state(run.run_dir, state, run.model, run.objective, run.optimizer, teacher,
-                                    run.scaler, run.clusters)
+        run.skipped = restore_state(
+            run.run_dir, state, run.model, run.objective, run.optimizer, teacher, run.scaler, run.clusters
+        )
     elif run.is_main:
         (run.run_dir / "config.json").write_text(json.dumps(run.cfg.to_dict(), indent=1))
 
@@ -151,9 +163,15 @@ def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Run:
     clusters = cluster_table_for(cfg.clusters, train_set, model.embed_dim, dataset.streaming)
     if rank == 0 and dataset.tag_index is not None:
         (run_dir / "tag_vocabulary.json").write_text(json.dumps(list(dataset.tag_index)))
-    ctx = StepContext(model, objective, frozenset(objective.requires), teacher, reference,
-                      autocast=autocast_for(cfg.train.precision, device),
-                      attach=clusters.to(device).attach if clusters is not None else no_extras)
+    ctx = StepContext(
+        model,
+        objective,
+        frozenset(objective.requires),
+        teacher,
+        reference,
+        autocast=autocast_for(cfg.train.precision, device),
+        attach=clusters.to(device).attach if clusters is not None else no_extras,
+    )
     _materialise_heads(ctx, dataset, cfg, rank, world)
     dist_utils.broadcast_parameters([model, objective])
     apply_speed_switches(model, cfg)
@@ -161,10 +179,24 @@ def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Run:
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
     if scaler is not None:
         ctx.scale = scaler.scale
-    run = Run(cfg, run_dir, rank, world, ctx, train_set, dataset, clusters, optimizer,
-              params=[p for group in optimizer.param_groups for p in group["params"]], scaler=scaler,
-              start_step=0, resumed=resume, log=None, val_set=None,
-              truncated_before=getattr(getattr(model.text_tower, "tokenizer", None), "truncated", None))
+    run = Run(
+        cfg,
+        run_dir,
+        rank,
+        world,
+        ctx,
+        train_set,
+        dataset,
+        clusters,
+        optimizer,
+        params=[p for group in optimizer.param_groups for p in group["params"]],
+        scaler=scaler,
+        start_step=0,
+        resumed=resume,
+        log=None,
+        val_set=None,
+        truncated_before=getattr(getattr(model.text_tower, "tokenizer", None), "truncated", None),
+    )
     _start_or_resume(run, teacher, reference)
     if run.is_main:
         run.log = MetricsLog(run_dir / "metrics.jsonl", resume_step=run.start_step if resume else None)

@@ -6,10 +6,11 @@ augmentation presets by the data layer that defines them; both errors name the d
 ``contrastkit train`` runs :func:`load_recipe` (or :func:`check_recipe` on a resumed run's
 config) before any work starts.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..config import Config, ConfigError, load_config
 from ..data.transforms import IMAGE_PRESETS, TEXT_AUGMENTS
@@ -18,9 +19,11 @@ from ..objectives import Objective, build
 
 def check_recipe(cfg: Config) -> Objective:
     """Raise :class:`ConfigError` naming the key when a term or a preset is unknown; the built objective."""
-    for key, value, allowed in (("data.image_augment", cfg.data.image_augment, IMAGE_PRESETS),
-                                ("data.view_image_augment", cfg.data.view_image_augment, IMAGE_PRESETS),
-                                ("data.view_text_augment", cfg.data.view_text_augment, TEXT_AUGMENTS)):
+    for key, value, allowed in (
+        ("data.image_augment", cfg.data.image_augment, IMAGE_PRESETS),
+        ("data.view_image_augment", cfg.data.view_image_augment, IMAGE_PRESETS),
+        ("data.view_text_augment", cfg.data.view_text_augment, TEXT_AUGMENTS),
+    ):
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(allowed)}")
     try:

@@ -1,9 +1,10 @@
 """What the trainer builds before the first step: data view, frozen copies, precision, speed switches."""
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from copy import deepcopy
-from typing import Callable, ContextManager
 
 import torch
 
@@ -60,8 +61,10 @@ def tag_vocabulary_for(objective: Objective, train_set: Dataset) -> list[str]:
     for label, term in terms:
         size = getattr(term, "num_tags", len(vocabulary))
         if size != len(vocabulary):
-            raise ValueError(f"objective term {label!r}: num_tags is {size} but the data has {len(vocabulary)} tags; "
-                             f"set num_tags: {len(vocabulary)} (or give the term its vocabulary)")
+            raise ValueError(
+                f"objective term {label!r}: num_tags is {size} but the data has {len(vocabulary)} tags; "
+                f"set num_tags: {len(vocabulary)} (or give the term its vocabulary)"
+            )
     return vocabulary
 
 
@@ -72,17 +75,26 @@ def training_set_for(cfg: Config, train_set: Dataset, model: DualEncoder, object
     settings = {spec.setting for spec in required}
     views = ViewSpec()
     if "data.views" in settings:
-        views = ViewSpec(cfg.data.views, image_augment(cfg.data.view_image_augment, size),
-                         TextAugment(cfg.data.view_text_augment))
+        views = ViewSpec(
+            cfg.data.views, image_augment(cfg.data.view_image_augment, size), TextAugment(cfg.data.view_text_augment)
+        )
     neg_per_image = cfg.data.neg_per_image if "data.neg_per_image" in settings else 0
     rows = sorted({spec.batch_key for spec in required if spec.producer == "data" and spec.batch_key in ROW_VALUES})
     augment = None if cfg.data.image_augment == "none" else image_augment(cfg.data.image_augment, size)
     vocabulary = tag_vocabulary_for(objective, train_set) if "tag_targets" in rows else None
-    return TrainingSet(train_set, model.image_transform(train=True), cfg.train.seed, neg_per_image, augment,
-                       views, vocabulary, rows=rows)
+    return TrainingSet(
+        train_set,
+        model.image_transform(train=True),
+        cfg.train.seed,
+        neg_per_image,
+        augment,
+        views,
+        vocabulary,
+        rows=rows,
+    )
 
 
-def autocast_for(precision: str, device: torch.device) -> Callable[[], ContextManager]:
+def autocast_for(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
     """A context factory for the towers' forward passes (losses are computed in float32)."""
     if precision == "fp32":
         return contextlib.nullcontext
@@ -97,8 +109,10 @@ def apply_speed_switches(model: DualEncoder, cfg: Config) -> None:
     if cfg.train.grad_checkpointing:
         for name, tower in (("image", model.image_tower), ("text", model.text_tower)):
             if not hasattr(tower, "set_grad_checkpointing"):
-                raise ConfigError(f"train.grad_checkpointing: the {name} tower ({type(tower).__name__}) does not "
-                                  "support it; it is for open_clip and hf towers")
+                raise ConfigError(
+                    f"train.grad_checkpointing: the {name} tower ({type(tower).__name__}) does not "
+                    "support it; it is for open_clip and hf towers"
+                )
             tower.set_grad_checkpointing(True)
     if cfg.train.compile:
         model.image_tower.compile()

@@ -1,4 +1,5 @@
 """Save and restore everything a resumed run needs: weights, optimizer, teacher, RNG, data position."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..models.checkpoint import (latest_checkpoint, load_module, optimizer_from_tensors, optimizer_to_tensors,
-                                 save_checkpoint)
+from ..models.checkpoint import (
+    latest_checkpoint,
+    load_module,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_checkpoint,
+)
 
 
 def resume_step(run_dir: Path) -> tuple[int, dict[str, Any]]:
@@ -21,22 +27,38 @@ def resume_step(run_dir: Path) -> tuple[int, dict[str, Any]]:
     return int(state["step"]), state
 
 
-def save_state(run_dir: Path, step: int, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer,
-               teacher: nn.Module | None, skipped: Counter[str], scaler: Any = None,
-               clusters: nn.Module | None = None) -> None:
+def save_state(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    teacher: nn.Module | None,
+    skipped: Counter[str],
+    scaler: Any = None,
+    clusters: nn.Module | None = None,
+) -> None:
     tensors, meta = optimizer_to_tensors(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     extra: dict[str, Any] = {"optimizer": meta, "python_rng": list(random.getstate()), "skipped": dict(skipped)}
     if scaler is not None:
-        extra["grad_scaler"] = {k: (float(v) if isinstance(v, torch.Tensor) else v)
-                                for k, v in scaler.state_dict().items()}
+        extra["grad_scaler"] = {
+            k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in scaler.state_dict().items()
+        }
     modules = {name: module for name, module in (("teacher", teacher), ("clusters", clusters)) if module is not None}
     save_checkpoint(run_dir, step, model, objective, tensors, extra, extra_modules=modules)
 
 
-def restore_state(run_dir: Path, state: dict[str, Any], model: nn.Module, objective: nn.Module,
-                  optimizer: torch.optim.Optimizer, teacher: nn.Module | None, scaler: Any = None,
-                  clusters: nn.Module | None = None) -> Counter[str]:
+def restore_state(
+    run_dir: Path,
+    state: dict[str, Any],
+    model: nn.Module,
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    teacher: nn.Module | None,
+    scaler: Any = None,
+    clusters: nn.Module | None = None,
+) -> Counter[str]:
     """Load the latest checkpoint into the live objects; returns the skipped-record counts so far."""
     ckpt = latest_checkpoint(run_dir)
     load_module(model, ckpt / "model.safetensors")

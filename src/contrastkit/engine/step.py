@@ -21,12 +21,13 @@ micro-batch statistics in the forward passes; the built-in towers use GroupNorm.
 Which fields are cached and replayed, and which are read live from the model,
 comes from the field table (``encoded.py``): student fields with gradient.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Sequence
 
 import torch
 from torch import Tensor
@@ -38,7 +39,7 @@ from ..models.dual_encoder import DualEncoder
 from ..objectives import Objective, ObjectiveOutput
 from .encode import encode_batch, live_scalars
 
-AutocastFactory = Callable[[], ContextManager]
+AutocastFactory = Callable[[], contextlib.AbstractContextManager]
 REPLAYED = tuple(name for name, spec in FIELDS.items() if spec.producer == "student" and spec.grad and spec.batched)
 
 
@@ -91,9 +92,13 @@ def forward_backward(ctx: StepContext, batch: Batch) -> ObjectiveOutput:
 def _concat(encodings: Sequence[Encoded]) -> Encoded:
     """Micro-batch encodings joined along each field's batch dimension."""
     first = encodings[0]
-    return dataclasses.replace(first, **{
-        name: torch.cat([getattr(e, name) for e in encodings], dim=FIELDS[name].batch_dim)
-        for name in batched_tensors(first)})
+    return dataclasses.replace(
+        first,
+        **{
+            name: torch.cat([getattr(e, name) for e in encodings], dim=FIELDS[name].batch_dim)
+            for name in batched_tensors(first)
+        },
+    )
 
 
 def _rng_state() -> tuple[Tensor, list[Tensor] | None]:
@@ -115,8 +120,9 @@ def grad_cache_backward(ctx: StepContext, micro_batches: Sequence[Batch]) -> Obj
             cached.append(ctx.encode(micro).upcast())
     after = _rng_state()
     full = _concat(cached)
-    leaves = {name: getattr(full, name).detach().requires_grad_(True)
-              for name in REPLAYED if getattr(full, name) is not None}
+    leaves = {
+        name: getattr(full, name).detach().requires_grad_(True) for name in REPLAYED if getattr(full, name) is not None
+    }
     full = dataclasses.replace(full, **leaves, **live_scalars(ctx.model))
     out = ctx.objective_on(full)
     ctx.scale(out.loss).backward()

@@ -9,6 +9,7 @@ inputs its terms need and which model settings they want. Launched with
 ``torchrun --nproc-per-node N``, every rank trains on its share of the same global
 batch and the gradients equal those of one process with the whole batch.
 """
+
 from __future__ import annotations
 
 import time
@@ -68,8 +69,15 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
     """
     run = prepare_run(cfg, Path(run_dir), resume)
     run.model.train()
-    progress = Progress(tqdm(total=cfg.train.steps, initial=run.start_step, desc="train",
-                             disable=not (cfg.train.progress and run.is_main), dynamic_ncols=True))
+    progress = Progress(
+        tqdm(
+            total=cfg.train.steps,
+            initial=run.start_step,
+            desc="train",
+            disable=not (cfg.train.progress and run.is_main),
+            dynamic_ncols=True,
+        )
+    )
     for step, batch in enumerate(run.loader(), start=run.start_step):
         result = optimization_step(run, batch, step)
         after_step(run, step + 1, batch, result, progress)
@@ -87,8 +95,9 @@ def optimization_step(run: Run, batch: Batch, step: int) -> StepResult:
     optimizer.zero_grad(set_to_none=True)
     if run.clusters is not None and run.clusters.due(step):
         embedder = {"model": ctx.model, "teacher": ctx.teacher, "reference": ctx.reference}[cfg.clusters.embed]
-        run.clusters.refresh(embedder, run.train_set, step, cfg.train.seed, cfg.train.progress and run.is_main,
-                             run.dataset.on_error)
+        run.clusters.refresh(
+            embedder, run.train_set, step, cfg.train.seed, cfg.train.progress and run.is_main, run.dataset.on_error
+        )
     try:
         if cfg.train.accum_steps > 1:
             out = grad_cache_backward(ctx, batch.split(cfg.train.accum_steps))
@@ -135,9 +144,15 @@ def after_step(run: Run, done: int, batch: Batch, result: StepResult, progress: 
 
 def _log_step(run: Run, done: int, result: StepResult, progress: Progress) -> None:
     model, out, rate = run.model, result.out, progress.rate()
-    record = {"step": done, "loss": float(out.loss.detach()), "lr": result.lr,
-              "logit_scale": float(model.logit_scale.detach()), "grad_norm": float(result.grad_norm),
-              "samples_per_s": rate, **{f"loss/{k}": float(v.detach()) for k, v in out.terms.items()}}
+    record = {
+        "step": done,
+        "loss": float(out.loss.detach()),
+        "lr": result.lr,
+        "logit_scale": float(model.logit_scale.detach()),
+        "grad_norm": float(result.grad_norm),
+        "samples_per_s": rate,
+        **{f"loss/{k}": float(v.detach()) for k, v in out.terms.items()},
+    }
     if model.logit_bias is not None:
         record["logit_bias"] = float(model.logit_bias.detach())
     if run.skipped:
@@ -150,8 +165,17 @@ def _log_step(run: Run, done: int, result: StepResult, progress: Progress) -> No
 def checkpoint(run: Run, step: int) -> None:
     """Write the checkpoint of ``step`` (rank 0) and wait for every rank."""
     if run.is_main:
-        save_state(run.run_dir, step, run.model, run.objective, run.optimizer, run.ctx.teacher, run.skipped,
-                   run.scaler, run.clusters)
+        save_state(
+            run.run_dir,
+            step,
+            run.model,
+            run.objective,
+            run.optimizer,
+            run.ctx.teacher,
+            run.skipped,
+            run.scaler,
+            run.clusters,
+        )
     if run.world > 1:
         torch.distributed.barrier()
 
@@ -164,16 +188,25 @@ def finish(run: Run, train_seconds: float) -> dict[str, Any]:
         return {}
     eval_set = open_source(cfg.data.source, cfg.eval.split, cfg.data)
     eval_started = time.perf_counter()
-    output = evaluate_model(run.model, eval_set, cfg, max_records=cfg.eval.max_records or None,
-                            progress=cfg.train.progress)
+    output = evaluate_model(
+        run.model, eval_set, cfg, max_records=cfg.eval.max_records or None, progress=cfg.train.progress
+    )
     if run.truncated_before is not None:
         run.events["caption_truncations"] = run.model.text_tower.tokenizer.truncated - run.truncated_before
-    timing = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - eval_started,
-              "steps": cfg.train.steps, "resumed_from": run.start_step if run.resumed else None,
-              "world_size": run.world}
-    report = write_suite(run.run_dir, output, config=cfg.to_dict(), timing=timing,
-                         metrics_log=run.run_dir / "metrics.jsonl",
-                         extra={"training_data": {"skipped_records": dict(run.skipped), "on_error": cfg.data.on_error,
-                                                  **run.events}})
+    timing = {
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - eval_started,
+        "steps": cfg.train.steps,
+        "resumed_from": run.start_step if run.resumed else None,
+        "world_size": run.world,
+    }
+    report = write_suite(
+        run.run_dir,
+        output,
+        config=cfg.to_dict(),
+        timing=timing,
+        metrics_log=run.run_dir / "metrics.jsonl",
+        extra={"training_data": {"skipped_records": dict(run.skipped), "on_error": cfg.data.on_error, **run.events}},
+    )
     report["markdown_summary"] = summarize_results(output.results, with_model=False)
     return report

@@ -15,6 +15,7 @@ CLIP_benchmark-style result files: :mod:`contrastkit.evaluate.suite`
 :func:`evaluate_choices` with :mod:`contrastkit.evaluate.benchmark_files`; two reports
 side by side: :mod:`contrastkit.evaluate.compare`.
 """
+
 from ..models.embedder import Embedder, PixelEmbedder
 from .benchmark_files import ChoiceItem, read_aro, read_classnames, read_sugarcrepe, read_templates
 from .cache import FeatureCache, TextStore
@@ -36,8 +37,8 @@ from .geometry import (
 )
 from .linear_probe import linear_probe
 from .report import read_metrics_log, render_markdown, write_report
-from .retrieval import retrieval_metrics
 from .result_files import write_suite
+from .retrieval import retrieval_metrics
 from .suite import EvalRequest, SuiteOutput, evaluate_dataset, evaluate_dataset_with_embeddings, run_suite
 from .zeroshot import class_embeddings, evaluate_zeroshot, format_template, zeroshot_metrics
 
@@ -46,42 +47,42 @@ __all__ = [
     "Embedder",
     "EvalRequest",
     "FeatureCache",
-    "SuiteOutput",
     "PixelEmbedder",
+    "SuiteOutput",
     "TextEmbeddingCache",
     "TextStore",
-    "compare_reports",
-    "evaluate_choices",
-    "format_comparison",
-    "linear_probe",
-    "load_report",
-    "read_aro",
-    "read_classnames",
-    "read_sugarcrepe",
-    "read_templates",
-    "temperature_diagnostics",
-    "tolerance",
     "alignment",
     "centroid_cosine",
     "class_embeddings",
+    "compare_reports",
     "effective_rank",
     "embed_images",
+    "evaluate_choices",
     "evaluate_compositional",
     "evaluate_dataset",
     "evaluate_dataset_with_embeddings",
     "evaluate_triples",
     "evaluate_zeroshot",
+    "format_comparison",
     "format_template",
     "geometry_metrics",
+    "linear_probe",
     "linear_separability",
+    "load_report",
     "mean_negative_cosine",
     "mean_positive_cosine",
     "modality_gap",
     "pair_correct",
+    "read_aro",
+    "read_classnames",
     "read_metrics_log",
+    "read_sugarcrepe",
+    "read_templates",
     "render_markdown",
     "retrieval_metrics",
     "run_suite",
+    "temperature_diagnostics",
+    "tolerance",
     "uniformity",
     "write_report",
     "write_suite",

@@ -21,12 +21,14 @@
   and optionally a crop box ``bbox_x, bbox_y, bbox_w, bbox_h`` (ARO's
   Visual Genome items are scored on the box crop).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -56,8 +58,7 @@ def read_templates(spec: str | Path) -> list[str]:
         return list(TEMPLATE_SETS[str(spec)])
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"templates: {spec} is neither a file nor a built-in set "
-                                f"({', '.join(TEMPLATE_SETS)})")
+        raise FileNotFoundError(f"templates: {spec} is neither a file nor a built-in set ({', '.join(TEMPLATE_SETS)})")
     if path.suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
@@ -123,14 +124,22 @@ def read_sugarcrepe(paths: str | Path | Sequence[str | Path], images: str | Path
     for path in (f for p in paths for f in _json_files(p, "--sugarcrepe")):
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
-            raise ValueError(f"--sugarcrepe: {path} must be a JSON object id -> "
-                             "{filename, caption, negative_caption}")
+            raise ValueError(
+                f"--sugarcrepe: {path} must be a JSON object id -> {{filename, caption, negative_caption}}"
+            )
         for key, entry in data.items():
             missing = [f for f in ("filename", "caption", "negative_caption") if f not in entry]
             if missing:
                 raise ValueError(f"--sugarcrepe: {path} item {key!r} lacks {', '.join(missing)}")
-            items.append(ChoiceItem(root / entry["filename"], entry["caption"], [entry["negative_caption"]],
-                                    path.stem, key=f"{path.stem}/{key}"))
+            items.append(
+                ChoiceItem(
+                    root / entry["filename"],
+                    entry["caption"],
+                    [entry["negative_caption"]],
+                    path.stem,
+                    key=f"{path.stem}/{key}",
+                )
+            )
     return items
 
 
@@ -171,9 +180,16 @@ def read_aro(paths: str | Path | Sequence[str | Path], images: str | Path) -> li
             box = None
             if all(k in entry for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")):
                 box = (entry["bbox_x"], entry["bbox_y"], entry["bbox_w"], entry["bbox_h"])
-            items.append(ChoiceItem(root / image, str(caption), [str(n) for n in negatives],
-                                    str(category if category is not None else path.stem), box=box,
-                                    key=f"{path.stem}/{i}"))
+            items.append(
+                ChoiceItem(
+                    root / image,
+                    str(caption),
+                    [str(n) for n in negatives],
+                    str(category if category is not None else path.stem),
+                    box=box,
+                    key=f"{path.stem}/{i}",
+                )
+            )
     return items
 
 

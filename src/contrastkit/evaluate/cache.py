@@ -28,16 +28,17 @@ characters and the full key is checked against the file's metadata on read.
 Writes go to a temporary file renamed into place, so concurrent or killed
 evaluations never leave a half-written entry that a later run would read.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -150,7 +151,7 @@ class TextStore:
         for shard, wanted in by_shard.items():
             try:
                 emb, _ = _read_tensor(self.folder / f"{shard}.safetensors")
-            except Exception:  # noqa: BLE001 - a damaged shard is recomputed, not fatal
+            except Exception:
                 continue
             for t in wanted:
                 row = index[t][1]
@@ -166,8 +167,11 @@ class TextStore:
             raise ValueError(f"text store: {len(texts)} strings but {emb.shape[0]} rows")
         self.folder.mkdir(parents=True, exist_ok=True)
         shard = hash_json(list(texts))[:KEY_CHARS]
-        _atomic_save_tensor(self.folder / f"{shard}.safetensors", emb.detach().cpu().float(),
-                            {"version": str(CACHE_VERSION), "n": str(len(texts))})
+        _atomic_save_tensor(
+            self.folder / f"{shard}.safetensors",
+            emb.detach().cpu().float(),
+            {"version": str(CACHE_VERSION), "n": str(len(texts))},
+        )
         _atomic_write_bytes(self.folder / f"{shard}.json", json.dumps(list(texts)).encode("utf-8"))
         index = self._load_index()
         for row, t in enumerate(texts):
@@ -223,27 +227,39 @@ class FeatureCache:
             return None
         try:
             emb, meta = _read_tensor(path)
-        except Exception:  # noqa: BLE001 - unreadable entry: recompute
+        except Exception:
             return None
         if meta.get("model_key") != model_key or meta.get("data_key") != data_key:
             return None
         return emb
 
-    def save_images(self, model_key: str, data_key: str, emb: Tensor, describe: Mapping[str, Any] | None = None
-                    ) -> Path:
+    def save_images(
+        self, model_key: str, data_key: str, emb: Tensor, describe: Mapping[str, Any] | None = None
+    ) -> Path:
         path = self.image_path(model_key, data_key)
         path.parent.mkdir(parents=True, exist_ok=True)
         emb = emb.detach().cpu().float()
-        _atomic_save_tensor(path, emb, {"model_key": model_key, "data_key": data_key,
-                                        "version": str(CACHE_VERSION), "n": str(emb.shape[0]),
-                                        "dim": str(emb.shape[1] if emb.ndim == 2 else 0)})
+        _atomic_save_tensor(
+            path,
+            emb,
+            {
+                "model_key": model_key,
+                "data_key": data_key,
+                "version": str(CACHE_VERSION),
+                "n": str(emb.shape[0]),
+                "dim": str(emb.shape[1] if emb.ndim == 2 else 0),
+            },
+        )
         if describe:
-            _atomic_write_bytes(path.with_suffix(".json"),
-                                json.dumps({"data_key": data_key, **describe}, indent=1, default=str).encode())
+            _atomic_write_bytes(
+                path.with_suffix(".json"),
+                json.dumps({"data_key": data_key, **describe}, indent=1, default=str).encode(),
+            )
         return path
 
-    def images(self, model_key: str, data_key: str, compute: Callable[[], Tensor],
-               describe: Mapping[str, Any] | None = None) -> Tensor:
+    def images(
+        self, model_key: str, data_key: str, compute: Callable[[], Tensor], describe: Mapping[str, Any] | None = None
+    ) -> Tensor:
         """The cached image embeddings of (model, data), or ``compute()`` them and store them."""
         cached = self.load_images(model_key, data_key)
         if cached is not None:

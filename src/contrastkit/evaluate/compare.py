@@ -11,12 +11,14 @@ Compared values: every number in the report's task sections (``zeroshot``,
 values, confusion matrices, counts (``n_*``) and the recall curve are left out
 unless ``detail=True``. Rows present in only one report show ``—`` on the other side.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 SECTIONS = ("zeroshot", "retrieval", "linear_probe", "compositional", "compositional_benchmarks", "geometry")
 DETAIL_PARTS = ("per_class_recall", "confusion_matrix", "recall_curve", "val_acc1", "classnames")
@@ -68,8 +70,9 @@ def metric_table(report: Mapping[str, Any], *, detail: bool = False) -> dict[str
     return out
 
 
-def compare_reports(a: Mapping[str, Any], b: Mapping[str, Any], *, detail: bool = False
-                    ) -> list[tuple[str, float | None, float | None, float | None]]:
+def compare_reports(
+    a: Mapping[str, Any], b: Mapping[str, Any], *, detail: bool = False
+) -> list[tuple[str, float | None, float | None, float | None]]:
     """Rows (metric, A, B, B - A); metrics in A's order, then those only B has."""
     ta, tb = metric_table(a, detail=detail), metric_table(b, detail=detail)
     rows = []
@@ -93,13 +96,17 @@ def _label(report: Mapping[str, Any], fallback: str) -> str:
     return fallback
 
 
-def format_comparison(a: Mapping[str, Any], b: Mapping[str, Any], *, detail: bool = False,
-                      markdown: bool = False) -> str:
+def format_comparison(
+    a: Mapping[str, Any], b: Mapping[str, Any], *, detail: bool = False, markdown: bool = False
+) -> str:
     """A text (or Markdown) table of :func:`compare_reports`, with a header naming both reports."""
     rows = compare_reports(a, b, detail=detail)
     name_a, name_b = str(a.get("_path", "A")), str(b.get("_path", "B"))
-    header = [f"A: {name_a} ({_label(a, 'A')}, {a.get('dataset', '?')} {a.get('split', '')})".rstrip(),
-              f"B: {name_b} ({_label(b, 'B')}, {b.get('dataset', '?')} {b.get('split', '')})".rstrip(), ""]
+    header = [
+        f"A: {name_a} ({_label(a, 'A')}, {a.get('dataset', '?')} {a.get('split', '')})".rstrip(),
+        f"B: {name_b} ({_label(b, 'B')}, {b.get('dataset', '?')} {b.get('split', '')})".rstrip(),
+        "",
+    ]
     if not rows:
         return "\n".join(header + ["no metrics to compare"])
     cells = [(k, _cell(va), _cell(vb), _cell(d, signed=True)) for k, va, vb, d in rows]

@@ -26,11 +26,13 @@ CLIP_benchmark's ``image_caption_selection`` takes an argmax with the true
 caption first, so it counts exact ties as correct; with continuous embeddings
 the two agree.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -92,8 +94,13 @@ def record_pairs(records: Sequence[Record]) -> tuple[list[int], list[str], list[
 
 
 def evaluate_compositional(
-    image_emb: Tensor, records: Sequence[Record], text_fn: Embedder | TextFn, *, tol: float = 1e-6,
-    batch_size: int = 256, progress: bool = False,
+    image_emb: Tensor,
+    records: Sequence[Record],
+    text_fn: Embedder | TextFn,
+    *,
+    tol: float = 1e-6,
+    batch_size: int = 256,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Compositional accuracy over records' ``neg_captions`` (row i of ``image_emb`` = record i).
 
@@ -145,8 +152,9 @@ def evaluate_triples(
             cat.append(name)
     if not idx:
         return summarize([], [])
-    loaders = [im if isinstance(im, Image.Image) else Record(image=im, captions=[], key=str(im)).load_image
-               for im in images]
+    loaders = [
+        im if isinstance(im, Image.Image) else Record(image=im, captions=[], key=str(im)).load_image for im in images
+    ]
     img_emb = embed_images(embedder, loaders, batch_size=batch_size, progress=progress)
     cache = TextEmbeddingCache(embedder, batch_size=batch_size, progress=progress)
     cache.prefetch(pos + neg)
@@ -175,8 +183,8 @@ def evaluate_choices(
     :class:`TextEmbeddingCache`) and ``image_fn(loaders, identities) -> N x D``
     (e.g. a feature-cache lookup) replace the direct embedder calls.
     """
-    from .cache import image_identity
     from .benchmark_files import ImageRef
+    from .cache import image_identity
 
     slots: dict[Any, int] = {}
     loaders: list[Any] = []
@@ -199,8 +207,14 @@ def evaluate_choices(
     if image_fn is not None:
         img_emb = image_fn(loaders, idents)
     else:
-        img_emb = embed_images(embedder, loaders, batch_size=batch_size, progress=progress, num_workers=num_workers,
-                               desc="embed compositional images")
+        img_emb = embed_images(
+            embedder,
+            loaders,
+            batch_size=batch_size,
+            progress=progress,
+            num_workers=num_workers,
+            desc="embed compositional images",
+        )
     fn = text_fn if text_fn is not None else TextEmbeddingCache(embedder, batch_size=batch_size, progress=progress)
     if isinstance(fn, TextEmbeddingCache):
         fn.prefetch([t for item in items for t in [item.caption, *item.negatives]])

@@ -16,9 +16,11 @@ A :class:`TextEmbeddingCache` may be backed by an on-disk
 :class:`~contrastkit.evaluate.cache.TextStore`: strings embedded in an earlier
 run of the same model are read back instead of recomputed.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -62,7 +64,7 @@ def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
         yield start, min(start + size, n)
 
 
-ImageSource = Union[Image.Image, Callable[[], Image.Image]]
+ImageSource = Image.Image | Callable[[], Image.Image]
 
 
 class _PixelSet(torch.utils.data.Dataset):
@@ -81,11 +83,19 @@ class _PixelSet(torch.utils.data.Dataset):
 
 
 def _embed_pixels_loader(
-    embedder: PixelEmbedder, images: Sequence[ImageSource], batch_size: int, num_workers: int, bar: tqdm,
+    embedder: PixelEmbedder,
+    images: Sequence[ImageSource],
+    batch_size: int,
+    num_workers: int,
+    bar: tqdm,
 ) -> list[Tensor]:
     loader = torch.utils.data.DataLoader(
-        _PixelSet(images, embedder.preprocess), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        collate_fn=torch.stack, pin_memory=torch.cuda.is_available() and num_workers > 0,
+        _PixelSet(images, embedder.preprocess),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=torch.stack,
+        pin_memory=torch.cuda.is_available() and num_workers > 0,
         persistent_workers=False,
     )
     parts: list[Tensor] = []
@@ -123,7 +133,7 @@ def embed_images(
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
         if pixel_path and len(images):
             parts = _embed_pixels_loader(embedder, images, batch_size, num_workers, bar)  # type: ignore[arg-type]
-        for start, end in ([] if pixel_path else _chunks(len(images), batch_size)):
+        for start, end in [] if pixel_path else _chunks(len(images), batch_size):
             chunk = [im if isinstance(im, Image.Image) else im() for im in images[start:end]]
             with torch.inference_mode():
                 out = embedder.embed_images(chunk)
@@ -145,8 +155,9 @@ class TextEmbeddingCache:
     them) and newly embedded ones are written back.
     """
 
-    def __init__(self, embedder: Embedder, *, batch_size: int = 256, progress: bool = True,
-                 store: "TextStore | None" = None) -> None:
+    def __init__(
+        self, embedder: Embedder, *, batch_size: int = 256, progress: bool = True, store: TextStore | None = None
+    ) -> None:
         self.embedder = embedder
         self.batch_size = batch_size
         self.progress = progress

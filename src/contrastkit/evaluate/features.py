@@ -1,8 +1,10 @@
 """A model's embeddings of image sets and text strings, read through the feature cache when there is one."""
+
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -15,8 +17,9 @@ from .embedding import TextEmbeddingCache, embed_images
 class Features:
     """A model's embeddings of image sets and strings, through the feature cache when there is one."""
 
-    def __init__(self, model: LoadedModel, cache: FeatureCache | None, *, batch_size: int, num_workers: int,
-                 progress: bool) -> None:
+    def __init__(
+        self, model: LoadedModel, cache: FeatureCache | None, *, batch_size: int, num_workers: int, progress: bool
+    ) -> None:
         self.model = model
         self.cache = cache
         self.batch_size = batch_size
@@ -32,18 +35,36 @@ class Features:
         if self._key is None:
             self._key = self.model.fingerprint(self.cache)
             if self.cache is not None:
-                self.cache.describe_model(self._key, {"kind": self.model.kind, "name": self.model.name,
-                                                      "pretrained": self.model.pretrained, "info": self.model.info})
+                self.cache.describe_model(
+                    self._key,
+                    {
+                        "kind": self.model.kind,
+                        "name": self.model.name,
+                        "pretrained": self.model.pretrained,
+                        "info": self.model.info,
+                    },
+                )
         return self._key
 
-    def images(self, loaders: Sequence[Callable[[], Any]], identities: Callable[[], Sequence[Any]],
-               describe: dict[str, Any], desc: str = "embed images") -> Tensor:
+    def images(
+        self,
+        loaders: Sequence[Callable[[], Any]],
+        identities: Callable[[], Sequence[Any]],
+        describe: dict[str, Any],
+        desc: str = "embed images",
+    ) -> Tensor:
         """Embeddings of the images ``loaders`` load; ``identities`` (asked only with a cache) name them."""
         t0 = time.perf_counter()
 
         def compute() -> Tensor:
-            return embed_images(self.model.embedder, list(loaders), batch_size=self.batch_size,
-                                progress=self.progress, desc=desc, num_workers=self.num_workers)
+            return embed_images(
+                self.model.embedder,
+                list(loaders),
+                batch_size=self.batch_size,
+                progress=self.progress,
+                desc=desc,
+                num_workers=self.num_workers,
+            )
 
         if self.cache is None:
             emb = compute()
@@ -54,5 +75,9 @@ class Features:
         return emb
 
     def record_images(self, records: Sequence[Record], describe: dict[str, Any]) -> Tensor:
-        return self.images([r.load_image for r in records], lambda: [record_identity(r) for r in records], describe,
-                           desc=f"embed {describe.get('split', '')} images".replace("  ", " "))
+        return self.images(
+            [r.load_image for r in records],
+            lambda: [record_identity(r) for r in records],
+            describe,
+            desc=f"embed {describe.get('split', '')} images".replace("  ", " "),
+        )

@@ -1,4 +1,4 @@
-"""Geometry of a joint embedding space (METHODS.md section D).
+"""Geometry of a joint embedding space (docs/methods.md D).
 
 All functions take torch tensors of N x D embeddings, L2-normalise the rows
 first (so they measure the unit sphere even if handed raw features) and work
@@ -44,10 +44,12 @@ s_ij = u_i . v_j and temperature tau:
   matrix): 1 when each class collapses to one point, ~0 for random directions.
   ``tolerance_image`` / ``tolerance_text`` in :func:`geometry_metrics`.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,7 +125,12 @@ def alignment(x: Tensor, y: Tensor) -> float:
 
 
 def linear_separability(
-    x: Tensor, y: Tensor, *, train_fraction: float = 0.8, seed: int = 0, max_pairs: int | None = 10000,
+    x: Tensor,
+    y: Tensor,
+    *,
+    train_fraction: float = 0.8,
+    seed: int = 0,
+    max_pairs: int | None = 10000,
 ) -> float:
     """Held-out accuracy of logistic regression separating x (label 0) from y (label 1).
 
@@ -142,7 +149,7 @@ def linear_separability(
     if max_pairs is not None and n > max_pairs:
         perm = perm[:max_pairs]
     n_used = len(perm)
-    n_train = min(max(1, int(round(train_fraction * n_used))), n_used - 1)
+    n_train = min(max(1, round(train_fraction * n_used)), n_used - 1)
     train, test = perm[:n_train], perm[n_train:]
     un, vn = u.numpy(), v.numpy()
 
@@ -167,8 +174,9 @@ def effective_rank(x: Tensor, *, eps: float = 1e-12) -> float:
     return math.exp(-(p * p.log()).sum().item())
 
 
-def _negative_weight_stats(a: Tensor, c: Tensor, tau: float, ks: Sequence[int], chunk_size: int
-                           ) -> tuple[dict[int, float], float]:
+def _negative_weight_stats(
+    a: Tensor, c: Tensor, tau: float, ks: Sequence[int], chunk_size: int
+) -> tuple[dict[int, float], float]:
     """Sums over anchors a_i of the top-k penalty shares and of exp(H(r_i)), negatives c_j (j != i)."""
     n = a.shape[0]
     top = {k: 0.0 for k in ks}
@@ -188,7 +196,12 @@ def _negative_weight_stats(a: Tensor, c: Tensor, tau: float, ks: Sequence[int], 
 
 
 def temperature_diagnostics(
-    x: Tensor, y: Tensor, tau: float = 0.07, *, ks: Sequence[int] = (1, 10), direction: str = "both",
+    x: Tensor,
+    y: Tensor,
+    tau: float = 0.07,
+    *,
+    ks: Sequence[int] = (1, 10),
+    direction: str = "both",
     chunk_size: int | None = None,
 ) -> dict[str, float]:
     """Hardness (top-k share of the negative gradient) and effective number of negatives at ``tau``.
@@ -252,8 +265,13 @@ def tolerance(x: Tensor, labels: Sequence[int] | Tensor) -> float:
 
 
 def geometry_metrics(
-    image_emb: Tensor, text_emb: Tensor, *, seed: int = 0, uniformity_t: float = 2.0,
-    temperature: float | None = None, hardness_ks: Sequence[int] = (1, 10),
+    image_emb: Tensor,
+    text_emb: Tensor,
+    *,
+    seed: int = 0,
+    uniformity_t: float = 2.0,
+    temperature: float | None = None,
+    hardness_ks: Sequence[int] = (1, 10),
     labels: Sequence[int] | Tensor | None = None,
 ) -> dict[str, Any]:
     """Every metric of this module on matched image/text rows, by name.
@@ -292,8 +310,14 @@ def geometry_metrics(
     if many:
         out.update(temperature_diagnostics(u, v, tau, ks=hardness_ks))
     else:
-        out.update({"temperature": tau, **{f"hardness_top{k}": math.nan for k in hardness_ks},
-                    "effective_negatives": math.nan, "effective_negatives_fraction": math.nan})
+        out.update(
+            {
+                "temperature": tau,
+                **{f"hardness_top{k}": math.nan for k in hardness_ks},
+                "effective_negatives": math.nan,
+                "effective_negatives_fraction": math.nan,
+            }
+        )
     if labels is not None:
         lab = torch.as_tensor(labels, dtype=torch.long).view(-1)
         if lab.numel() != n:

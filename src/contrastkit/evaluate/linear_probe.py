@@ -23,11 +23,13 @@ Test metrics are CLIP_benchmark's (``acc1``, ``acc5`` (NaN under 5 classes),
 acc1 of the search), ``n_train``, ``n_val``, ``n_test``, ``fewshot_k``
 (None: all data) and ``c_selected_on`` (``"validation"`` or ``"default"``).
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +76,7 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     val: list[int] = []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val = int(round(fraction * len(idx))) if len(idx) >= 2 else 0
+        n_val = round(fraction * len(idx)) if len(idx) >= 2 else 0
         n_val = min(max(n_val, 1 if len(idx) >= 2 else 0), len(idx) - 1)
         val.extend(idx[:n_val].tolist())
         train.extend(idx[n_val:].tolist())
@@ -87,7 +89,7 @@ class _Probe:
 
         self.clf = LogisticRegression(max_iter=max_iter, random_state=seed, warm_start=True)
 
-    def fit(self, x: np.ndarray, y: np.ndarray, c: float) -> "_Probe":
+    def fit(self, x: np.ndarray, y: np.ndarray, c: float) -> _Probe:
         from sklearn.exceptions import ConvergenceWarning
 
         self.clf.set_params(C=c)
@@ -111,8 +113,16 @@ def _acc1(probe: _Probe, x: np.ndarray, y: np.ndarray, n_classes: int) -> float:
 
 
 def select_c(
-    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int, *,
-    c_grid: Sequence[float] = DEFAULT_C_GRID, refine: bool = True, max_iter: int = 1000, seed: int = 0,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    *,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    refine: bool = True,
+    max_iter: int = 1000,
+    seed: int = 0,
 ) -> tuple[float, dict[float, float]]:
     """(best C, C -> validation acc1) by the search in the module docstring."""
     scores: dict[float, float] = {}
@@ -130,6 +140,30 @@ def select_c(
         run([10.0 ** (b + d) for d in (-0.5, -0.25, 0.25, 0.5)])
     best = max(sorted(scores), key=lambda c: scores[c])
     return best, scores
+
+
+def _fit_and_validation(
+    xtr: np.ndarray,
+    ytr: np.ndarray,
+    given_val: tuple[np.ndarray, np.ndarray] | None,
+    fewshot_k: int | None,
+    val_fraction: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(fit x, fit y, validation x, validation y): k shots per class and k more for validation, or all the
+    training data and the given validation split, or a stratified ``val_fraction`` of the training data."""
+    if fewshot_k is not None:
+        shots = fewshot_indices(ytr, fewshot_k, seed)
+        if given_val is None:
+            val_idx = fewshot_indices(ytr, fewshot_k, seed + 1, exclude=shots)
+            return xtr[shots], ytr[shots], xtr[val_idx], ytr[val_idx]
+        xva, yva = given_val
+        val_idx = fewshot_indices(yva, fewshot_k, seed + 1)
+        return xtr[shots], ytr[shots], xva[val_idx], yva[val_idx]
+    if given_val is None:
+        tr_idx, va_idx = _stratified_split(ytr, val_fraction, seed)
+        return xtr[tr_idx], ytr[tr_idx], xtr[va_idx], ytr[va_idx]
+    return xtr, ytr, given_val[0], given_val[1]
 
 
 def linear_probe(
@@ -153,56 +187,54 @@ def linear_probe(
     ytr, yte = _labels(train_y, len(xtr), "train"), _labels(test_y, len(xte), "test")
     if len(xtr) == 0 or len(xte) == 0:
         raise ValueError("linear probe: need training and test examples")
+    given_val: tuple[np.ndarray, np.ndarray] | None = None
     if val_x is not None:
         if val_y is None:
             raise ValueError("linear probe: val_x given without val_y")
-        xva, yva = _numpy(val_x), None
-        yva = _labels(val_y, len(xva), "validation")
-    n_classes = int(max(ytr.max(), yte.max(), -1 if val_x is None else yva.max())) + 1  # type: ignore[union-attr]
+        xva = _numpy(val_x)
+        given_val = (xva, _labels(val_y, len(xva), "validation"))
+    n_classes = int(max(ytr.max(), yte.max(), -1 if given_val is None else given_val[1].max())) + 1
     if classnames is not None:
         if len(classnames) < n_classes:
             raise ValueError(f"linear probe: {len(classnames)} class names but labels up to {n_classes - 1}")
         n_classes = len(classnames)
     if min(ytr.min(), yte.min()) < 0:
         raise ValueError("linear probe: labels must be >= 0")
-
-    if fewshot_k is not None:
-        shots = fewshot_indices(ytr, fewshot_k, seed)
-        if val_x is None:
-            val_idx = fewshot_indices(ytr, fewshot_k, seed + 1, exclude=shots)
-            xva, yva = xtr[val_idx], ytr[val_idx]
-        else:
-            val_idx = fewshot_indices(yva, fewshot_k, seed + 1)  # type: ignore[arg-type]
-            xva, yva = xva[val_idx], yva[val_idx]  # type: ignore[index]
-        x_fit, y_fit = xtr[shots], ytr[shots]
-        x_final, y_final = x_fit, y_fit
-    else:
-        if val_x is None:
-            tr_idx, va_idx = _stratified_split(ytr, val_fraction, seed)
-            x_fit, y_fit, xva, yva = xtr[tr_idx], ytr[tr_idx], xtr[va_idx], ytr[va_idx]
-        else:
-            x_fit, y_fit = xtr, ytr
-        x_final = np.concatenate([x_fit, xva])  # type: ignore[list-item]
-        y_final = np.concatenate([y_fit, yva])  # type: ignore[list-item]
+    x_fit, y_fit, xva, yva = _fit_and_validation(xtr, ytr, given_val, fewshot_k, val_fraction, seed)
+    # C is chosen on the validation data; the final probe also learns from it (unless few-shot)
+    x_final = x_fit if fewshot_k is not None else np.concatenate([x_fit, xva])
+    y_final = y_fit if fewshot_k is not None else np.concatenate([y_fit, yva])
 
     if len(np.unique(y_final)) < 2:
         raise ValueError("linear probe: the training data has fewer than 2 classes")
-    can_validate = len(yva) > 0 and len(np.unique(y_fit)) >= 2  # type: ignore[arg-type]
+    can_validate = len(yva) > 0 and len(np.unique(y_fit)) >= 2
     if can_validate:
-        best_c, val_scores = select_c(x_fit, y_fit, xva, yva, n_classes, c_grid=c_grid, refine=refine,  # type: ignore[arg-type]
-                                      max_iter=max_iter, seed=seed)
+        best_c, val_scores = select_c(
+            x_fit,
+            y_fit,
+            xva,
+            yva,
+            n_classes,
+            c_grid=c_grid,
+            refine=refine,
+            max_iter=max_iter,
+            seed=seed,
+        )
     else:
         best_c, val_scores = 1.0, {}
     probe = _Probe(max_iter, seed).fit(x_final, y_final, best_c)
-    metrics = zeroshot_metrics(probe.scores(xte, n_classes), torch.from_numpy(yte),
-                               list(classnames) if classnames is not None else None)
-    metrics.update({
-        "C": best_c,
-        "val_acc1": {f"{c:.4g}": a for c, a in sorted(val_scores.items())},
-        "n_train": int(len(y_final)),
-        "n_val": int(len(yva)),  # type: ignore[arg-type]
-        "n_test": int(len(yte)),
-        "fewshot_k": fewshot_k,
-        "c_selected_on": "validation" if can_validate else "default",
-    })
+    metrics = zeroshot_metrics(
+        probe.scores(xte, n_classes), torch.from_numpy(yte), list(classnames) if classnames is not None else None
+    )
+    metrics.update(
+        {
+            "C": best_c,
+            "val_acc1": {f"{c:.4g}": a for c, a in sorted(val_scores.items())},
+            "n_train": len(y_final),
+            "n_val": len(yva),
+            "n_test": len(yte),
+            "fewshot_k": fewshot_k,
+            "c_selected_on": "validation" if can_validate else "default",
+        }
+    )
     return metrics

@@ -1,9 +1,11 @@
 """Plots of the run report: loss curve, embedding-gap map, similarity histograms, confusion, recall@k."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +30,9 @@ def _number(v: Any) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def _series(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, tuple[list[float], list[float]]],
-                                                       dict[str, tuple[list[float], list[float]]]]:
+def _series(
+    rows: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, tuple[list[float], list[float]]], dict[str, tuple[list[float], list[float]]]]:
     """(training series, eval series): name -> (steps, values)."""
     train: dict[str, tuple[list[float], list[float]]] = {}
     evals: dict[str, tuple[list[float], list[float]]] = {}
@@ -118,8 +121,9 @@ def _subsample(x: Tensor, n: int, gen: torch.Generator) -> Tensor:
     return x[torch.randperm(x.shape[0], generator=gen)[:n]]
 
 
-def plot_embedding_gap(image_emb: Tensor, text_emb: Tensor, path: str | Path, *, max_points: int = 2000,
-                       seed: int = 0) -> float:
+def plot_embedding_gap(
+    image_emb: Tensor, text_emb: Tensor, path: str | Path, *, max_points: int = 2000, seed: int = 0
+) -> float:
     """2-D PCA of image and text embeddings together, centroids marked; returns the gap in the title."""
     u = F.normalize(image_emb.detach().cpu().double(), dim=-1)
     v = F.normalize(text_emb.detach().cpu().double(), dim=-1)
@@ -142,13 +146,19 @@ def plot_embedding_gap(image_emb: Tensor, text_emb: Tensor, path: str | Path, *,
     ax.scatter(pu[:, 0], pu[:, 1], s=8, alpha=0.5, color=IMAGE_COLOR, label=f"image (n={u.shape[0]})")
     ax.scatter(pv[:, 0], pv[:, 1], s=8, alpha=0.5, color=TEXT_COLOR, label=f"text (n={v.shape[0]})")
     ax.plot([cu[0], cv[0]], [cu[1], cv[1]], color="black", linewidth=1.5, linestyle="--", zorder=3)
-    ax.scatter([cu[0]], [cu[1]], s=220, marker="X", color=IMAGE_COLOR, edgecolor="black", zorder=4,
-               label="image centroid")
-    ax.scatter([cv[0]], [cv[1]], s=220, marker="X", color=TEXT_COLOR, edgecolor="black", zorder=4,
-               label="text centroid")
-    _label_axes(ax, f"PC1 ({100 * var[0].item():.1f}% of variance)",
-                f"PC2 ({100 * var[1].item():.1f}% of variance)" if var.numel() > 1 else "PC2",
-                f"Image and text embeddings (joint PCA)\nmodality gap ||mean(img) - mean(txt)|| = {gap:.3f}", "best")
+    ax.scatter(
+        [cu[0]], [cu[1]], s=220, marker="X", color=IMAGE_COLOR, edgecolor="black", zorder=4, label="image centroid"
+    )
+    ax.scatter(
+        [cv[0]], [cv[1]], s=220, marker="X", color=TEXT_COLOR, edgecolor="black", zorder=4, label="text centroid"
+    )
+    _label_axes(
+        ax,
+        f"PC1 ({100 * var[0].item():.1f}% of variance)",
+        f"PC2 ({100 * var[1].item():.1f}% of variance)" if var.numel() > 1 else "PC2",
+        f"Image and text embeddings (joint PCA)\nmodality gap ||mean(img) - mean(txt)|| = {gap:.3f}",
+        "best",
+    )
     _save(fig, Path(path))
     return gap
 
@@ -163,8 +173,9 @@ def _unmatched_cosines(u: Tensor, v: Tensor, max_pairs: int, gen: torch.Generato
     return (u[i] * v[j]).sum(-1)
 
 
-def plot_similarity_hist(image_emb: Tensor, text_emb: Tensor, path: str | Path, *,
-                         max_unmatched: int = 200_000, seed: int = 0) -> dict[str, float]:
+def plot_similarity_hist(
+    image_emb: Tensor, text_emb: Tensor, path: str | Path, *, max_unmatched: int = 200_000, seed: int = 0
+) -> dict[str, float]:
     """Histograms of matched (u_i.v_i) and unmatched (u_i.v_j, i != j) cosines; returns their means."""
     u = F.normalize(image_emb.detach().cpu().double(), dim=-1)
     v = F.normalize(text_emb.detach().cpu().double(), dim=-1)
@@ -180,17 +191,25 @@ def plot_similarity_hist(image_emb: Tensor, text_emb: Tensor, path: str | Path, 
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     for vals, color, name in ((unmatched, TEXT_COLOR, "unmatched"), (matched, IMAGE_COLOR, "matched")):
-        ax.hist(vals.numpy(), bins=bins, density=True, alpha=0.55, color=color,
-                label=f"{name} (n={vals.numel()}, mean={vals.mean().item():.3f})")
+        ax.hist(
+            vals.numpy(),
+            bins=bins,
+            density=True,
+            alpha=0.55,
+            color=color,
+            label=f"{name} (n={vals.numel()}, mean={vals.mean().item():.3f})",
+        )
         ax.axvline(vals.mean().item(), color=color, linestyle="--", linewidth=1.5)
-    _label_axes(ax, "cosine similarity (image, text)", "density",
-                "Cosine similarity of matched vs unmatched image-text pairs")
+    _label_axes(
+        ax, "cosine similarity (image, text)", "density", "Cosine similarity of matched vs unmatched image-text pairs"
+    )
     _save(fig, Path(path))
     return {"matched_mean": matched.mean().item(), "unmatched_mean": unmatched.mean().item()}
 
 
-def plot_confusion(matrix: Sequence[Sequence[int]], classnames: Sequence[str], path: str | Path,
-                   *, title: str = "") -> None:
+def plot_confusion(
+    matrix: Sequence[Sequence[int]], classnames: Sequence[str], path: str | Path, *, title: str = ""
+) -> None:
     """Row-normalised confusion matrix (row = true class), counts written in cells when small."""
     m = np.asarray(matrix, dtype=float)
     rows = m.sum(axis=1, keepdims=True)
@@ -207,8 +226,15 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classnames: Sequence[str], p
         for i in range(c):
             for j in range(c):
                 if m[i, j]:
-                    ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize="small",
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(int(m[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize="small",
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title or "Zero-shot confusion matrix")
@@ -220,8 +246,10 @@ def plot_recall_curve(curve: Mapping[str, Sequence[float]], path: str | Path, *,
     ks = list(curve["k"])
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
-    for key, color, name in (("image_retrieval", IMAGE_COLOR, "text→image (image_retrieval_recall@k)"),
-                             ("text_retrieval", TEXT_COLOR, "image→text (text_retrieval_recall@k)")):
+    for key, color, name in (
+        ("image_retrieval", IMAGE_COLOR, "text→image (image_retrieval_recall@k)"),
+        ("text_retrieval", TEXT_COLOR, "image→text (text_retrieval_recall@k)"),
+    ):
         vals = [100 * v if v is not None else np.nan for v in curve.get(key, [])]
         if vals:
             ax.plot(ks, vals, marker="o", color=color, label=name)
@@ -234,8 +262,7 @@ def plot_recall_curve(curve: Mapping[str, Sequence[float]], path: str | Path, *,
 
 def plot_per_class(recall: Mapping[str, Any], path: str | Path, *, title: str = "") -> None:
     """Horizontal bars of per-class recall (classes without images left out)."""
-    items = [(name, float(v)) for name, v in recall.items()
-             if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    items = [(name, float(v)) for name, v in recall.items() if isinstance(v, (int, float)) and math.isfinite(float(v))]
     fig = Figure(figsize=(7, max(3.0, 0.22 * len(items) + 1.5)), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     ax.barh(range(len(items)), [100 * v for _, v in items], color=IMAGE_COLOR)

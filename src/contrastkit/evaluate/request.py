@@ -1,9 +1,11 @@
 """What an evaluation is asked for (:class:`EvalRequest`) and what it gives back (:class:`SuiteOutput`)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -13,11 +15,15 @@ from ..data.sources import open_source
 from ..models.loaded import LoadedModel
 from .retrieval import CURVE_KS, DEFAULT_KS
 
-
 TASKS = ("zeroshot", "retrieval", "linear_probe", "compositional", "geometry")
 DEFAULT_TASKS = ("zeroshot", "retrieval", "compositional", "geometry")
-BENCHMARK_TASK = {"zeroshot": "zeroshot_classification", "retrieval": "zeroshot_retrieval",
-                  "linear_probe": "linear_probe", "compositional": "compositional", "geometry": "geometry"}
+BENCHMARK_TASK = {
+    "zeroshot": "zeroshot_classification",
+    "retrieval": "zeroshot_retrieval",
+    "linear_probe": "linear_probe",
+    "compositional": "compositional",
+    "geometry": "geometry",
+}
 
 
 def parse_tasks(spec: str | Sequence[str]) -> list[str]:
@@ -83,8 +89,17 @@ class TaskLog:
         self.model, self.entries = model, entries
 
     def add(self, task: str, dataset_name: str, metrics: dict[str, Any], **extra: Any) -> None:
-        self.entries.append({"dataset": dataset_name, "model": self.model.name, "pretrained": self.model.pretrained,
-                             "task": BENCHMARK_TASK[task], "metrics": metrics, "language": "en", **extra})
+        self.entries.append(
+            {
+                "dataset": dataset_name,
+                "model": self.model.name,
+                "pretrained": self.model.pretrained,
+                "task": BENCHMARK_TASK[task],
+                "metrics": metrics,
+                "language": "en",
+                **extra,
+            }
+        )
 
 
 def open_split(req: EvalRequest, split: str) -> Dataset:

@@ -1,4 +1,5 @@
 """Write an evaluation: the report (JSON, Markdown, plots) and one CLIP_benchmark-style JSON per task."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "data"
 
 
-def write_suite(out_dir: str | Path, output: SuiteOutput, *, config: dict[str, Any] | None = None,
-                timing: dict[str, Any] | None = None, metrics_log: str | Path | None = None,
-                extra: dict[str, Any] | None = None, plots: bool = True) -> dict[str, Any]:
+def write_suite(
+    out_dir: str | Path,
+    output: SuiteOutput,
+    *,
+    config: dict[str, Any] | None = None,
+    timing: dict[str, Any] | None = None,
+    metrics_log: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
     """Write ``results/<task>_<dataset>.json`` and the report (plots unless ``plots`` is False); return the report.
 
     ``extra`` adds top-level report entries (a training run's data accounting); ``metrics_log``
@@ -36,5 +44,13 @@ def write_suite(out_dir: str | Path, output: SuiteOutput, *, config: dict[str, A
         files.append(fname)
         (results_dir / fname).write_text(json.dumps(to_jsonable(entry), indent=2, allow_nan=False) + "\n")
     results = {**output.results, **(extra or {}), "result_files": [f"results/{f}" for f in files]}
-    return write_report(out_dir, results, config=config, timing=timing, metrics_log=metrics_log,
-                        image_emb=output.image_emb, text_emb=output.text_emb, plots=plots)
+    return write_report(
+        out_dir,
+        results,
+        config=config,
+        timing=timing,
+        metrics_log=metrics_log,
+        image_emb=output.image_emb,
+        text_emb=output.text_emb,
+        plots=plots,
+    )

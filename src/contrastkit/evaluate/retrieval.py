@@ -32,9 +32,11 @@ a few MB: well under 3 GB in all (:func:`peak_bytes`).
 "image_retrieval": [...], "text_retrieval": [...]}``, the two recalls at every k
 of ``curve_ks`` (for the recall@k plot), from the same ranks as the headline keys.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +54,9 @@ def default_chunk_size(n_images: int, n_texts: int, budget: int | None = None) -
     return max(1, min(MAX_CHUNK, budget // max(n_images, n_texts, 1)))
 
 
-def peak_bytes(n_images: int, n_texts: int, dim: int, *, chunk_size: int | None = None,
-               captions_per_image: int = 5) -> int:
+def peak_bytes(
+    n_images: int, n_texts: int, dim: int, *, chunk_size: int | None = None, captions_per_image: int = 5
+) -> int:
     """Upper estimate of the memory :func:`retrieval_metrics` holds at once (float32 inputs)."""
     chunk = chunk_size or default_chunk_size(n_images, n_texts)
     gallery = max(n_images, n_texts)
@@ -87,7 +90,12 @@ def _hit_probability(greater: Tensor, tied_neg: Tensor, tied_pos: Tensor, k: int
 
 
 def _query_ranks(
-    queries: Tensor, gallery: Tensor, positives: Tensor, *, chunk_size: int, tie_tol: float,
+    queries: Tensor,
+    gallery: Tensor,
+    positives: Tensor,
+    *,
+    chunk_size: int,
+    tie_tol: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For each query: (greater, tied negatives, tied positives, has a positive), chunked over queries.
 

@@ -46,10 +46,12 @@ CLIP_benchmark's format: ``dataset``, ``model``, ``pretrained``, ``task``
 ``compositional``, ``geometry``), ``metrics``, ``language`` (``"en"``), plus
 ``split`` and ``model_fingerprint``.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -63,21 +65,48 @@ from .compositional import evaluate_choices, evaluate_compositional, record_pair
 from .features import Features
 from .geometry import geometry_metrics
 from .probe_task import linear_probe_task
-from .request import (BENCHMARK_TASK, DEFAULT_TASKS, TASKS, EvalRequest, SuiteOutput, TaskLog, first_records,
-                      open_split, parse_tasks)
+from .request import (
+    BENCHMARK_TASK,
+    DEFAULT_TASKS,
+    TASKS,
+    EvalRequest,
+    SuiteOutput,
+    TaskLog,
+    first_records,
+    open_split,
+    parse_tasks,
+)
 from .retrieval import retrieval_metrics
 from .zeroshot import evaluate_zeroshot, format_template, zeroshot_tasks_for
 
-__all__ = ["BENCHMARK_TASK", "DEFAULT_TASKS", "TASKS", "EvalRequest", "SuiteOutput", "evaluate_dataset",
-           "evaluate_dataset_with_embeddings", "parse_tasks", "run_suite"]
+__all__ = [
+    "BENCHMARK_TASK",
+    "DEFAULT_TASKS",
+    "TASKS",
+    "EvalRequest",
+    "SuiteOutput",
+    "evaluate_dataset",
+    "evaluate_dataset_with_embeddings",
+    "parse_tasks",
+    "run_suite",
+]
 
 
 def run_suite(model: LoadedModel, req: EvalRequest, cache: FeatureCache | None = None) -> SuiteOutput:
     """Run ``req.tasks`` on ``model`` (see the module docstring)."""
     tasks = parse_tasks(list(req.tasks))
     feats = Features(model, cache, batch_size=req.batch_size, num_workers=req.num_workers, progress=req.progress)
-    out = SuiteOutput({}, [], model={"name": model.name, "pretrained": model.pretrained, "kind": model.kind,
-                                     "logit_scale": model.logit_scale, "logit_bias": model.logit_bias})
+    out = SuiteOutput(
+        {},
+        [],
+        model={
+            "name": model.name,
+            "pretrained": model.pretrained,
+            "kind": model.kind,
+            "logit_scale": model.logit_scale,
+            "logit_bias": model.logit_bias,
+        },
+    )
     log = TaskLog(model, out.task_results)
     seconds: dict[str, float] = {}
     dataset = req.dataset
@@ -102,9 +131,13 @@ def run_suite(model: LoadedModel, req: EvalRequest, cache: FeatureCache | None =
     out.results["model"] = out.model
     if cache is not None:
         out.results["feature_cache"] = {
-            "dir": str(cache.root), "model_key": feats.model_key[:24], "image_sets_from_cache": cache.hits,
-            "image_sets_computed": cache.misses, "texts_from_cache": feats.texts.n_from_store,
-            "texts_embedded": feats.texts.n_embedded}
+            "dir": str(cache.root),
+            "model_key": feats.model_key[:24],
+            "image_sets_from_cache": cache.hits,
+            "image_sets_computed": cache.misses,
+            "texts_from_cache": feats.texts.n_from_store,
+            "texts_embedded": feats.texts.n_embedded,
+        }
     out.results["eval_seconds"] = seconds
     fingerprint = feats.model_key if cache is not None else None
     for entry in out.task_results:
@@ -112,8 +145,15 @@ def run_suite(model: LoadedModel, req: EvalRequest, cache: FeatureCache | None =
     return out
 
 
-def _dataset_tasks(dataset: Dataset, tasks: list[str], req: EvalRequest, feats: Features, log: TaskLog,
-                   out: SuiteOutput, seconds: dict[str, float]) -> None:
+def _dataset_tasks(
+    dataset: Dataset,
+    tasks: list[str],
+    req: EvalRequest,
+    feats: Features,
+    log: TaskLog,
+    out: SuiteOutput,
+    seconds: dict[str, float],
+) -> None:
     """Every asked task that reads the evaluated split: each image embedded once, each string once."""
     ds_name = str(getattr(dataset, "name", type(dataset).__name__))
     records = first_records(dataset, req.max_records)
@@ -121,12 +161,17 @@ def _dataset_tasks(dataset: Dataset, tasks: list[str], req: EvalRequest, feats: 
         raise ValueError(f"dataset {ds_name!r}: no records to evaluate")
     image_emb = feats.record_images(records, {"data": req.data or ds_name, "split": req.split, "dataset": ds_name})
     # Labelled tasks (zero-shot, probe, tolerance); an error only when zero-shot is all that was asked for.
-    zs_tasks = zeroshot_tasks_for(dataset, records, classnames=req.classnames, templates=req.templates,
-                                  required=tasks == ["zeroshot"])
+    zs_tasks = zeroshot_tasks_for(
+        dataset, records, classnames=req.classnames, templates=req.templates, required=tasks == ["zeroshot"]
+    )
     captions = [c for rec in records for c in rec.captions]
     _, _, negatives, _ = record_pairs(records) if "compositional" in tasks else ([], [], [], [])
-    prompts = [format_template(t, c) for task in (zs_tasks if "zeroshot" in tasks else [])
-               for c in task.classnames for t in task.templates]
+    prompts = [
+        format_template(t, c)
+        for task in (zs_tasks if "zeroshot" in tasks else [])
+        for c in task.classnames
+        for t in task.templates
+    ]
     t0 = time.perf_counter()
     wanted = captions if "retrieval" in tasks else [r.captions[0] for r in records if r.captions]
     feats.texts.prefetch(wanted + negatives + prompts)
@@ -148,8 +193,9 @@ def _dataset_tasks(dataset: Dataset, tasks: list[str], req: EvalRequest, feats: 
     if "retrieval" in tasks:
         if captions:
             t2i = [i for i, rec in enumerate(records) for _ in rec.captions]
-            results["retrieval"] = metrics = retrieval_metrics(image_emb, feats.texts(captions), t2i,
-                                                               ks=req.recall_ks, curve_ks=req.curve_ks)
+            results["retrieval"] = metrics = retrieval_metrics(
+                image_emb, feats.texts(captions), t2i, ks=req.recall_ks, curve_ks=req.curve_ks
+            )
             log.add("retrieval", ds_name, metrics, split=req.split)
         else:
             results.setdefault("skipped", {})["retrieval"] = "the records have no captions"
@@ -165,8 +211,17 @@ def _dataset_tasks(dataset: Dataset, tasks: list[str], req: EvalRequest, feats: 
         seconds["linear_probe"] = time.perf_counter() - t0
 
 
-def _pairs_and_geometry(records: Sequence[Record], image_emb: Tensor, zs_tasks: Sequence[Any], geometry: bool,
-                        req: EvalRequest, feats: Features, log: TaskLog, out: SuiteOutput, ds_name: str) -> None:
+def _pairs_and_geometry(
+    records: Sequence[Record],
+    image_emb: Tensor,
+    zs_tasks: Sequence[Any],
+    geometry: bool,
+    req: EvalRequest,
+    feats: Features,
+    log: TaskLog,
+    out: SuiteOutput,
+    ds_name: str,
+) -> None:
     """The matched (image, first caption) embeddings for the plots, and the geometry task on them."""
     captioned = [i for i, rec in enumerate(records) if rec.captions]
     if captioned:
@@ -181,9 +236,14 @@ def _pairs_and_geometry(records: Sequence[Record], image_emb: Tensor, zs_tasks: 
     if zs_tasks:
         labels[torch.as_tensor(zs_tasks[0].indices)] = torch.as_tensor(zs_tasks[0].labels)
     lab = labels[torch.as_tensor(captioned)]
-    geo = geometry_metrics(out.image_emb, out.text_emb, seed=req.seed,
-                           temperature=req.temperature or feats.model.temperature,
-                           hardness_ks=req.hardness_ks, labels=lab if (lab >= 0).any() else None)
+    geo = geometry_metrics(
+        out.image_emb,
+        out.text_emb,
+        seed=req.seed,
+        temperature=req.temperature or feats.model.temperature,
+        hardness_ks=req.hardness_ks,
+        labels=lab if (lab >= 0).any() else None,
+    )
     if zs_tasks and (lab >= 0).any():
         geo["tolerance_labels"] = zs_tasks[0].name
     out.results["geometry"] = geo
@@ -201,19 +261,28 @@ def _benchmark_sets(req: EvalRequest, feats: Features, log: TaskLog) -> dict[str
         items = reader(list(paths), req.images)
 
         def image_fn(loaders: list[Any], idents: list[Any], _name: str = name) -> Tensor:
-            return feats.images(loaders, lambda: idents, {"data": _name, "images": str(req.images)},
-                                desc=f"embed {_name} images")
+            return feats.images(
+                loaders, lambda: idents, {"data": _name, "images": str(req.images)}, desc=f"embed {_name} images"
+            )
 
-        bench[name] = summary = evaluate_choices(feats.model.embedder, items, tol=req.tie_tol, text_fn=feats.texts,
-                                                 image_fn=image_fn)
+        bench[name] = summary = evaluate_choices(
+            feats.model.embedder, items, tol=req.tie_tol, text_fn=feats.texts, image_fn=image_fn
+        )
         log.add("compositional", name, summary)
     return bench
 
 
 def evaluate_dataset_with_embeddings(
-    embedder: Embedder, dataset: Dataset, *, batch_size: int = 256, max_records: int | None = None,
-    progress: bool = True, seed: int = 0, temperature: float | None = None,
-    curve_ks: Sequence[int] | None = None, num_workers: int = 0,
+    embedder: Embedder,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    max_records: int | None = None,
+    progress: bool = True,
+    seed: int = 0,
+    temperature: float | None = None,
+    curve_ks: Sequence[int] | None = None,
+    num_workers: int = 0,
 ) -> SuiteOutput:
     """The default tasks of any :class:`~contrastkit.models.embedder.Embedder` on ``dataset`` (no cache).
 
@@ -221,14 +290,30 @@ def evaluate_dataset_with_embeddings(
     ``out.text_emb[i]`` its first caption. ``temperature`` is the tau of the geometry's
     temperature diagnostics (0.07 when None), ``curve_ks`` adds a recall@k curve.
     """
-    req = EvalRequest(tasks=DEFAULT_TASKS, dataset=dataset, max_records=max_records, curve_ks=tuple(curve_ks or ()),
-                      temperature=temperature, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                      seed=seed)
+    req = EvalRequest(
+        tasks=DEFAULT_TASKS,
+        dataset=dataset,
+        max_records=max_records,
+        curve_ks=tuple(curve_ks or ()),
+        temperature=temperature,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        seed=seed,
+    )
     return run_suite(LoadedModel.of_embedder(embedder), req)
 
 
-def evaluate_dataset(embedder: Embedder, dataset: Dataset, *, batch_size: int = 256, max_records: int | None = None,
-                     progress: bool = True, seed: int = 0) -> dict[str, Any]:
+def evaluate_dataset(
+    embedder: Embedder,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    max_records: int | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Zero-shot, retrieval, compositional and geometry results of ``embedder`` on ``dataset`` (see above)."""
-    return evaluate_dataset_with_embeddings(embedder, dataset, batch_size=batch_size, max_records=max_records,
-                                            progress=progress, seed=seed).results
+    return evaluate_dataset_with_embeddings(
+        embedder, dataset, batch_size=batch_size, max_records=max_records, progress=progress, seed=seed
+    ).results

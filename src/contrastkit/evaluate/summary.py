@@ -1,8 +1,10 @@
 """An evaluation's headline numbers: terminal lines and the metrics-log entries of a quick validation."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 SUMMARY_RECALL = ("image_retrieval_recall@1", "text_retrieval_recall@1")
 
@@ -26,16 +28,20 @@ def summarize_results(res: Mapping[str, Any], split: str | None = None, *, with_
         head = f"{model['name']}: " + head
     lines = [head]
     for task, metrics in (res.get("zeroshot") or {}).items():
-        lines.append(f"  zero-shot {task:<28} acc1 {_pct(metrics.get('acc1'))}  acc5 {_pct(metrics.get('acc5'))}  "
-                     f"mean-per-class recall {_pct(metrics.get('mean_per_class_recall'))}")
+        lines.append(
+            f"  zero-shot {task:<28} acc1 {_pct(metrics.get('acc1'))}  acc5 {_pct(metrics.get('acc5'))}  "
+            f"mean-per-class recall {_pct(metrics.get('mean_per_class_recall'))}"
+        )
     retrieval = res.get("retrieval") or {}
     for key in SUMMARY_RECALL:
         if key in retrieval:
             lines.append(f"  {key:<38} {_pct(retrieval[key])}")
     for task, per_k in (res.get("linear_probe") or {}).items():
         for label, m in per_k.items():
-            lines.append(f"  linear probe {task} ({label}){'':<{max(0, 22 - len(task) - len(label))}} "
-                         f"acc1 {_pct(m.get('acc1'))}  C {m.get('C', float('nan')):.3g}")
+            lines.append(
+                f"  linear probe {task} ({label}){'':<{max(0, 22 - len(task) - len(label))}} "
+                f"acc1 {_pct(m.get('acc1'))}  C {m.get('C', float('nan')):.3g}"
+            )
     for cat, acc in ((res.get("compositional") or {}).get("accuracy") or {}).items():
         lines.append(f"  compositional {cat:<24} {_pct(acc)}")
     for bench, summary in (res.get("compositional_benchmarks") or {}).items():
@@ -46,13 +52,17 @@ def summarize_results(res: Mapping[str, Any], split: str | None = None, *, with_
     if "modality_gap" in geometry:
         lines.append(f"  modality gap (centroid distance)       {geometry['modality_gap']:.3f}")
     if isinstance(geometry.get("effective_negatives"), (int, float)) and math.isfinite(geometry["effective_negatives"]):
-        lines.append(f"  effective negatives at tau {geometry.get('temperature', float('nan')):.3g}"
-                     f"{'':<8}{geometry['effective_negatives']:.1f} of {max(0, int(geometry.get('n_pairs', 1)) - 1)}")
+        lines.append(
+            f"  effective negatives at tau {geometry.get('temperature', float('nan')):.3g}"
+            f"{'':<8}{geometry['effective_negatives']:.1f} of {max(0, int(geometry.get('n_pairs', 1)) - 1)}"
+        )
     cache = res.get("feature_cache")
     if isinstance(cache, Mapping):
-        lines.append(f"  feature cache: {cache.get('image_sets_from_cache', 0)} image set(s) read, "
-                     f"{cache.get('image_sets_computed', 0)} computed; {cache.get('texts_from_cache', 0)} texts read, "
-                     f"{cache.get('texts_embedded', 0)} embedded ({cache.get('dir')})")
+        lines.append(
+            f"  feature cache: {cache.get('image_sets_from_cache', 0)} image set(s) read, "
+            f"{cache.get('image_sets_computed', 0)} computed; {cache.get('texts_from_cache', 0)} texts read, "
+            f"{cache.get('texts_embedded', 0)} embedded ({cache.get('dir')})"
+        )
     return "\n".join(lines)
 
 

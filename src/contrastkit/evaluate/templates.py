@@ -5,6 +5,7 @@
 as ``imagenet1k``). ``simple``: the single template ``a photo of a {}.``.
 Templates use ``{}`` for the class name (``{c}`` is accepted too).
 """
+
 from __future__ import annotations
 
 OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (

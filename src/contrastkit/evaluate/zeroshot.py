@@ -20,10 +20,12 @@ Metrics (N labelled images, C classes, ``pred_i`` = top-1 class):
 Which tasks a dataset's records define (:func:`zeroshot_tasks_for`): the dataset's own
 ``zeroshot_tasks()``, else one ``classification`` task from integer record labels.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +44,11 @@ def format_template(template: str, classname: str) -> str:
 
 
 def class_embeddings(
-    classnames: Sequence[str], templates: Sequence[str], text_fn: Embedder | TextFn, *, batch_size: int = 256,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    text_fn: Embedder | TextFn,
+    *,
+    batch_size: int = 256,
     progress: bool = False,
 ) -> Tensor:
     """C x D class embeddings: normalised mean of the normalised template embeddings of each class."""
@@ -92,8 +98,9 @@ class _Accumulator:
         }
 
 
-def _check_labels(labels: Tensor | Sequence[int], n: int, c: int, classnames: Sequence[str] | None) -> tuple[
-        Tensor, list[str]]:
+def _check_labels(
+    labels: Tensor | Sequence[int], n: int, c: int, classnames: Sequence[str] | None
+) -> tuple[Tensor, list[str]]:
     labels = torch.as_tensor(labels, dtype=torch.long).view(-1)
     if labels.numel() != n:
         raise ValueError(f"{n} samples but {labels.numel()} labels")
@@ -108,8 +115,11 @@ def _check_labels(labels: Tensor | Sequence[int], n: int, c: int, classnames: Se
 
 
 def zeroshot_metrics(
-    logits: Tensor, labels: Tensor | Sequence[int], classnames: Sequence[str] | None = None,
-    *, chunk_size: int = 4096,
+    logits: Tensor,
+    labels: Tensor | Sequence[int],
+    classnames: Sequence[str] | None = None,
+    *,
+    chunk_size: int = 4096,
 ) -> dict[str, Any]:
     """CLIP_benchmark classification metrics from N x C ``logits`` and N integer ``labels``.
 
@@ -120,7 +130,7 @@ def zeroshot_metrics(
     labels, names = _check_labels(labels, n, c, classnames)
     acc = _Accumulator(c)
     for start in range(0, n, chunk_size):
-        acc.add(logits[start:start + chunk_size], labels[start:start + chunk_size])
+        acc.add(logits[start : start + chunk_size], labels[start : start + chunk_size])
     return acc.result(names)
 
 
@@ -133,8 +143,13 @@ def _unique_names(names: Sequence[str]) -> list[str]:
 
 
 def evaluate_zeroshot(
-    image_emb: Tensor, task: ZeroShotTask, text_fn: Embedder | TextFn, *, batch_size: int = 256,
-    progress: bool = False, chunk_size: int = 4096,
+    image_emb: Tensor,
+    task: ZeroShotTask,
+    text_fn: Embedder | TextFn,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+    chunk_size: int = 4096,
 ) -> dict[str, Any]:
     """Zero-shot metrics of ``task`` (see module docstring).
 
@@ -157,8 +172,8 @@ def evaluate_zeroshot(
     classes = class_embeddings(task.classnames, task.templates, text_fn, batch_size=batch_size, progress=progress)
     acc = _Accumulator(len(names))
     for start in range(0, idx.numel(), chunk_size):  # logits for chunk_size images at a time
-        images = F.normalize(image_emb[idx[start:start + chunk_size]].float(), dim=-1)
-        acc.add(images @ classes.T, labels[start:start + chunk_size])
+        images = F.normalize(image_emb[idx[start : start + chunk_size]].float(), dim=-1)
+        acc.add(images @ classes.T, labels[start : start + chunk_size])
     return acc.result(names)
 
 
@@ -167,12 +182,23 @@ def restrict_task(task: ZeroShotTask, n: int) -> ZeroShotTask:
     keep = [j for j, i in enumerate(task.indices) if i < n]
     if len(keep) == len(task.indices):
         return task
-    return ZeroShotTask(task.name, list(task.classnames), list(task.templates),
-                        [task.indices[j] for j in keep], [task.labels[j] for j in keep])
+    return ZeroShotTask(
+        task.name,
+        list(task.classnames),
+        list(task.templates),
+        [task.indices[j] for j in keep],
+        [task.labels[j] for j in keep],
+    )
 
 
-def zeroshot_tasks_for(dataset: Dataset, records: Sequence[Record], *, classnames: list[str] | None = None,
-                       templates: list[str] | None = None, required: bool = False) -> list[ZeroShotTask]:
+def zeroshot_tasks_for(
+    dataset: Dataset,
+    records: Sequence[Record],
+    *,
+    classnames: list[str] | None = None,
+    templates: list[str] | None = None,
+    required: bool = False,
+) -> list[ZeroShotTask]:
     """The dataset's zero-shot tasks over ``records`` (its first ``len(records)``), with ``classnames`` /
     ``templates`` replacing the task's; a ``classification`` task from integer labels when it defines none.
     ``required``: no task at all is an error."""
@@ -185,22 +211,28 @@ def zeroshot_tasks_for(dataset: Dataset, records: Sequence[Record], *, classname
             if not names:
                 raise ValueError("zero-shot: the records have labels but no class names; give --classnames FILE")
             labels = [int(label) for i in labelled if (label := records[i].label) is not None]
-            tasks = [ZeroShotTask("classification", list(names), list(templates or ["a photo of a {}."]),
-                                  labelled, labels)]
+            tasks = [
+                ZeroShotTask("classification", list(names), list(templates or ["a photo of a {}."]), labelled, labels)
+            ]
     if not tasks:
         if required:
-            raise ValueError(f"zero-shot: dataset {getattr(dataset, 'name', '?')!r} defines no classification task "
-                             "and its records have no labels")
+            raise ValueError(
+                f"zero-shot: dataset {getattr(dataset, 'name', '?')!r} defines no classification task "
+                "and its records have no labels"
+            )
         return []
     if classnames is not None:
         if len(tasks) != 1:
-            raise ValueError(f"--classnames: the dataset defines {len(tasks)} zero-shot tasks "
-                             f"({', '.join(t.name for t in tasks)}); class names apply to a single task")
+            raise ValueError(
+                f"--classnames: the dataset defines {len(tasks)} zero-shot tasks "
+                f"({', '.join(t.name for t in tasks)}); class names apply to a single task"
+            )
         if len(classnames) != len(tasks[0].classnames):
-            raise ValueError(f"--classnames: {len(classnames)} names for {len(tasks[0].classnames)} classes "
-                             f"of task {tasks[0].name!r}")
-        tasks[0] = ZeroShotTask(tasks[0].name, list(classnames), tasks[0].templates, tasks[0].indices,
-                                tasks[0].labels)
+            raise ValueError(
+                f"--classnames: {len(classnames)} names for {len(tasks[0].classnames)} classes "
+                f"of task {tasks[0].name!r}"
+            )
+        tasks[0] = ZeroShotTask(tasks[0].name, list(classnames), tasks[0].templates, tasks[0].indices, tasks[0].labels)
     if templates is not None:
         tasks = [ZeroShotTask(t.name, t.classnames, list(templates), t.indices, t.labels) for t in tasks]
     return tasks

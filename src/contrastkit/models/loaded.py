@@ -4,11 +4,13 @@
 content of its weight files (or its state dict), the architecture, the preprocessing, the
 precision and the library version.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from torch import Tensor
 
@@ -42,20 +44,38 @@ class LoadedModel:
     logit_bias: float | None = None
     info: dict[str, Any] = field(default_factory=dict)  # JSON-able description (for the cache's model.json)
     config: Any = None  # a contrastkit run's Config (its data settings are the defaults for --data)
+    batch_size: int = 256  # images / texts per forward pass of the embedder
     weights_hash: WeightsHash | None = None
     _fingerprint: str | None = None
 
     @classmethod
-    def of_dual_encoder(cls, model: DualEncoder, name: str, *, batch_size: int = 256, precision: str = "fp32",
-                        config: Any = None, weights_hash: WeightsHash | None = None,
-                        info: dict[str, Any] | None = None) -> "LoadedModel":
+    def of_dual_encoder(
+        cls,
+        model: DualEncoder,
+        name: str,
+        *,
+        batch_size: int = 256,
+        precision: str = "fp32",
+        config: Any = None,
+        weights_hash: WeightsHash | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> LoadedModel:
         """A contrastkit model as it is now (in training, or loaded from a run)."""
-        return cls(dual_encoder_embedder(model, batch_size=batch_size, precision=precision), "contrastkit", name,
-                   None, logit_scale=float(model.logit_scale.detach()), logit_bias=scalar(model.logit_bias),
-                   info=info or {}, config=config, weights_hash=weights_hash)
+        return cls(
+            dual_encoder_embedder(model, batch_size=batch_size, precision=precision),
+            "contrastkit",
+            name,
+            None,
+            logit_scale=float(model.logit_scale.detach()),
+            logit_bias=scalar(model.logit_bias),
+            info=info or {},
+            config=config,
+            batch_size=batch_size,
+            weights_hash=weights_hash,
+        )
 
     @classmethod
-    def of_embedder(cls, embedder: Embedder, name: str | None = None) -> "LoadedModel":
+    def of_embedder(cls, embedder: Embedder, name: str | None = None) -> LoadedModel:
         """Any object with ``embed_images`` / ``embed_texts`` (no temperature, not cacheable by weights)."""
         return cls(embedder, "embedder", name or type(embedder).__name__, None)
 
@@ -71,8 +91,9 @@ class LoadedModel:
         """sha256 identifying the model's weights, preprocessing and precision (feature-cache key)."""
         if self._fingerprint is None:
             weights = self.weights_hash(hasher) if self.weights_hash is not None else None
-            self._fingerprint = hash_json({"kind": self.kind, "info": self.info, "weights": weights,
-                                           "precision": self.precision})
+            self._fingerprint = hash_json(
+                {"kind": self.kind, "info": self.info, "weights": weights, "precision": self.precision}
+            )
         return self._fingerprint
 
 

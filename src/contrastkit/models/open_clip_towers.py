@@ -21,10 +21,11 @@ Both towers' ``nn.MultiheadAttention`` modules become
 :class:`~contrastkit.models.lean_attention.LeanSelfAttention` (same parameters and state-dict
 keys, same function; fewer layout copies in training).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from PIL import Image
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 from .lean_attention import use_lean_attention
 
 
-def _require_open_clip():  # noqa: ANN202 - returns the module
+def _require_open_clip():
     try:
         import open_clip
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -108,8 +109,11 @@ class OpenClipTextTower(nn.Module):
         self.model = model
         self.name = name
         self._tokenizer = tokenizer
-        self.output_dim = int(getattr(model, "embed_dim", 0) or getattr(getattr(model, "text", None), "output_dim", 0)
-                              or model.text_projection.shape[-1])
+        self.output_dim = int(
+            getattr(model, "embed_dim", 0)
+            or getattr(getattr(model, "text", None), "output_dim", 0)
+            or model.text_projection.shape[-1]
+        )
         self.pad_token_id = 0
         self._causal = _causal_text(model)
 
@@ -145,14 +149,18 @@ def build_open_clip(name: str, pretrained: str | None = None) -> OpenClipParts:
     """Build an open_clip model and split it into an image tower and a text tower."""
     open_clip = _require_open_clip()
     if name not in open_clip.list_models():
-        raise ValueError(f"open_clip has no model {name!r}; see open_clip.list_models() "
-                         f"(e.g. {', '.join(open_clip.list_models()[:5])}, ...)")
+        raise ValueError(
+            f"open_clip has no model {name!r}; see open_clip.list_models() "
+            f"(e.g. {', '.join(open_clip.list_models()[:5])}, ...)"
+        )
     if pretrained is not None:
         from pathlib import Path
 
         if not Path(pretrained).exists():
-            raise FileNotFoundError(f"model.pretrained: {pretrained} does not exist "
-                                    "(give a local checkpoint file; downloads are not attempted)")
+            raise FileNotFoundError(
+                f"model.pretrained: {pretrained} does not exist "
+                "(give a local checkpoint file; downloads are not attempted)"
+            )
     model = open_clip.create_model(name, pretrained=pretrained, weights_only=True)
     if not hasattr(model, "visual") or not hasattr(model, "encode_text"):
         raise ValueError(f"open_clip model {name!r} is not a two-tower CLIP model")
@@ -167,5 +175,6 @@ def build_open_clip(name: str, pretrained: str | None = None) -> OpenClipParts:
         if isinstance(getattr(model, attr, None), nn.Parameter):
             delattr(model, attr)
     tokenizer = open_clip.get_tokenizer(name)
-    return OpenClipParts(OpenClipImageTower(visual, name), OpenClipTextTower(model, name, tokenizer),
-                         logit_scale, logit_bias)
+    return OpenClipParts(
+        OpenClipImageTower(visual, name), OpenClipTextTower(model, name, tokenizer), logit_scale, logit_bias
+    )

@@ -17,9 +17,10 @@ on the demo recipe (H200, 500 steps) the start-token / pooling-token-only
 variants reached 37% held-out shape accuracy, mean text pooling plus mean cell
 pooling 67%, mean text pooling plus max cell pooling 71%.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from PIL import Image
@@ -52,8 +53,13 @@ class TinyCNN(nn.Module):
             raise ValueError(f"tiny_cnn needs an image size divisible by 16, got {image_size}")
         self.image_size = image_size
         c = max(8, width // 4)
-        stages = [_conv(3, c, 2), _conv(c, 2 * c, 2), _conv(2 * c, 4 * c, 2), _conv(4 * c, 4 * c, 1),
-                  _conv(4 * c, width, 2)]
+        stages = [
+            _conv(3, c, 2),
+            _conv(c, 2 * c, 2),
+            _conv(2 * c, 4 * c, 2),
+            _conv(4 * c, 4 * c, 1),
+            _conv(4 * c, width, 2),
+        ]
         grid = image_size // 16
         if grid > 4:
             stages.append(nn.AdaptiveAvgPool2d(4))
@@ -62,8 +68,9 @@ class TinyCNN(nn.Module):
         self.cells = grid * grid
         self.pos = nn.Parameter(torch.randn(1, self.cells, width) * 0.02)
         self.pool_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-        self.mixer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, activation="gelu",
-                                                batch_first=True, norm_first=True)
+        self.mixer = nn.TransformerEncoderLayer(
+            width, heads, 2 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.norm = nn.LayerNorm(width)
         self.output_dim = width
 
@@ -83,12 +90,14 @@ class TinyCNN(nn.Module):
 
     def image_transform(self, train: bool) -> Callable[[Image.Image], Tensor]:
         size = self.image_size
-        return v2.Compose([
-            v2.ToImage(),
-            v2.Resize((size, size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(TINY_MEAN, TINY_STD),
-        ])
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((size, size), antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(TINY_MEAN, TINY_STD),
+            ]
+        )
 
 
 class TinyTextTransformer(nn.Module):
@@ -96,14 +105,16 @@ class TinyTextTransformer(nn.Module):
 
     projected = False
 
-    def __init__(self, width: int = 128, layers: int = 2, heads: int = 4, vocab_size: int = 8192,
-                 context_length: int = 24) -> None:
+    def __init__(
+        self, width: int = 128, layers: int = 2, heads: int = 4, vocab_size: int = 8192, context_length: int = 24
+    ) -> None:
         super().__init__()
         self.tokenizer = HashedWordTokenizer(vocab_size, context_length)
         self.embed = nn.Embedding(vocab_size, width, padding_idx=self.tokenizer.pad_token_id)
         self.pos = nn.Parameter(torch.randn(1, context_length, width) * 0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.output_dim = width

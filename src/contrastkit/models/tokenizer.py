@@ -6,11 +6,12 @@ vocabulary, the same way on every machine. Id 0 is padding, 1 marks the start
 (its output is the pooled text feature), 2 the end. Captions longer than the
 context are truncated; the tokenizer counts how many were.
 """
+
 from __future__ import annotations
 
 import re
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -7,12 +7,14 @@
 Every module in this package that defines a term registers it on import; the
 package imports them all, so a new family only needs a new file.
 """
+
 from __future__ import annotations
 
 import importlib
 import inspect
 import pkgutil
-from typing import Any, Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -35,8 +37,10 @@ class NonFiniteLossError(FloatingPointError):
 
     def __init__(self, term: str, value: float, step: int | None = None) -> None:
         where = f" at step {step}" if step is not None else ""
-        super().__init__(f"objective term {term!r} produced {value}{where}; "
-                         "lower the learning rate, check the data, or enable gradient clipping")
+        super().__init__(
+            f"objective term {term!r} produced {value}{where}; "
+            "lower the learning rate, check the data, or enable gradient clipping"
+        )
         self.term, self.value, self.step = term, value, step
 
 
@@ -78,11 +82,21 @@ class Objective(nn.Module):
 
 
 def term_parameters(name: str) -> dict[str, Any]:
-    """Hyperparameters of a registered term and their defaults."""
-    sig = inspect.signature(TERMS.get(name).__init__)
-    return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
-            for p in sig.parameters.values()
-            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    """Hyperparameters of a registered term and their defaults.
+
+    A term whose ``__init__`` passes ``**kwargs`` on to its parent term also takes the parent's.
+    """
+    params: dict[str, Any] = {}
+    for klass in TERMS.get(name).__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        signature = inspect.signature(vars(klass)["__init__"])
+        for p in signature.parameters.values():
+            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+                params.setdefault(p.name, None if p.default is inspect.Parameter.empty else p.default)
+        if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+            break
+    return params
 
 
 def build_term(spec: Mapping[str, Any], where: str = "objective") -> tuple[Term, float, str]:
@@ -101,8 +115,10 @@ def build_term(spec: Mapping[str, Any], where: str = "objective") -> tuple[Term,
     allowed = term_parameters(name)
     unknown = sorted(set(spec) - set(allowed))
     if unknown:
-        raise ValueError(f"{where}.{name}: unknown parameter(s) {', '.join(unknown)}; "
-                         f"allowed: {', '.join(sorted(allowed)) or '(none)'}")
+        raise ValueError(
+            f"{where}.{name}: unknown parameter(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed)) or '(none)'}"
+        )
     try:
         term = TERMS.get(name)(**spec)
     except (TypeError, ValueError) as err:
@@ -129,5 +145,13 @@ def build(specs: Sequence[Mapping[str, Any]]) -> Objective:
     return Objective(terms, weights, labels)
 
 
-__all__ = ["build", "Objective", "ObjectiveOutput", "NonFiniteLossError", "Term", "TERMS",
-           "register_term", "term_parameters"]
+__all__ = [
+    "TERMS",
+    "NonFiniteLossError",
+    "Objective",
+    "ObjectiveOutput",
+    "Term",
+    "build",
+    "register_term",
+    "term_parameters",
+]

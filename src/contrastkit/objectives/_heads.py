@@ -19,6 +19,7 @@ optimizer (and before wrapping in DDP), the engine must:
 3. only then collect ``objective.parameters()`` (``has_lazy_parameters`` must be
    False). Loading a checkpoint's state dict also materialises them.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -41,8 +42,9 @@ def freeze(module: nn.Module) -> nn.Module:
             if param is None:
                 continue
             if is_lazy(param):
-                sub._parameters[key] = UninitializedParameter(requires_grad=False, device=param.device,
-                                                              dtype=param.dtype)
+                sub._parameters[key] = UninitializedParameter(
+                    requires_grad=False, device=param.device, dtype=param.dtype
+                )
             else:
                 param.requires_grad_(False)
     return module
@@ -53,8 +55,16 @@ def linear(in_dim: int | None, out_dim: int, bias: bool = True) -> nn.Module:
     return nn.LazyLinear(out_dim, bias=bias) if in_dim is None else nn.Linear(in_dim, out_dim, bias=bias)
 
 
-def mlp(hidden_dim: int, out_dim: int, num_layers: int, *, in_dim: int | None = None, bias: bool = True,
-        last_bias: bool | None = None, last_bn: str = "none") -> nn.Sequential:
+def mlp(
+    hidden_dim: int,
+    out_dim: int,
+    num_layers: int,
+    *,
+    in_dim: int | None = None,
+    bias: bool = True,
+    last_bias: bool | None = None,
+    last_bn: str = "none",
+) -> nn.Sequential:
     """Projector ``[Linear -> BN -> ReLU] x (num_layers - 1) -> Linear [-> BN]``.
 
     ``num_layers = 1`` is a single (lazy) linear map. ``last_bn``: ``"none"``,
@@ -67,8 +77,11 @@ def mlp(hidden_dim: int, out_dim: int, num_layers: int, *, in_dim: int | None = 
     layers: list[tuple[str, nn.Module]] = []
     width = in_dim
     for i in range(1, num_layers):
-        layers += [(f"linear{i}", linear(width, hidden_dim, bias)), (f"bn{i}", nn.BatchNorm1d(hidden_dim)),
-                   (f"relu{i}", nn.ReLU())]
+        layers += [
+            (f"linear{i}", linear(width, hidden_dim, bias)),
+            (f"bn{i}", nn.BatchNorm1d(hidden_dim)),
+            (f"relu{i}", nn.ReLU()),
+        ]
         width = hidden_dim
     layers.append((f"linear{num_layers}", linear(width, out_dim, bias if last_bias is None else last_bias)))
     if last_bn != "none":
@@ -83,8 +96,10 @@ def has_batchnorm(module: nn.Module) -> bool:
 def check_bn_batch(term: str, module: nn.Module, rows: int) -> None:
     """BatchNorm in training mode needs >= 2 rows; say so in words instead of torch's message."""
     if rows < 2 and module.training and has_batchnorm(module):
-        raise ValueError(f"objective term {term!r}: its projector uses BatchNorm, which is undefined for a "
-                         f"global batch of {rows} row(s) in training mode; use a batch of at least 2")
+        raise ValueError(
+            f"objective term {term!r}: its projector uses BatchNorm, which is undefined for a "
+            f"global batch of {rows} row(s) in training mode; use a batch of at least 2"
+        )
 
 
 def check_features(term: str, field: str, x: Tensor, ndim: int) -> None:
@@ -100,8 +115,7 @@ class LazySquareLinear(LazyModuleMixin, nn.Linear):
     weight: UninitializedParameter
     bias: UninitializedParameter  # type: ignore[assignment]
 
-    def __init__(self, bias: bool = True, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(self, bias: bool = True, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         factory = {"device": device, "dtype": dtype}
         super().__init__(0, 0, False)
         self.weight = UninitializedParameter(**factory)
@@ -112,7 +126,7 @@ class LazySquareLinear(LazyModuleMixin, nn.Linear):
         if not self.has_uninitialized_params() and self.in_features != 0:
             super().reset_parameters()
 
-    def initialize_parameters(self, input: Tensor) -> None:  # noqa: A002 - torch's signature
+    def initialize_parameters(self, input: Tensor) -> None:
         if self.has_uninitialized_params():
             with torch.no_grad():
                 self.in_features = self.out_features = int(input.shape[-1])

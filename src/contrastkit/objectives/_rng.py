@@ -11,6 +11,7 @@ The generator state is saved with the term through ``nn.Module``'s extra
 state (a uint8 tensor under ``<prefix>_extra_state`` in ``state_dict``), so a
 resumed run replays the same stream.
 """
+
 from __future__ import annotations
 
 import math

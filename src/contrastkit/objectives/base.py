@@ -1,4 +1,5 @@
 """Objective terms: the base class and the registry every term family joins."""
+
 from __future__ import annotations
 
 from typing import ClassVar

@@ -13,13 +13,14 @@ clamped to [1, 100] after each step like the model's):
     L_ab = 1/2 [CE(t_l H_a G_b^T, P) + CE(t_l G_b H_a^T, P)],   P = (1 - eps) I + eps / B
     L_local = 1/(V V') sum_a sum_b L_ab            (eps = 0.1 by default)
 
-Recipe (METHODS A7): ``clip`` weight 1/(1+n), ``cl2l_local`` weight n/(1+n),
+Recipe (docs/methods.md A7): ``clip`` weight 1/(1+n), ``cl2l_local`` weight n/(1+n),
 both doubled in the release's ``sum`` mode.
 
 Inputs: ``image_view_features`` (V x B x F_img) and ``text_view_features``
 (V' x B x F_txt), raw pooled tower outputs. The projectors are lazy: see
 :mod:`contrastkit.objectives._heads` for the dry-forward contract.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,9 @@ from .base import Term, register_term
 from .functional import info_nce
 
 
-def cl2l_local_loss(image_views: Tensor, text_views: Tensor, logit_scale: Tensor,
-                    label_smoothing: float = 0.1) -> Tensor:
+def cl2l_local_loss(
+    image_views: Tensor, text_views: Tensor, logit_scale: Tensor, label_smoothing: float = 0.1
+) -> Tensor:
     """Mean over all (image view a, text view b) pairs of the symmetric smoothed InfoNCE.
 
     ``image_views``: V x B x D and ``text_views``: V' x B x D, already L2-normalised.
@@ -55,9 +57,15 @@ class Cl2lLocalTerm(Term):
     description = "CL2L: smoothed InfoNCE over every strong (image view, text view) pair via own MLP heads and scale"
     requires: ClassVar[tuple[str, ...]] = ("image_view_features", "text_view_features")
 
-    def __init__(self, hidden_dim: int = 4096, out_dim: int = 256, num_layers: int = 3,
-                 label_smoothing: float = 0.1, logit_scale_init: float = 10.0,
-                 logit_scale_max: float = 100.0) -> None:
+    def __init__(
+        self,
+        hidden_dim: int = 4096,
+        out_dim: int = 256,
+        num_layers: int = 3,
+        label_smoothing: float = 0.1,
+        logit_scale_init: float = 10.0,
+        logit_scale_max: float = 100.0,
+    ) -> None:
         super().__init__()
         for key, value in (("hidden_dim", hidden_dim), ("out_dim", out_dim), ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -67,8 +75,10 @@ class Cl2lLocalTerm(Term):
         if not logit_scale_max >= 1.0:
             raise ValueError(f"cl2l_local: logit_scale_max must be >= 1, got {logit_scale_max}")
         if not 1.0 <= logit_scale_init <= logit_scale_max:
-            raise ValueError(f"cl2l_local: logit_scale_init must be in [1, logit_scale_max={logit_scale_max}], "
-                             f"got {logit_scale_init}")
+            raise ValueError(
+                f"cl2l_local: logit_scale_init must be in [1, logit_scale_max={logit_scale_max}], "
+                f"got {logit_scale_init}"
+            )
         self.label_smoothing = float(label_smoothing)
         self.logit_scale_max = float(logit_scale_max)
         self.image_projector = mlp(hidden_dim, out_dim, num_layers)
@@ -90,8 +100,10 @@ class Cl2lLocalTerm(Term):
         check_features(self.name, "text_view_features", enc.text_view_features, 3)
         rows = enc.image_view_features.shape[1]
         if enc.text_view_features.shape[1] != rows:
-            raise ValueError(f"objective term {self.name!r}: image_view_features has {rows} rows per view but "
-                             f"text_view_features has {enc.text_view_features.shape[1]}")
+            raise ValueError(
+                f"objective term {self.name!r}: image_view_features has {rows} rows per view but "
+                f"text_view_features has {enc.text_view_features.shape[1]}"
+            )
         check_bn_batch(self.name, self, rows)
         h_img = self.project(self.image_projector, enc.image_view_features)
         h_txt = self.project(self.text_projector, enc.text_view_features)

@@ -15,6 +15,7 @@ linear in B, exact gradients); batches of at most ``dense_max_rows`` rows (or
 one tile) use the dense :func:`clip_loss`, which is faster there and gives the
 same result. :func:`clip_loss` stays the reference the tests compare against.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -32,8 +33,9 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-def clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor, label_smoothing: float = 0.0,
-              reduction: str = "mean") -> Tensor:
+def clip_loss(
+    image: Tensor, text: Tensor, logit_scale: Tensor, label_smoothing: float = 0.0, reduction: str = "mean"
+) -> Tensor:
     """Symmetric InfoNCE over the global batch (dense logits)."""
     logits = logit_scale * image @ text.t()
     loss_i2t = info_nce(logits, label_smoothing)
@@ -48,8 +50,13 @@ class ClipTerm(Term):
     description = "CLIP/ALIGN symmetric InfoNCE over in-batch negatives (optional label smoothing)"
     model_defaults: ClassVar[dict[str, float]] = {}
 
-    def __init__(self, label_smoothing: float | None = None, reduction: str | None = None,
-                 preset: str = "clip", tile_size: int | None = None) -> None:
+    def __init__(
+        self,
+        label_smoothing: float | None = None,
+        reduction: str | None = None,
+        preset: str = "clip",
+        tile_size: int | None = None,
+    ) -> None:
         super().__init__()
         if preset not in PRESETS:
             raise ValueError(f"clip: preset must be one of {sorted(PRESETS)}, got {preset!r}")
@@ -69,5 +76,6 @@ class ClipTerm(Term):
         tile = self.tile_size or default_tile_size(enc.image.device)
         if enc.image.shape[0] <= min(tile, dense_max_rows(enc.image.device)):
             return clip_loss(enc.image, enc.text, enc.logit_scale, self.label_smoothing, self.reduction)
-        return tiled_clip_loss(enc.image, enc.text, enc.logit_scale, self.label_smoothing, self.reduction,
-                               tile_size=tile)
+        return tiled_clip_loss(
+            enc.image, enc.text, enc.logit_scale, self.label_smoothing, self.reduction, tile_size=tile
+        )

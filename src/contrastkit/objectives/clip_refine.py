@@ -29,6 +29,7 @@ almost uniform, so by default both logits carry their model's logit scale
 alpha = 1 reduces hycd to T^2 CE(l / T, I) averaged over both directions.
 Released recipe: 0 clip + 1 rafa + 1 hycd, 1 epoch.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,18 +69,26 @@ def hycd_direction(logits: Tensor, reference_logits: Tensor, alpha: float, tempe
     """T^2 KL(q || softmax(l / T)) with batchmean reduction."""
     q = hycd_targets(reference_logits, alpha, temperature)
     log_p = F.log_softmax(logits / temperature, dim=-1)
-    return F.kl_div(log_p, q, reduction="batchmean") * temperature ** 2
+    return F.kl_div(log_p, q, reduction="batchmean") * temperature**2
 
 
-def hycd_loss(image: Tensor, text: Tensor, reference_image: Tensor, reference_text: Tensor,
-              logit_scale: Tensor | float = 1.0, reference_logit_scale: Tensor | float = 1.0,
-              alpha: float = 0.5, temperature: float = 1.0) -> Tensor:
+def hycd_loss(
+    image: Tensor,
+    text: Tensor,
+    reference_image: Tensor,
+    reference_text: Tensor,
+    logit_scale: Tensor | float = 1.0,
+    reference_logit_scale: Tensor | float = 1.0,
+    alpha: float = 0.5,
+    temperature: float = 1.0,
+) -> Tensor:
     """HyCD averaged over the image->text and text->image directions."""
     logits = logit_scale * image @ text.t()
     with torch.no_grad():
         ref = reference_logit_scale * reference_image @ reference_text.t()
-    return (hycd_direction(logits, ref, alpha, temperature)
-            + hycd_direction(logits.t(), ref.t(), alpha, temperature)) / 2
+    return (
+        hycd_direction(logits, ref, alpha, temperature) + hycd_direction(logits.t(), ref.t(), alpha, temperature)
+    ) / 2
 
 
 @register_term
@@ -126,5 +135,6 @@ class HycdTerm(Term):
             scale, ref_scale = enc.logit_scale, enc.reference_logit_scale.detach()
         else:
             scale, ref_scale = 1.0, 1.0
-        return hycd_loss(enc.image, enc.text, enc.reference_image, enc.reference_text,
-                         scale, ref_scale, self.alpha, self.temperature)
+        return hycd_loss(
+            enc.image, enc.text, enc.reference_image, enc.reference_text, scale, ref_scale, self.alpha, self.temperature
+        )

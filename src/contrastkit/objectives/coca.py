@@ -2,7 +2,7 @@
 
 Yu et al. 2022, "CoCa: Contrastive Captioners are Image-Text Foundation Models"
 (reference implementation: open_clip ``CoCa`` / ``CoCaLoss``). Use with ``clip``:
-L = 1.0 L_con + 2.0 L_cap (METHODS A14).
+L = 1.0 L_con + 2.0 L_cap (docs/methods.md A14).
 
 The decoder reads the caption tokens y (``enc.caption_tokens``, B x L, right-padded
 with ``enc.pad_token_id``) and cross-attends to the image tokens
@@ -19,11 +19,12 @@ causal self-attention, cross-attention to the image tokens and a GELU MLP
 (``nn.TransformerDecoderLayer``), a final LayerNorm and a bias-free vocabulary
 projection. :meth:`CocaCaptionTerm.generate` decodes greedily for demos.
 
-METHODS notes that the caption loss is local (no gather): the term averages over
+docs/methods.md notes that the caption loss is local (no gather): the term averages over
 whatever rows it is handed, so an engine may hand it the local rows only.
 The image projection is lazy: see :mod:`contrastkit.objectives._heads` for the
 dry-forward contract.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -54,16 +55,29 @@ class CocaCaptionTerm(Term):
     description = "CoCa captioning: teacher-forced token CE of a small decoder cross-attending to image tokens"
     requires: ClassVar[tuple[str, ...]] = ("image_tokens", "caption_tokens")
 
-    def __init__(self, vocab_size: int, width: int = 256, layers: int = 2, heads: int = 4,
-                 context_length: int = 77, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        width: int = 256,
+        layers: int = 2,
+        heads: int = 4,
+        context_length: int = 77,
+        mlp_ratio: float = 4.0,
+    ) -> None:
         super().__init__()
-        for key, value in (("vocab_size", vocab_size), ("width", width), ("layers", layers), ("heads", heads),
-                           ("context_length", context_length)):
+        for key, value in (
+            ("vocab_size", vocab_size),
+            ("width", width),
+            ("layers", layers),
+            ("heads", heads),
+            ("context_length", context_length),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"coca_caption: {key} must be a positive integer, got {value!r}")
         if context_length < 2:
-            raise ValueError(f"coca_caption: context_length must be >= 2 (a start token and one target), "
-                             f"got {context_length}")
+            raise ValueError(
+                f"coca_caption: context_length must be >= 2 (a start token and one target), got {context_length}"
+            )
         if width % heads:
             raise ValueError(f"coca_caption: width {width} must be divisible by heads {heads}")
         if not mlp_ratio > 0:
@@ -73,8 +87,15 @@ class CocaCaptionTerm(Term):
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
         self.image_proj = nn.LazyLinear(width)
         self.image_ln = nn.LayerNorm(width)
-        block = nn.TransformerDecoderLayer(width, heads, dim_feedforward=int(round(width * mlp_ratio)), dropout=0.0,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        block = nn.TransformerDecoderLayer(
+            width,
+            heads,
+            dim_feedforward=round(width * mlp_ratio),
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
         self.decoder = nn.TransformerDecoder(block, layers)
         self.ln_final = nn.LayerNorm(width)
         self.lm_head = nn.Linear(width, vocab_size, bias=False)
@@ -97,24 +118,33 @@ class CocaCaptionTerm(Term):
         tokens, image_tokens = enc.caption_tokens, enc.image_tokens
         assert tokens is not None and image_tokens is not None
         if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"objective term {self.name!r}: caption_tokens must be a B x L integer tensor, "
-                             f"got {tuple(tokens.shape)} {tokens.dtype}")
+            raise ValueError(
+                f"objective term {self.name!r}: caption_tokens must be a B x L integer tensor, "
+                f"got {tuple(tokens.shape)} {tokens.dtype}"
+            )
         if image_tokens.ndim != 3 or image_tokens.shape[0] != tokens.shape[0]:
-            raise ValueError(f"objective term {self.name!r}: image_tokens must be B x N x F with B = "
-                             f"{tokens.shape[0]} (as caption_tokens), got {tuple(image_tokens.shape)}")
+            raise ValueError(
+                f"objective term {self.name!r}: image_tokens must be B x N x F with B = "
+                f"{tokens.shape[0]} (as caption_tokens), got {tuple(image_tokens.shape)}"
+            )
         if not 2 <= tokens.shape[1] <= self.context_length:
-            raise ValueError(f"objective term {self.name!r}: caption_tokens length {tokens.shape[1]} must be in "
-                             f"[2, context_length={self.context_length}]")
+            raise ValueError(
+                f"objective term {self.name!r}: caption_tokens length {tokens.shape[1]} must be in "
+                f"[2, context_length={self.context_length}]"
+            )
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
-            raise ValueError(f"objective term {self.name!r}: caption token ids must be in [0, vocab_size="
-                             f"{self.vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]")
+            raise ValueError(
+                f"objective term {self.name!r}: caption token ids must be in [0, vocab_size="
+                f"{self.vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]"
+            )
         tokens = tokens.long()
         logits = self.decode(tokens[:, :-1], self.encode_image(image_tokens))
         return caption_loss(logits, tokens[:, 1:], enc.pad_token_id)
 
     @torch.no_grad()
-    def generate(self, image_tokens: Tensor, bos_id: int, eos_id: int, max_len: int | None = None,
-                 pad_id: int = 0) -> Tensor:
+    def generate(
+        self, image_tokens: Tensor, bos_id: int, eos_id: int, max_len: int | None = None, pad_id: int = 0
+    ) -> Tensor:
         """Greedy captions: B x T ids (T <= max_len) starting with ``bos_id``; after a row's
         ``eos_id`` the row is filled with ``pad_id``. Stops when every row has ended."""
         max_len = self.context_length if max_len is None else max_len

@@ -34,6 +34,7 @@ have q.q > 0, so affine weights are >= ~0.5 and at large B the target is
 nearly uniform; "clamp" with a threshold sharpens it. The engine can log
 :func:`cwcl_target_entropy` (via :meth:`CwclTerm.target_entropy`) to watch it.
 """
+
 from __future__ import annotations
 
 import math
@@ -90,8 +91,9 @@ class CwclTerm(Term):
     name = "cwcl"
     description = "CWCL: InfoNCE with soft targets weighted by the frozen side's intra-modal similarity"
 
-    def __init__(self, frozen: str = "text", weight_source: str = "embedding", weight_map: str = "affine",
-                 threshold: float = 0.0) -> None:
+    def __init__(
+        self, frozen: str = "text", weight_source: str = "embedding", weight_map: str = "affine", threshold: float = 0.0
+    ) -> None:
         super().__init__()
         if frozen not in FROZEN_SIDES:
             raise ValueError(f"cwcl: frozen must be one of {FROZEN_SIDES}, got {frozen!r}")
@@ -112,8 +114,9 @@ class CwclTerm(Term):
         enc.require(self.name, *self.requires)
         q = getattr(enc, self.weight_field)
         if q.shape[0] != enc.batch_size:
-            raise ValueError(f"objective term 'cwcl': {self.weight_field} has {q.shape[0]} rows, "
-                             f"the batch {enc.batch_size}")
+            raise ValueError(
+                f"objective term 'cwcl': {self.weight_field} has {q.shape[0]} rows, the batch {enc.batch_size}"
+            )
         return cwcl_weights(q, self.weight_map, self.threshold)
 
     def target_entropy(self, enc: Encoded, normalized: bool = False) -> Tensor:

@@ -34,6 +34,7 @@ weight 0.005 keeps its meaning at any global batch size or world size;
 Full recipe: L = negclip + 0.1 degla_igc + 0.1 degla_tgc + 0.005 ema_distill,
 teacher = EMA of the student with decay 0.9996 per optimizer step.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -58,8 +59,9 @@ def _grounded_ce(logits: Tensor, valid: Tensor | None) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
-def degla_igc_loss(image: Tensor, text: Tensor, neg_text: Tensor, logit_scale: Tensor,
-                   neg_mask: Tensor | None = None) -> Tensor:
+def degla_igc_loss(
+    image: Tensor, text: Tensor, neg_text: Tensor, logit_scale: Tensor, neg_mask: Tensor | None = None
+) -> Tensor:
     """Image i against its own positive and its own K negatives, at the CLIP scale."""
     pos = (image * text).sum(dim=-1, keepdim=True)  # B x 1
     neg = torch.einsum("bd,bkd->bk", image, neg_text)  # B x K
@@ -80,8 +82,14 @@ def tgc_negative_index(batch: int, k: int, mode: str, device: torch.device | Non
     raise ValueError(f"degla_tgc: tgc_mask_mode must be one of {TGC_MASK_MODES}, got {mode!r}")
 
 
-def degla_tgc_loss(text: Tensor, teacher_text: Tensor, neg_text: Tensor, neg_mask: Tensor | None = None,
-                   scale: float = 10.0, mode: str = "own") -> Tensor:
+def degla_tgc_loss(
+    text: Tensor,
+    teacher_text: Tensor,
+    neg_text: Tensor,
+    neg_mask: Tensor | None = None,
+    scale: float = 10.0,
+    mode: str = "own",
+) -> Tensor:
     """Student caption i against {teacher caption i, student negatives}, fixed scale, CE on the teacher."""
     b, k, d = neg_text.shape
     index = tgc_negative_index(b, k, mode, text.device)  # B x K
@@ -92,9 +100,16 @@ def degla_tgc_loss(text: Tensor, teacher_text: Tensor, neg_text: Tensor, neg_mas
     return _grounded_ce(scale * torch.cat([pos, neg], dim=1), valid)
 
 
-def ema_distill_loss(image: Tensor, text: Tensor, teacher_image: Tensor, teacher_text: Tensor,
-                     neg_text: Tensor | None = None, teacher_neg_text: Tensor | None = None,
-                     neg_mask: Tensor | None = None, batch_rows: int | None = 32) -> Tensor:
+def ema_distill_loss(
+    image: Tensor,
+    text: Tensor,
+    teacher_image: Tensor,
+    teacher_text: Tensor,
+    neg_text: Tensor | None = None,
+    teacher_neg_text: Tensor | None = None,
+    neg_mask: Tensor | None = None,
+    batch_rows: int | None = 32,
+) -> Tensor:
     """R * [mean_i ||x_i - x^T_i||^2 + mean_i (||y_i - y^T_i||^2 + sum_k m_ik ||n_ik - n^T_ik||^2)]."""
     img_err = (image - teacher_image.detach()).pow(2).sum(dim=-1)  # B
     txt_err = (text - teacher_text.detach()).pow(2).sum(dim=-1)  # B
@@ -131,8 +146,10 @@ class DeglaTgcTerm(Term):
         if not logit_scale > 0.0:
             raise ValueError(f"degla_tgc: logit_scale must be positive (the paper uses 10), got {logit_scale}")
         if tgc_mask_mode not in TGC_MASK_MODES:
-            raise ValueError(f"degla_tgc: tgc_mask_mode must be one of {TGC_MASK_MODES} "
-                             f"('own' = the paper, 'reference' = the release's tiled mask), got {tgc_mask_mode!r}")
+            raise ValueError(
+                f"degla_tgc: tgc_mask_mode must be one of {TGC_MASK_MODES} "
+                f"('own' = the paper, 'reference' = the release's tiled mask), got {tgc_mask_mode!r}"
+            )
         self.logit_scale = logit_scale
         self.tgc_mask_mode = tgc_mask_mode
 
@@ -150,10 +167,13 @@ class EmaDistillTerm(Term):
 
     def __init__(self, batch_rows: int | None = 32, include_negatives: bool = True) -> None:
         super().__init__()
-        if batch_rows is not None and (isinstance(batch_rows, bool) or not isinstance(batch_rows, int)
-                                       or batch_rows < 1):
-            raise ValueError(f"ema_distill: batch_rows must be a positive integer (the release's per-GPU "
-                             f"batch, 32) or null for the literal sum over the batch, got {batch_rows!r}")
+        if batch_rows is not None and (
+            isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1
+        ):
+            raise ValueError(
+                f"ema_distill: batch_rows must be a positive integer (the release's per-GPU "
+                f"batch, 32) or null for the literal sum over the batch, got {batch_rows!r}"
+            )
         self.batch_rows = batch_rows
         self.include_negatives = bool(include_negatives)
 
@@ -166,7 +186,10 @@ class EmaDistillTerm(Term):
             tneg = enc.teacher_neg_text
             assert tneg is not None
             if tneg.shape != neg.shape:
-                raise ValueError(f"objective term {self.name!r}: teacher_neg_text must match neg_text "
-                                 f"{tuple(neg.shape)}, got {tuple(tneg.shape)}")
-        return ema_distill_loss(enc.image, enc.text, enc.teacher_image, enc.teacher_text,
-                                neg, tneg, mask, self.batch_rows)
+                raise ValueError(
+                    f"objective term {self.name!r}: teacher_neg_text must match neg_text "
+                    f"{tuple(neg.shape)}, got {tuple(tneg.shape)}"
+                )
+        return ema_distill_loss(
+            enc.image, enc.text, enc.teacher_image, enc.teacher_text, neg, tneg, mask, self.batch_rows
+        )

@@ -1,4 +1,5 @@
 """Small shared pieces for InfoNCE-shaped terms."""
+
 from __future__ import annotations
 
 import torch

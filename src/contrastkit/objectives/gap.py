@@ -19,9 +19,11 @@ Every log-mean-exp is computed as a log-sum-exp over the Gram matrix
 tensor is formed. The values depend on the batch size: compare at equal B.
 With fewer than two rows there is no pair, and the uniformity terms return 0.
 """
+
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import Tensor
 

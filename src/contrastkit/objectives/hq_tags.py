@@ -2,7 +2,7 @@
 
 Wei et al. 2025, "HQ-CLIP: Leveraging Large Vision-Language Models to Create
 High-Quality Image-Text Datasets and CLIP Models" (README-only release; the head
-below is our reading, METHODS A10 [unverified]).
+below is our reading, docs/methods.md A10 [unverified]).
 
 A linear head on the image embedding x_i (``enc.image``, B x D) predicts one
 logit per tag of a vocabulary of T tags, z_i = W x_i + b. Targets come from
@@ -20,6 +20,7 @@ unknown lambdas: state them as the recipe weights of ``negclip`` and ``hq_tags``
 in the term's config so checkpoints carry it. The head's input width is lazy:
 see :mod:`contrastkit.objectives._heads` for the dry-forward contract.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -50,8 +51,9 @@ class HqTagsTerm(Term):
     def __init__(self, num_tags: int, vocabulary: list[str] | None = None, bias: bool = True) -> None:
         super().__init__()
         if not isinstance(num_tags, int) or isinstance(num_tags, bool) or num_tags < 1:
-            raise ValueError(f"hq_tags: num_tags must be a positive integer (the tag vocabulary size), "
-                             f"got {num_tags!r}")
+            raise ValueError(
+                f"hq_tags: num_tags must be a positive integer (the tag vocabulary size), got {num_tags!r}"
+            )
         if vocabulary is not None:
             if isinstance(vocabulary, str) or not all(isinstance(t, str) for t in vocabulary):
                 raise ValueError("hq_tags: vocabulary must be a list of tag strings")
@@ -91,11 +93,15 @@ class HqTagsTerm(Term):
         tags = enc.tags
         assert tags is not None
         if tags.ndim != 2 or tags.shape != (enc.image.shape[0], self.num_tags):
-            raise ValueError(f"objective term {self.name!r}: tags must be B x num_tags = "
-                             f"{enc.image.shape[0]} x {self.num_tags}, got {tuple(tags.shape)}")
+            raise ValueError(
+                f"objective term {self.name!r}: tags must be B x num_tags = "
+                f"{enc.image.shape[0]} x {self.num_tags}, got {tuple(tags.shape)}"
+            )
         valid = (tags == -1) | ((tags >= 0) & (tags <= 1))
         if not bool(valid.all()):
             bad = tags[~valid].flatten()[:5].tolist()
-            raise ValueError(f"objective term {self.name!r}: tags must be 1 (positive), 0 (negative), -1 (unknown) "
-                             f"or a soft target in [0, 1]; found {bad}")
+            raise ValueError(
+                f"objective term {self.name!r}: tags must be 1 (positive), 0 (negative), -1 (unknown) "
+                f"or a soft target in [0, 1]; found {bad}"
+            )
         return masked_tag_bce(self.logits(enc.image), tags)

@@ -34,6 +34,7 @@ fixed scale 1/0.07. Recipe: L = clip (t = 100 fixed) + mmmix/(epoch + 1) * m2mix
 mmmix 0.001-0.05 (the 1/(epoch+1) decay is a weight schedule for the engine);
 m3-mix weights vmix = lmix = 0.05, vlmix 0.05-0.2, m2mix 0.01.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,14 @@ def slerp(a: Tensor, b: Tensor, lam: float | Tensor, eps: float = SLERP_EPS) -> 
     return torch.where(degenerate, linear, spherical)
 
 
-def m2mix_loss(image: Tensor, text: Tensor, lam: float, logit_scale: Tensor | float,
-               detach_mix: bool = False, reduction: str = "sum") -> Tensor:
+def m2mix_loss(
+    image: Tensor,
+    text: Tensor,
+    lam: float,
+    logit_scale: Tensor | float,
+    detach_mix: bool = False,
+    reduction: str = "sum",
+) -> Tensor:
     """CE(t Li, I) + CE(t Lt, I) (``sum``) or their mean, negatives neg_j = m_lam(x_j, y_j)."""
     neg = slerp(image, text, lam)
     if detach_mix:
@@ -97,30 +104,55 @@ def mix_target(batch: int, lam: float, device: torch.device, dtype: torch.dtype)
     return lam * eye + (1 - lam) * torch.flip(eye, dims=[0])
 
 
-def vmix_loss(image: Tensor, text: Tensor, lam: float, logit_scale: Tensor | float,
-              detach_mix: bool = False, reduction: str = "mean") -> Tensor:
+def vmix_loss(
+    image: Tensor,
+    text: Tensor,
+    lam: float,
+    logit_scale: Tensor | float,
+    detach_mix: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
     logits = logit_scale * flip_mix(image, lam, detach_mix) @ text.t()
     return _two_way(logits, mix_target(image.shape[0], lam, image.device, image.dtype), reduction)
 
 
-def lmix_loss(image: Tensor, text: Tensor, lam: float, logit_scale: Tensor | float,
-              detach_mix: bool = False, reduction: str = "mean") -> Tensor:
+def lmix_loss(
+    image: Tensor,
+    text: Tensor,
+    lam: float,
+    logit_scale: Tensor | float,
+    detach_mix: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
     logits = logit_scale * image @ flip_mix(text, lam, detach_mix).t()
     return _two_way(logits, mix_target(image.shape[0], lam, image.device, image.dtype), reduction)
 
 
-def vlmix_loss(image: Tensor, text: Tensor, lam: float, logit_scale: Tensor | float,
-               detach_mix: bool = False, reduction: str = "mean") -> Tensor:
+def vlmix_loss(
+    image: Tensor,
+    text: Tensor,
+    lam: float,
+    logit_scale: Tensor | float,
+    detach_mix: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
     logits = logit_scale * flip_mix(image, lam, detach_mix) @ flip_mix(text, lam, detach_mix).t()
     eye = torch.eye(image.shape[0], device=image.device, dtype=image.dtype)
     return _two_way(logits, eye + torch.flip(eye, dims=[0]), reduction)
 
 
 class _MixTerm(SeededRandomMixin, Term):
-    """Shared hyperparameters of the geodesic-mixup terms (each subclass states its own defaults)."""
+    """Shared hyperparameters of the geodesic-mixup terms; the defaults are the m3-mix variants' (V/L/VL-mix:
+    the model's scale, directions averaged); ``m2mix`` states its own."""
 
-    def __init__(self, beta: float, temperature: float | None, detach_mix: bool, reduction: str,
-                 seed: int) -> None:
+    def __init__(
+        self,
+        beta: float = 0.5,
+        temperature: float | None = None,
+        detach_mix: bool = False,
+        reduction: str = "mean",
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         beta = float(beta)
         if not beta > 0.0 or not math.isfinite(beta):
@@ -128,8 +160,9 @@ class _MixTerm(SeededRandomMixin, Term):
         if temperature is not None:
             temperature = float(temperature)
             if not temperature > 0.0 or not math.isfinite(temperature):
-                raise ValueError(f"{self.name}: temperature must be positive or null (the model's logit scale), "
-                                 f"got {temperature}")
+                raise ValueError(
+                    f"{self.name}: temperature must be positive or null (the model's logit scale), got {temperature}"
+                )
         if reduction not in ("sum", "mean"):
             raise ValueError(f"{self.name}: reduction must be 'sum' or 'mean', got {reduction!r}")
         if not isinstance(detach_mix, bool):
@@ -155,8 +188,14 @@ class M2MixTerm(_MixTerm):
     name = "m2mix"
     description = "m2-mix: CE against geodesic image-text mixtures as hard negatives (Oh et al.)"
 
-    def __init__(self, beta: float = 0.5, temperature: float | None = 0.07, detach_mix: bool = False,
-                 reduction: str = "sum", seed: int = 0) -> None:
+    def __init__(
+        self,
+        beta: float = 0.5,
+        temperature: float | None = 0.07,
+        detach_mix: bool = False,
+        reduction: str = "sum",
+        seed: int = 0,
+    ) -> None:
         super().__init__(beta, temperature, detach_mix, reduction, seed)
 
     def mix_loss(self, image: Tensor, text: Tensor, lam: float, scale: Tensor | float) -> Tensor:
@@ -168,10 +207,6 @@ class VMixTerm(_MixTerm):
     name = "vmix"
     description = "V-mix: geodesic mixup of images x_i with x_flip(i), target lam*I + (1-lam)*flip(I)"
 
-    def __init__(self, beta: float = 0.5, temperature: float | None = None, detach_mix: bool = False,
-                 reduction: str = "mean", seed: int = 0) -> None:
-        super().__init__(beta, temperature, detach_mix, reduction, seed)
-
     def mix_loss(self, image: Tensor, text: Tensor, lam: float, scale: Tensor | float) -> Tensor:
         return vmix_loss(image, text, lam, scale, self.detach_mix, self.reduction)
 
@@ -181,10 +216,6 @@ class LMixTerm(_MixTerm):
     name = "lmix"
     description = "L-mix: geodesic mixup of captions y_i with y_flip(i), target lam*I + (1-lam)*flip(I)"
 
-    def __init__(self, beta: float = 0.5, temperature: float | None = None, detach_mix: bool = False,
-                 reduction: str = "mean", seed: int = 0) -> None:
-        super().__init__(beta, temperature, detach_mix, reduction, seed)
-
     def mix_loss(self, image: Tensor, text: Tensor, lam: float, scale: Tensor | float) -> Tensor:
         return lmix_loss(image, text, lam, scale, self.detach_mix, self.reduction)
 
@@ -193,10 +224,6 @@ class LMixTerm(_MixTerm):
 class VLMixTerm(_MixTerm):
     name = "vlmix"
     description = "VL-mix: images and captions both mixed with their flipped rows, target I + flip(I)"
-
-    def __init__(self, beta: float = 0.5, temperature: float | None = None, detach_mix: bool = False,
-                 reduction: str = "mean", seed: int = 0) -> None:
-        super().__init__(beta, temperature, detach_mix, reduction, seed)
 
     def mix_loss(self, image: Tensor, text: Tensor, lam: float, scale: Tensor | float) -> Tensor:
         return vlmix_loss(image, text, lam, scale, self.detach_mix, self.reduction)

@@ -46,10 +46,12 @@ Inputs (``Encoded.extras`` keys, all global like the rest of the batch):
   the denominator's mean over prototypes by the number of rows instead of
   summing; that adds the constant log(B / k_c) and changes no gradient.)
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -75,8 +77,7 @@ def weighted_info_nce(logits: Tensor, weights: Tensor) -> Tensor:
     valid = (w > 0).any(dim=1)  # rows with at least one negative
     if not bool(valid.any()):
         return logits.sum() * 0.0
-    log_w = torch.where(w > 0, w.clamp_min(torch.finfo(w.dtype).tiny).log(),
-                        torch.full_like(w, float("-inf")))
+    log_w = torch.where(w > 0, w.clamp_min(torch.finfo(w.dtype).tiny).log(), torch.full_like(w, float("-inf")))
     # rows without negatives get a dummy finite row (value discarded) so no NaN reaches the gradient
     log_w = torch.where(valid.unsqueeze(1), log_w, torch.zeros_like(log_w))
     denom = torch.logsumexp(logits + log_w, dim=1)
@@ -84,8 +85,9 @@ def weighted_info_nce(logits: Tensor, weights: Tensor) -> Tensor:
     return per_row[valid].mean()
 
 
-def meow_loss(image: Tensor, text: Tensor, weights: Tensor, logit_scale: Tensor | float,
-              symmetric: bool = True) -> Tensor:
+def meow_loss(
+    image: Tensor, text: Tensor, weights: Tensor, logit_scale: Tensor | float, symmetric: bool = True
+) -> Tensor:
     logits = logit_scale * image @ text.t()
     loss = weighted_info_nce(logits, weights)
     if symmetric:
@@ -93,8 +95,9 @@ def meow_loss(image: Tensor, text: Tensor, weights: Tensor, logit_scale: Tensor 
     return loss
 
 
-def proto_nce(z: Tensor, cluster_ids: Tensor, centroids: Sequence[Tensor],
-              density: Sequence[Tensor] | None, tau: float) -> Tensor:
+def proto_nce(
+    z: Tensor, cluster_ids: Tensor, centroids: Sequence[Tensor], density: Sequence[Tensor] | None, tau: float
+) -> Tensor:
     """Prototypical contrast of embeddings ``z`` (B x D) against each clustering's centroids, averaged."""
     ids = cluster_ids.reshape(1, -1) if cluster_ids.dim() == 1 else cluster_ids
     total = z.new_zeros(())
@@ -111,8 +114,9 @@ def proto_nce(z: Tensor, cluster_ids: Tensor, centroids: Sequence[Tensor],
 def _as_list(value: Any, name: str, count: int) -> list[Tensor]:
     items = list(value.unbind(0)) if isinstance(value, Tensor) else list(value)
     if len(items) != count:
-        raise ValueError(f"objective term 'meow': extras[{name!r}] has {len(items)} entries, "
-                         f"cluster_ids has {count} clusterings")
+        raise ValueError(
+            f"objective term 'meow': extras[{name!r}] has {len(items)} entries, cluster_ids has {count} clusterings"
+        )
     return items
 
 
@@ -121,14 +125,17 @@ class MeowTerm(Term):
     name = "meow"
     description = "MEOW: InfoNCE whose negatives are weighted by cluster disagreement over C k-means runs"
 
-    def __init__(self, temperature: float | None = 0.4, symmetric: bool = True, source: str = "auto",
-                 proto_weight: float = 0.0) -> None:
+    def __init__(
+        self, temperature: float | None = 0.4, symmetric: bool = True, source: str = "auto", proto_weight: float = 0.0
+    ) -> None:
         super().__init__()
         if temperature is not None:
             temperature = float(temperature)
             if not temperature > 0.0 or not math.isfinite(temperature):
-                raise ValueError(f"meow: temperature must be positive (the paper uses 0.4) or null for the "
-                                 f"model's logit scale, got {temperature}")
+                raise ValueError(
+                    f"meow: temperature must be positive (the paper uses 0.4) or null for the "
+                    f"model's logit scale, got {temperature}"
+                )
         if source not in SOURCES:
             raise ValueError(f"meow: source must be one of {SOURCES}, got {source!r}")
         proto_weight = float(proto_weight)
@@ -136,8 +143,12 @@ class MeowTerm(Term):
             raise ValueError(f"meow: proto_weight must be >= 0, got {proto_weight}")
         if proto_weight > 0.0 and source == "groups":
             raise ValueError("meow: proto_weight > 0 needs cluster_ids and cluster_centroids, not group_ids")
-        self.temperature, self.symmetric, self.source, self.proto_weight = temperature, bool(symmetric), source, \
-            proto_weight
+        self.temperature, self.symmetric, self.source, self.proto_weight = (
+            temperature,
+            bool(symmetric),
+            source,
+            proto_weight,
+        )
         req: tuple[str, ...] = ()
         if source == "clusters" or proto_weight > 0.0:
             req = ("cluster_ids",)
@@ -153,12 +164,16 @@ class MeowTerm(Term):
         elif self.source in ("auto", "groups") and enc.group_ids is not None and self.proto_weight == 0.0:
             ids = enc.group_ids
         else:
-            raise ValueError("objective term 'meow' needs extras['cluster_ids'] (C x B k-means assignments) "
-                             "or group_ids but the batch has neither; use a dataset / recipe that provides "
-                             "them (see `contrastkit objectives`)")
+            raise ValueError(
+                "objective term 'meow' needs extras['cluster_ids'] (C x B k-means assignments) "
+                "or group_ids but the batch has neither; use a dataset / recipe that provides "
+                "them (see `contrastkit objectives`)"
+            )
         if ids.shape[-1] != enc.batch_size or ids.dim() > 2:
-            raise ValueError(f"objective term 'meow': cluster ids must be C x B or B with B = {enc.batch_size}, "
-                             f"got {tuple(ids.shape)}")
+            raise ValueError(
+                f"objective term 'meow': cluster ids must be C x B or B with B = {enc.batch_size}, "
+                f"got {tuple(ids.shape)}"
+            )
         return ids.to(enc.image.device)
 
     def loss(self, enc: Encoded) -> Tensor:
@@ -171,7 +186,8 @@ class MeowTerm(Term):
             density = enc.extras.get("cluster_density")
             density = None if density is None else _as_list(density, "cluster_density", count)
             tau = float(1.0 / enc.logit_scale.detach()) if self.temperature is None else self.temperature
-            proto = (proto_nce(enc.image, ids, centroids, density, tau)
-                     + proto_nce(enc.text, ids, centroids, density, tau)) / 2
+            proto = (
+                proto_nce(enc.image, ids, centroids, density, tau) + proto_nce(enc.text, ids, centroids, density, tau)
+            ) / 2
             loss = loss + self.proto_weight * proto
         return loss

@@ -30,6 +30,7 @@ rank; saved with the term). Mixing starts after ``start_step`` optimizer steps
 (the re-implementation waits 5000-10000 steps; default 0); before that the
 term equals ``clip``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -52,8 +53,9 @@ class MochiDraws(NamedTuple):
     beta: Tensor  # B x s', b ~ U(0, beta_max)
 
 
-def draw_mochi(batch: int, n_hard: int, n_mix: int, n_self_mix: int, beta_max: float,
-               generator: torch.Generator) -> MochiDraws:
+def draw_mochi(
+    batch: int, n_hard: int, n_mix: int, n_self_mix: int, beta_max: float, generator: torch.Generator
+) -> MochiDraws:
     """Draw on the CPU (float64); ``n_hard`` is the effective N (<= batch - 1)."""
     hi = max(n_hard, 1)
     pair_pos = torch.randint(hi, (batch, n_mix, 2), generator=generator)
@@ -70,9 +72,15 @@ def hardest_negatives(similarity: Tensor, n_hard: int) -> Tensor:
     return sim.topk(n_hard, dim=1).indices
 
 
-def mochi_direction(anchor: Tensor, keys: Tensor, logit_scale: Tensor, n_hard: int,
-                    draws: MochiDraws | None, anchor_sg: Tensor | None = None,
-                    keys_sg: Tensor | None = None) -> Tensor:
+def mochi_direction(
+    anchor: Tensor,
+    keys: Tensor,
+    logit_scale: Tensor,
+    n_hard: int,
+    draws: MochiDraws | None,
+    anchor_sg: Tensor | None = None,
+    keys_sg: Tensor | None = None,
+) -> Tensor:
     """CE of anchors against [keys (positive on the diagonal), s mixes, s' self-mixes].
 
     ``anchor_sg`` / ``keys_sg`` are the stop-gradient copies the mixes are built from (default
@@ -110,11 +118,19 @@ def mochi_direction(anchor: Tensor, keys: Tensor, logit_scale: Tensor, n_hard: i
     return F.cross_entropy(logit_scale * torch.cat([logits, mix, self_mix], dim=1), labels)
 
 
-def mochi_loss(image: Tensor, text: Tensor, logit_scale: Tensor, n_hard: int,
-               draws_image: MochiDraws | None, draws_text: MochiDraws | None) -> Tensor:
+def mochi_loss(
+    image: Tensor,
+    text: Tensor,
+    logit_scale: Tensor,
+    n_hard: int,
+    draws_image: MochiDraws | None,
+    draws_text: MochiDraws | None,
+) -> Tensor:
     """1/2 (image anchors vs text negatives + text anchors vs image negatives)."""
-    return (mochi_direction(image, text, logit_scale, n_hard, draws_image)
-            + mochi_direction(text, image, logit_scale, n_hard, draws_text)) / 2
+    return (
+        mochi_direction(image, text, logit_scale, n_hard, draws_image)
+        + mochi_direction(text, image, logit_scale, n_hard, draws_text)
+    ) / 2
 
 
 def _check_count(name: str, value: int, minimum: int) -> int:
@@ -128,8 +144,15 @@ class MochiTerm(SeededRandomMixin, Term):
     name = "mochi"
     description = "MoCHi: CLIP InfoNCE plus synthetic hard negatives mixed from the N hardest in-batch negatives"
 
-    def __init__(self, num_hard: int = 32, num_mix: int = 16, num_self_mix: int = 16, self_mix_max: float = 0.5,
-                 start_step: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_hard: int = 32,
+        num_mix: int = 16,
+        num_self_mix: int = 16,
+        self_mix_max: float = 0.5,
+        start_step: int = 0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.num_hard = _check_count("num_hard", num_hard, 1)
         self.num_mix = _check_count("num_mix", num_mix, 0)

@@ -13,6 +13,7 @@ multi-positive loss (Tian et al. 2023): per direction it equals pytorch-metric-l
 ``ref_emb`` = the other modality and temperature 1/t. With all group ids
 distinct it is exactly ``clip``.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -47,6 +48,8 @@ class MultiPositiveTerm(Term):
     def loss(self, enc: Encoded) -> Tensor:
         assert enc.group_ids is not None
         if enc.group_ids.reshape(-1).shape[0] != enc.batch_size:
-            raise ValueError(f"objective term 'multi_positive': group_ids has {enc.group_ids.numel()} "
-                             f"entries, the batch {enc.batch_size}")
+            raise ValueError(
+                f"objective term 'multi_positive': group_ids has {enc.group_ids.numel()} "
+                f"entries, the batch {enc.batch_size}"
+            )
         return multi_positive_loss(enc.image, enc.text, enc.logit_scale, enc.group_ids)

@@ -18,6 +18,7 @@ With no valid negative this is exactly ``clip``. Columns are laid out
 positive-block first, negatives sample-major (column B + i*K + k is n_ik), so
 no sample-interleaving index can go wrong.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -37,19 +38,21 @@ def check_negatives(term: str, enc: Encoded) -> tuple[Tensor, Tensor | None]:
     assert neg is not None
     b, d = enc.text.shape
     if neg.dim() != 3 or neg.shape[0] != b or neg.shape[2] != d:
-        raise ValueError(f"objective term {term!r}: neg_text must be B x K x D = {b} x K x {d}, "
-                         f"got {tuple(neg.shape)}")
+        raise ValueError(f"objective term {term!r}: neg_text must be B x K x D = {b} x K x {d}, got {tuple(neg.shape)}")
     mask = enc.neg_text_mask
     if mask is not None:
         if tuple(mask.shape) != tuple(neg.shape[:2]):
-            raise ValueError(f"objective term {term!r}: neg_text_mask must be B x K = {tuple(neg.shape[:2])}, "
-                             f"got {tuple(mask.shape)}")
+            raise ValueError(
+                f"objective term {term!r}: neg_text_mask must be B x K = {tuple(neg.shape[:2])}, "
+                f"got {tuple(mask.shape)}"
+            )
         mask = mask.to(torch.bool)
     return neg, mask
 
 
-def negclip_loss(image: Tensor, text: Tensor, neg_text: Tensor, logit_scale: Tensor,
-                 neg_mask: Tensor | None = None) -> Tensor:
+def negclip_loss(
+    image: Tensor, text: Tensor, neg_text: Tensor, logit_scale: Tensor, neg_mask: Tensor | None = None
+) -> Tensor:
     """NegCLIP loss; ``neg_text`` is B x K x D (K may be 0), ``neg_mask`` B x K (True = valid)."""
     b, k, d = neg_text.shape
     labels = torch.arange(b, device=image.device)

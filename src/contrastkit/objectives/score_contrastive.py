@@ -1,4 +1,4 @@
-"""Contrastive cross-entropy over an arbitrary score matrix (METHODS E).
+"""Contrastive cross-entropy over an arbitrary score matrix (docs/methods.md E).
 
 For the contrastive parts of generative papers whose pairwise scores are not
 embedding dot products: SoftREPA (Lee et al. 2025, "Aligning Text to Image in
@@ -13,6 +13,7 @@ and with ``symmetric=True`` (square S only) L = 1/2 [CE(a S, P) + CE(a S^T, P)].
 With S = t X Y^T the image->prompt direction is exactly the image->text half
 of ``clip``. The term owns no parameters; the scores carry the gradient.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -26,8 +27,9 @@ from .functional import info_nce
 SCORES_KEY = "scores"
 
 
-def score_contrastive_loss(scores: Tensor, scale: float = 1.0, label_smoothing: float = 0.0,
-                           symmetric: bool = False) -> Tensor:
+def score_contrastive_loss(
+    scores: Tensor, scale: float = 1.0, label_smoothing: float = 0.0, symmetric: bool = False
+) -> Tensor:
     """CE of each row of ``scale * scores`` against its diagonal column (and of each column if symmetric)."""
     logits = scale * scores
     loss = info_nce(logits, label_smoothing)
@@ -56,16 +58,21 @@ class ScoreContrastiveTerm(Term):
         scores = enc.extras[SCORES_KEY]
         if not isinstance(scores, Tensor) or scores.ndim != 2:
             shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-            raise ValueError(f"objective term {self.name!r}: extras['{SCORES_KEY}'] must be an R x C tensor "
-                             f"of scores, got {shape}")
+            raise ValueError(
+                f"objective term {self.name!r}: extras['{SCORES_KEY}'] must be an R x C tensor of scores, got {shape}"
+            )
         rows, cols = scores.shape
         if rows < 1 or cols < rows:
-            raise ValueError(f"objective term {self.name!r}: extras['{SCORES_KEY}'] must have at least as many "
-                             f"columns as rows (row i's positive is column i), got {rows} x {cols}")
+            raise ValueError(
+                f"objective term {self.name!r}: extras['{SCORES_KEY}'] must have at least as many "
+                f"columns as rows (row i's positive is column i), got {rows} x {cols}"
+            )
         if self.symmetric and rows != cols:
-            raise ValueError(f"objective term {self.name!r}: symmetric=true needs a square score matrix, "
-                             f"got {rows} x {cols}")
+            raise ValueError(
+                f"objective term {self.name!r}: symmetric=true needs a square score matrix, got {rows} x {cols}"
+            )
         if not scores.is_floating_point():
-            raise ValueError(f"objective term {self.name!r}: extras['{SCORES_KEY}'] must be floating point, "
-                             f"got {scores.dtype}")
+            raise ValueError(
+                f"objective term {self.name!r}: extras['{SCORES_KEY}'] must be floating point, got {scores.dtype}"
+            )
         return score_contrastive_loss(scores, self.scale, self.label_smoothing, self.symmetric)

@@ -14,6 +14,7 @@ one tile) use the dense :func:`siglip_loss`, the reference the tests compare
 against. Same sign convention as open_clip's ``SigLipLoss``: z = +1 on the
 diagonal, -1 elsewhere.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -24,7 +25,8 @@ from torch import Tensor
 
 from ..encoded import Encoded
 from .base import Term, register_term
-from .tiled import check_tile_size, default_tile_size, dense_max_rows, tiled_siglip_loss
+from .tiled import check_tile_size, default_tile_size, dense_max_rows
+from .tiled_sigmoid import tiled_siglip_loss
 
 
 def siglip_loss(image: Tensor, text: Tensor, logit_scale: Tensor, logit_bias: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ the end), cross-modal predictors p_img = q_img(v_img), p_txt = q_txt(v_txt):
 
     L = (2 - 2 cos(p_img, sg v_txt)) + (2 - 2 cos(p_txt, sg v_img))     (cos averaged over rows)
 
-``reduction="mean"`` halves it (the release averages the two directions; METHODS A7 sums them).
+``reduction="mean"`` halves it (the release averages the two directions; docs/methods.md A7 sums them).
 
 BYOLIP (``byolip``): as SiamLIP, but the targets v come from EMA copies of the projectors
 (applied to the detached features), updated in :meth:`ByolipTerm.on_step_end`:
@@ -33,9 +33,10 @@ xi <- m xi + (1 - m) theta, m = 0.99. The release keeps an EMA of the whole mode
 
 All projectors are lazy: see :mod:`contrastkit.objectives._heads` for the dry-forward contract.
 """
+
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +49,7 @@ from .base import Term, register_term
 # ---------------------------------------------------------------------------- math
 
 
-def barlow_twins_loss(z_a: Tensor, z_b: Tensor, off_diagonal_weight: float = 5e-3,
-                      loss_scale: float = 0.025) -> Tensor:
+def barlow_twins_loss(z_a: Tensor, z_b: Tensor, off_diagonal_weight: float = 5e-3, loss_scale: float = 0.025) -> Tensor:
     """s [sum_i (1 - C_ii)^2 + lambda sum_{i!=j} C_ij^2] with C = z_a^T z_b / N (N rows, no re-normalisation)."""
     n = z_a.shape[0]
     c = z_a.t() @ z_b / n
@@ -64,8 +64,9 @@ def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
     return 2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1).mean()
 
 
-def siamese_pair_loss(p_img: Tensor, target_txt: Tensor, p_txt: Tensor, target_img: Tensor,
-                      reduction: str = "sum") -> Tensor:
+def siamese_pair_loss(
+    p_img: Tensor, target_txt: Tensor, p_txt: Tensor, target_img: Tensor, reduction: str = "sum"
+) -> Tensor:
     """(2 - 2cos(p_img, sg t_txt)) + (2 - 2cos(p_txt, sg t_img)); ``mean`` halves it."""
     total = negative_cosine(p_img, target_txt) + negative_cosine(p_txt, target_img)
     return total if reduction == "sum" else total / 2
@@ -98,17 +99,23 @@ class _CrossModalHeadTerm(Term):
         check_features(self.name, "text_features", enc.text_features, 2)
         rows = enc.image_features.shape[0]
         if enc.text_features.shape[0] != rows:
-            raise ValueError(f"objective term {self.name!r}: image_features has {rows} rows but text_features "
-                             f"has {enc.text_features.shape[0]}")
+            raise ValueError(
+                f"objective term {self.name!r}: image_features has {rows} rows but text_features "
+                f"has {enc.text_features.shape[0]}"
+            )
         images, texts = [enc.image_features], [enc.text_features]
         if self.use_views and enc.image_view_features is not None and enc.text_view_features is not None:
-            for field, glob, dest in (("image_view_features", enc.image_features, images),
-                                      ("text_view_features", enc.text_features, texts)):
+            for field, glob, dest in (
+                ("image_view_features", enc.image_features, images),
+                ("text_view_features", enc.text_features, texts),
+            ):
                 views = getattr(enc, field)
                 check_features(self.name, field, views, 3)
                 if views.shape[1:] != glob.shape:
-                    raise ValueError(f"objective term {self.name!r}: {field} must be V x {rows} x "
-                                     f"{glob.shape[1]} to match the global features, got {tuple(views.shape)}")
+                    raise ValueError(
+                        f"objective term {self.name!r}: {field} must be V x {rows} x "
+                        f"{glob.shape[1]} to match the global features, got {tuple(views.shape)}"
+                    )
                 dest.extend(views.unbind(0))
         check_bn_batch(self.name, self, rows)
         return images, texts
@@ -122,8 +129,15 @@ class BarlipTerm(_CrossModalHeadTerm):
     name = "barlip"
     description = "BarLIP: Barlow Twins cross-correlation between image and text projections (own BN-ended heads)"
 
-    def __init__(self, hidden_dim: int = 3000, out_dim: int = 8192, num_layers: int = 3,
-                 off_diagonal_weight: float = 5e-3, loss_scale: float = 0.025, use_views: bool = True) -> None:
+    def __init__(
+        self,
+        hidden_dim: int = 3000,
+        out_dim: int = 8192,
+        num_layers: int = 3,
+        off_diagonal_weight: float = 5e-3,
+        loss_scale: float = 0.025,
+        use_views: bool = True,
+    ) -> None:
         super().__init__(use_views)
         hidden_dim = _positive_int(self.name, "hidden_dim", hidden_dim)
         out_dim = _positive_int(self.name, "out_dim", out_dim)
@@ -154,8 +168,15 @@ class SiamlipTerm(_CrossModalHeadTerm):
     name = "siamlip"
     description = "SiamLIP: cross-modal SimSiam (predictor over projector, 2 - 2cos with stop-gradient targets)"
 
-    def __init__(self, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 2, last_bn: bool = True,
-                 reduction: str = "sum", use_views: bool = True) -> None:
+    def __init__(
+        self,
+        hidden_dim: int = 2048,
+        out_dim: int = 128,
+        num_layers: int = 2,
+        last_bn: bool = True,
+        reduction: str = "sum",
+        use_views: bool = True,
+    ) -> None:
         super().__init__(use_views)
         hidden_dim = _positive_int(self.name, "hidden_dim", hidden_dim)
         out_dim = _positive_int(self.name, "out_dim", out_dim)
@@ -163,20 +184,27 @@ class SiamlipTerm(_CrossModalHeadTerm):
         if not isinstance(last_bn, bool):
             raise ValueError(f"{self.name}: last_bn must be true or false, got {last_bn!r}")
         if reduction not in ("sum", "mean"):
-            raise ValueError(f"{self.name}: reduction must be 'sum' (METHODS) or 'mean' (release), got {reduction!r}")
+            raise ValueError(
+                f"{self.name}: reduction must be 'sum' (docs/methods.md A7) or 'mean' (release), got {reduction!r}"
+            )
         self.reduction = reduction
 
-        def projector() -> nn.Sequential:
-            return mlp(hidden_dim, out_dim, num_layers, bias=False, last_bn="plain" if last_bn else "none")
+        self._head = (hidden_dim, out_dim, num_layers, "plain" if last_bn else "none")
 
         def predictor() -> nn.Sequential:
             return mlp(hidden_dim, out_dim, 2, in_dim=out_dim, bias=False, last_bias=True)
 
-        self.image_projector, self.text_projector = projector(), projector()
+        self.image_projector, self.text_projector = self.projector(), self.projector()
         self.image_predictor, self.text_predictor = predictor(), predictor()  # image->text, text->image
 
-    def targets(self, images: list[Tensor], texts: list[Tensor], v_img: list[Tensor],
-                v_txt: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    def projector(self) -> nn.Sequential:
+        """A (lazy) projector head of this term's shape."""
+        hidden_dim, out_dim, num_layers, last_bn = self._head
+        return mlp(hidden_dim, out_dim, num_layers, bias=False, last_bn=last_bn)
+
+    def targets(
+        self, images: list[Tensor], texts: list[Tensor], v_img: list[Tensor], v_txt: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
         """SimSiam: the targets are the online projections themselves (detached in the loss)."""
         return v_img, v_txt
 
@@ -197,24 +225,20 @@ class ByolipTerm(SiamlipTerm):
     name = "byolip"
     description = "BYOLIP: SiamLIP with EMA target projectors (momentum 0.99, updated after each optimizer step)"
 
-    def __init__(self, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 2, last_bn: bool = True,
-                 reduction: str = "sum", momentum: float = 0.99, use_views: bool = True) -> None:
-        super().__init__(hidden_dim, out_dim, num_layers, last_bn, reduction, use_views)
+    def __init__(self, momentum: float = 0.99, **siamlip: Any) -> None:
+        """``momentum`` of the EMA targets; the other hyperparameters are SiamLIP's (same defaults)."""
+        super().__init__(**siamlip)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"byolip: momentum must be in [0, 1], got {momentum}")
         self.momentum = float(momentum)
         # Same (lazy) structure as the online projectors; weights are copied from them on the
         # first forward, and from then on change only in on_step_end. Never optimised.
-        self.target_image_projector = mlp(hidden_dim, out_dim, num_layers, bias=False,
-                                          last_bn="plain" if last_bn else "none")
-        self.target_text_projector = mlp(hidden_dim, out_dim, num_layers, bias=False,
-                                         last_bn="plain" if last_bn else "none")
+        self.target_image_projector, self.target_text_projector = self.projector(), self.projector()
         freeze(self.target_image_projector)
         freeze(self.target_text_projector)
 
     def _pairs(self) -> tuple[tuple[nn.Module, nn.Module], ...]:
-        return ((self.image_projector, self.target_image_projector),
-                (self.text_projector, self.target_text_projector))
+        return ((self.image_projector, self.target_image_projector), (self.text_projector, self.target_text_projector))
 
     @torch.no_grad()
     def _materialise_target(self, online: nn.Module, target: nn.Module, x: Tensor) -> None:
@@ -222,8 +246,9 @@ class ByolipTerm(SiamlipTerm):
             target(x)  # gives the lazy target its shapes, then it becomes a copy of the online head
             target.load_state_dict(online.state_dict())
 
-    def targets(self, images: list[Tensor], texts: list[Tensor], v_img: list[Tensor],
-                v_txt: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    def targets(
+        self, images: list[Tensor], texts: list[Tensor], v_img: list[Tensor], v_txt: list[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
         self._materialise_target(self.image_projector, self.target_image_projector, images[0].detach())
         self._materialise_target(self.text_projector, self.target_text_projector, texts[0].detach())
         with torch.no_grad():

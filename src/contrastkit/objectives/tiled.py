@@ -44,22 +44,21 @@ stay float64).
 Public API::
 
     tiled_clip_loss(image, text, logit_scale, label_smoothing=0.0, reduction="mean", tile_size=None)
-    tiled_siglip_loss(image, text, logit_scale, logit_bias, tile_size=None)
+    tiled_siglip_loss(image, text, logit_scale, logit_bias, tile_size=None)   # tiled_sigmoid.py
     default_tile_size(device) -> int
     dense_max_rows(device) -> int   # the terms use the dense formula up to this batch
 """
+
 from __future__ import annotations
 
 import contextlib
-from functools import partial
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .tiled_fused import (fused, infonce_fold, infonce_grad, sigmoid_tile, sigmoid_tile_loss,
-                          uses_fused_tiles)
+from .tiled_fused import fused, infonce_fold, infonce_grad, uses_fused_tiles
 
 # Tile edge (rows = columns of one logit block). CPU: measured on a 2-core
 # Xeon (AVX-512), D = 512: single-threaded, 1024 and 2048 run the tile GEMMs at
@@ -97,7 +96,7 @@ def dense_max_rows(device: torch.device | str | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _dtypes(x: Tensor) -> tuple[torch.dtype, torch.dtype]:
+def compute_dtypes(x: Tensor) -> tuple[torch.dtype, torch.dtype]:
     """(compute dtype for the matmuls, accumulation dtype for everything else)."""
     compute = x.dtype
     kind = x.device.type
@@ -108,7 +107,7 @@ def _dtypes(x: Tensor) -> tuple[torch.dtype, torch.dtype]:
 
 
 @contextlib.contextmanager
-def _no_autocast(device: torch.device) -> Iterator[None]:
+def no_autocast(device: torch.device) -> Iterator[None]:
     if device.type in ("cuda", "cpu"):
         with torch.autocast(device_type=device.type, enabled=False):
             yield
@@ -116,7 +115,7 @@ def _no_autocast(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _blocks(n: int, tile: int) -> list[tuple[int, int]]:
+def tile_blocks(n: int, tile: int) -> list[tuple[int, int]]:
     return [(i, min(i + tile, n)) for i in range(0, n, tile)]
 
 
@@ -125,17 +124,16 @@ def check_tile_size(tile_size: object, where: str = "tile_size") -> int | None:
     if tile_size is None:
         return None
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
-        raise ValueError(f"{where}: tile_size must be a positive integer or None (device default), "
-                         f"got {tile_size!r}")
+        raise ValueError(f"{where}: tile_size must be a positive integer or None (device default), got {tile_size!r}")
     return int(tile_size)
 
 
-def _check_tile(tile_size: int | None, device: torch.device) -> int:
+def resolve_tile(tile_size: int | None, device: torch.device) -> int:
     tile = check_tile_size(tile_size)
     return default_tile_size(device) if tile is None else tile
 
 
-def _scalar(value: Tensor | float, like: Tensor, name: str) -> Tensor:
+def as_scalar(value: Tensor | float, like: Tensor, name: str) -> Tensor:
     if not isinstance(value, Tensor):
         value = torch.tensor(float(value), device=like.device)
     if value.numel() != 1:
@@ -143,7 +141,7 @@ def _scalar(value: Tensor | float, like: Tensor, name: str) -> Tensor:
     return value
 
 
-class _Scratch:
+class Scratch:
     """Tile buffers allocated once per call and reused by every tile.
 
     A fresh tile-sized tensor per tile was seen to fragment glibc's heap on CPU
@@ -163,7 +161,7 @@ class _Scratch:
         return buf[: rows * cols].view(rows, cols)
 
 
-def _tile_logits(xi: Tensor, yj: Tensor, out: Tensor, scratch: _Scratch) -> Tensor:
+def tile_logits(xi: Tensor, yj: Tensor, out: Tensor, scratch: Scratch) -> Tensor:
     """``xi @ yj.T`` into ``out`` (accumulation dtype), computing in the inputs' dtype."""
     if xi.dtype == out.dtype:
         return torch.mm(xi, yj.T, out=out)
@@ -171,14 +169,14 @@ def _tile_logits(xi: Tensor, yj: Tensor, out: Tensor, scratch: _Scratch) -> Tens
     return out.copy_(low)
 
 
-def _to_compute(g: Tensor, dtype: torch.dtype, scratch: _Scratch) -> Tensor:
+def to_compute(g: Tensor, dtype: torch.dtype, scratch: Scratch) -> Tensor:
     """The gradient tile in the matmul dtype (a scratch copy when it differs)."""
     if g.dtype == dtype:
         return g
     return scratch.get(11, g.shape[0], g.shape[1], dtype).copy_(g)
 
 
-def _accumulate(acc: Tensor, g: Tensor, rhs: Tensor, scratch: _Scratch) -> None:
+def accumulate(acc: Tensor, g: Tensor, rhs: Tensor, scratch: Scratch) -> None:
     """``acc += g @ rhs``; ``g`` and ``rhs`` in the compute dtype, ``acc`` in the accumulation dtype."""
     if g.dtype == acc.dtype:
         acc.addmm_(g, rhs)
@@ -218,8 +216,8 @@ class TiledInfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, t: Tensor, eps: float, scale: float, tile: int) -> Tensor:  # type: ignore[override]
         n = x.shape[0]
-        compute, acc = _dtypes(x)
-        with _no_autocast(x.device), torch.no_grad():
+        compute, acc = compute_dtypes(x)
+        with no_autocast(x.device), torch.no_grad():
             ta = t.reshape(()).to(acc)
             xs = (x.to(acc) * ta).to(compute)
             yc = y.to(compute)
@@ -228,8 +226,8 @@ class TiledInfoNCE(torch.autograd.Function):
             m_c = torch.full((n,), float("-inf"), dtype=acc, device=x.device)
             s_c = torch.zeros(n, dtype=acc, device=x.device)
             diag = torch.empty(n, dtype=acc, device=x.device)
-            blocks = _blocks(n, tile)
-            scratch = _Scratch(min(tile, n), max(min(tile, n), x.shape[1]), x.device)
+            blocks = tile_blocks(n, tile)
+            scratch = Scratch(min(tile, n), max(min(tile, n), x.shape[1]), x.device)
             fold = fused(infonce_fold) if uses_fused_tiles(x.device) else None
             for i0, i1 in blocks:
                 xi = xs[i0:i1]
@@ -237,9 +235,10 @@ class TiledInfoNCE(torch.autograd.Function):
                     if fold is not None:  # one fused kernel set reads the tile in the matmul dtype
                         logits = torch.mm(xi, yc[j0:j1].T, out=scratch.get(0, i1 - i0, j1 - j0, compute))
                         m_r[i0:i1], s_r[i0:i1], m_c[j0:j1], s_c[j0:j1] = fold(
-                            logits, m_r[i0:i1], s_r[i0:i1], m_c[j0:j1], s_c[j0:j1])
+                            logits, m_r[i0:i1], s_r[i0:i1], m_c[j0:j1], s_c[j0:j1]
+                        )
                     else:
-                        logits = _tile_logits(xi, yc[j0:j1], scratch.get(0, i1 - i0, j1 - j0, acc), scratch)
+                        logits = tile_logits(xi, yc[j0:j1], scratch.get(0, i1 - i0, j1 - j0, acc), scratch)
                         work = scratch.get(1, i1 - i0, j1 - j0, acc)
                         _online_lse_(m_r[i0:i1], s_r[i0:i1], logits, work, dim=1)
                         _online_lse_(m_c[j0:j1], s_c[j0:j1], logits, work, dim=0)
@@ -274,7 +273,7 @@ class TiledInfoNCE(torch.autograd.Function):
         eps, scale, tile, compute, acc = ctx.eps, ctx.scale, ctx.tile, ctx.compute, ctx.acc
         n = x.shape[0]
         need_gy, need_gx = need_x or need_t, need_y
-        with _no_autocast(x.device), torch.no_grad():
+        with no_autocast(x.device), torch.no_grad():
             ta = t.reshape(()).to(acc)
             xs = (x.to(acc) * ta).to(compute)
             yc = y.to(compute)
@@ -285,8 +284,8 @@ class TiledInfoNCE(torch.autograd.Function):
             uniform, diagonal = 2.0 * eps / n, 2.0 * (1.0 - eps)
             gy = torch.zeros(n, x.shape[1], dtype=acc, device=x.device) if need_gy else None  # G @ Y
             gx = torch.zeros(n, y.shape[1], dtype=acc, device=x.device) if need_gx else None  # G^T @ tX
-            blocks = _blocks(n, tile)
-            scratch = _Scratch(min(tile, n), max(min(tile, n), x.shape[1]), x.device)
+            blocks = tile_blocks(n, tile)
+            scratch = Scratch(min(tile, n), max(min(tile, n), x.shape[1]), x.device)
             grad_tile = fused(infonce_grad) if uses_fused_tiles(x.device) else None
             targets = torch.tensor([uniform, diagonal, 0.0], dtype=acc, device=x.device)
             for i0, i1 in blocks:
@@ -295,10 +294,17 @@ class TiledInfoNCE(torch.autograd.Function):
                     yj = yc[j0:j1]
                     if grad_tile is not None:
                         logits = torch.mm(xi, yj.T, out=scratch.get(0, i1 - i0, j1 - j0, compute))
-                        gc = grad_tile(logits, m_r[i0:i1], inv_r[i0:i1], m_c[j0:j1], inv_c[j0:j1], targets[0],
-                                       targets[1] if i0 == j0 else targets[2])
+                        gc = grad_tile(
+                            logits,
+                            m_r[i0:i1],
+                            inv_r[i0:i1],
+                            m_c[j0:j1],
+                            inv_c[j0:j1],
+                            targets[0],
+                            targets[1] if i0 == j0 else targets[2],
+                        )
                     else:
-                        logits = _tile_logits(xi, yj, scratch.get(0, i1 - i0, j1 - j0, acc), scratch)
+                        logits = tile_logits(xi, yj, scratch.get(0, i1 - i0, j1 - j0, acc), scratch)
                         g = torch.sub(logits, m_r[i0:i1, None], out=scratch.get(1, i1 - i0, j1 - j0, acc)).exp_()
                         g.mul_(inv_r[i0:i1, None])
                         g.addcmul_(logits.sub_(m_c[None, j0:j1]).exp_(), inv_c[None, j0:j1])
@@ -306,11 +312,11 @@ class TiledInfoNCE(torch.autograd.Function):
                             g.sub_(uniform)
                         if i0 == j0:
                             g.diagonal().sub_(diagonal)
-                        gc = _to_compute(g, compute, scratch)
+                        gc = to_compute(g, compute, scratch)
                     if gy is not None:
-                        _accumulate(gy[i0:i1], gc, yj, scratch)
+                        accumulate(gy[i0:i1], gc, yj, scratch)
                     if gx is not None:
-                        _accumulate(gx[j0:j1], gc.T, xi, scratch)
+                        accumulate(gx[j0:j1], gc.T, xi, scratch)
             coef = grad.to(acc) * (scale / n)
             dx = dy = dt = None
             if gy is not None:
@@ -323,8 +329,14 @@ class TiledInfoNCE(torch.autograd.Function):
         return dx, dy, dt, None, None, None
 
 
-def tiled_clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float, label_smoothing: float = 0.0,
-                    reduction: str = "mean", tile_size: int | None = None) -> Tensor:
+def tiled_clip_loss(
+    image: Tensor,
+    text: Tensor,
+    logit_scale: Tensor | float,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    tile_size: int | None = None,
+) -> Tensor:
     """Symmetric InfoNCE (CLIP / ALIGN) in O(B) memory; same value and gradients as ``clip_loss``.
 
     ``image`` and ``text`` are B x D (the positive of row i is column i),
@@ -333,156 +345,32 @@ def tiled_clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float, la
     P = (1 - eps) I + eps / B.
     """
     if image.dim() != 2 or text.dim() != 2:
-        raise ValueError(f"tiled_clip_loss: image and text must be B x D, got {tuple(image.shape)} "
-                         f"and {tuple(text.shape)}")
+        raise ValueError(
+            f"tiled_clip_loss: image and text must be B x D, got {tuple(image.shape)} and {tuple(text.shape)}"
+        )
     if image.shape != text.shape:
-        raise ValueError(f"tiled_clip_loss: image and text must have the same shape (B x D), got "
-                         f"{tuple(image.shape)} and {tuple(text.shape)}")
+        raise ValueError(
+            f"tiled_clip_loss: image and text must have the same shape (B x D), got "
+            f"{tuple(image.shape)} and {tuple(text.shape)}"
+        )
     if reduction not in ("mean", "sum"):
         raise ValueError(f"tiled_clip_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"tiled_clip_loss: label_smoothing must be in [0, 1), got {label_smoothing}")
-    tile = _check_tile(tile_size, image.device)
-    t = _scalar(logit_scale, image, "logit_scale")
+    tile = resolve_tile(tile_size, image.device)
+    t = as_scalar(logit_scale, image, "logit_scale")
     scale = 0.5 if reduction == "mean" else 1.0
     return TiledInfoNCE.apply(image, text, t, float(label_smoothing), scale, tile)
 
 
-# ---------------------------------------------------------------------------------------------
-# SigLIP sigmoid loss
-# ---------------------------------------------------------------------------------------------
-
-
-def _eager_sigmoid_tile(xi: Tensor, yj: Tensor, bias: Tensor, on_diagonal: bool, with_grad: bool,
-                        scratch: _Scratch) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """(loss sum, gradient tile in the matmul dtype, its sum) of one SigLIP tile, in place in ``scratch``."""
-    acc = bias.dtype
-    zero = torch.zeros((), dtype=acc, device=xi.device)
-    logits = _tile_logits(xi, yj, scratch.get(0, xi.shape[0], yj.shape[0], acc), scratch).add_(bias)
-    diag = logits.diagonal().clone() if on_diagonal else None  # the positives i = j
-    # negatives: -log sigmoid(-L) = softplus(L) = logaddexp(L, 0) (stable, no threshold)
-    loss = torch.logaddexp(logits, zero, out=scratch.get(1, xi.shape[0], yj.shape[0], acc))
-    if diag is not None:  # positives: -log sigmoid(L) = softplus(-L), computed directly
-        loss.diagonal().copy_(torch.logaddexp(-diag, zero))
-    loss_sum = loss.sum()
-    if not with_grad:
-        return loss_sum, None, None
-    g = logits.sigmoid_()  # d softplus(L) / dL for the negatives
-    if diag is not None:  # d softplus(-L) / dL = -sigmoid(-L) for the positives
-        g.diagonal().copy_(torch.sigmoid(-diag).neg_())
-    return loss_sum, _to_compute(g, xi.dtype, scratch), g.sum()
-
-
-def _fused_sigmoid_tile(xi: Tensor, yj: Tensor, bias: Tensor, on_diagonal: bool, with_grad: bool,
-                        scratch: _Scratch, flags: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """:func:`_eager_sigmoid_tile` as compiled kernels reading the tile in the matmul dtype.
-
-    ``flags`` is the device tensor ``[True, False]`` (made once per loss call, not per tile).
-    """
-    logits = torch.mm(xi, yj.T, out=scratch.get(0, xi.shape[0], yj.shape[0], xi.dtype))
-    positives = flags[0] if on_diagonal else flags[1]
-    if not with_grad:
-        return fused(sigmoid_tile_loss)(logits, bias, positives), None, None
-    return fused(sigmoid_tile)(logits, bias, positives)
-
-
-def _sigmoid_tiles(x: Tensor, y: Tensor, t: Tensor, b: Tensor, tile: int, need_x: bool, need_y: bool,
-                   need_t: bool, need_b: bool) -> tuple[Tensor, ...]:
-    """One pass over the logit tiles of the SigLIP loss.
-
-    Returns ``(sum_ij softplus(-z_ij L_ij), dx, dy, dt, db)``, the gradients of the
-    *mean over images* (None where not needed). Each tile's gradient is local
-    (sigmoid of its own logits, no row or column normaliser), so the gradients
-    are accumulated in the same pass: 3 matmuls per tile, no recomputation.
-    """
-    compute, acc = _dtypes(x)
-    rows_x, rows_y = x.shape[0], y.shape[0]
-    need_gy, need_gx = need_x or need_t, need_y
-    any_grad = need_gy or need_gx or need_b
-    with _no_autocast(x.device), torch.no_grad():
-        ta, ba = t.reshape(()).to(acc), b.reshape(()).to(acc)
-        xs = (x.to(acc) * ta).to(compute)
-        yc = y.to(compute)
-        gy = torch.zeros(rows_x, x.shape[1], dtype=acc, device=x.device) if need_gy else None  # G @ Y
-        gx = torch.zeros(rows_y, y.shape[1], dtype=acc, device=x.device) if need_gx else None  # G^T @ tX
-        loss_parts, db_parts = [], []
-        side = min(tile, max(rows_x, rows_y))
-        scratch = _Scratch(side, max(side, x.shape[1]), x.device)
-        tile_step = _eager_sigmoid_tile
-        if uses_fused_tiles(x.device):
-            tile_step = partial(_fused_sigmoid_tile, flags=torch.tensor([True, False], device=x.device))
-        for i0, i1 in _blocks(rows_x, tile):
-            xi = xs[i0:i1]
-            for j0, j1 in _blocks(rows_y, tile):
-                yj = yc[j0:j1]
-                loss_sum, gc, g_sum = tile_step(xi, yj, ba, i0 == j0, any_grad, scratch)
-                loss_parts.append(loss_sum)
-                if gc is None:
-                    continue
-                if need_b:
-                    db_parts.append(g_sum)
-                if gy is not None:
-                    _accumulate(gy[i0:i1], gc, yj, scratch)
-                if gx is not None:
-                    _accumulate(gx[j0:j1], gc.T, xi, scratch)
-        total = torch.stack(loss_parts).sum()
-        inv = 1.0 / rows_x
-        dx = dy = dt = db = None
-        if need_b:
-            db = (torch.stack(db_parts).sum() * inv).reshape(b.shape).to(b.dtype)
-        if gy is not None:
-            if need_t:  # dLoss/dt = (1/Bx) sum_ij G_ij x_i.y_j
-                dt = ((x.to(acc) * gy).sum() * inv).reshape(t.shape).to(t.dtype)
-            if need_x:
-                dx = gy.mul_(ta * inv).to(x.dtype)
-        if gx is not None:
-            dy = gx.mul_(inv).to(y.dtype)
-    return total, dx, dy, dt, db
-
-
-class TiledSigmoid(torch.autograd.Function):
-    """SigLIP loss ``-(1/Bx) sum_ij log sigmoid(z_ij (t x_i.y_j + b))`` (z = +1 on i = j, else -1).
-
-    ``apply(x, y, t, b, tile, with_grad)``; x is Bx x D, y is By x D (positives on
-    the diagonal i = j < min(Bx, By)). Unlike InfoNCE, a tile's gradient needs
-    nothing from other tiles, so when ``with_grad`` the forward pass accumulates
-    the gradients as it goes (3 matmuls per tile instead of 4 with a recomputing
-    backward) and saves only them (O(B D)); backward scales them by the
-    incoming gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, t: Tensor, b: Tensor, tile: int,  # type: ignore[override]
-                with_grad: bool) -> Tensor:
-        need = ctx.needs_input_grad[:4] if with_grad else (False,) * 4
-        total, dx, dy, dt, db = _sigmoid_tiles(x, y, t, b, tile, *need)
-        ctx.save_for_backward(dx, dy, dt, db)
-        return total / x.shape[0]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        grads = tuple(None if g is None else g * grad.to(g.dtype) for g in ctx.saved_tensors)
-        return grads + (None, None)
-
-
-def tiled_siglip_loss(image: Tensor, text: Tensor, logit_scale: Tensor | float, logit_bias: Tensor | float,
-                      tile_size: int | None = None) -> Tensor:
-    """SigLIP sigmoid loss in O(B) memory; same value and gradients as ``siglip_loss``.
-
-    Sum over texts, mean over images. ``image`` is Bx x D, ``text`` By x D
-    (By may differ: extra rows are negatives for every image).
-    """
-    if image.dim() != 2 or text.dim() != 2 or image.shape[1] != text.shape[1]:
-        raise ValueError(f"tiled_siglip_loss: image and text must be Bx x D and By x D, got "
-                         f"{tuple(image.shape)} and {tuple(text.shape)}")
-    tile = _check_tile(tile_size, image.device)
-    t = _scalar(logit_scale, image, "logit_scale")
-    b = _scalar(logit_bias, image, "logit_bias")
-    with_grad = torch.is_grad_enabled() and any(v.requires_grad for v in (image, text, t, b))
-    return TiledSigmoid.apply(image, text, t, b, tile, with_grad)
-
-
-__all__ = ["TiledInfoNCE", "TiledSigmoid", "tiled_clip_loss", "tiled_siglip_loss", "default_tile_size",
-           "check_tile_size",
-           "dense_max_rows", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA", "DENSE_MAX_CPU", "DENSE_MAX_CUDA"]
+__all__ = [
+    "DEFAULT_TILE_CPU",
+    "DEFAULT_TILE_CUDA",
+    "DENSE_MAX_CPU",
+    "DENSE_MAX_CUDA",
+    "TiledInfoNCE",
+    "check_tile_size",
+    "default_tile_size",
+    "dense_max_rows",
+    "tiled_clip_loss",
+]

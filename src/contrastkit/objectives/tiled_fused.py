@@ -21,10 +21,12 @@ They compute what the eager code computes, operation for operation (tested again
 the dense losses; only the order of summation inside a reduction may differ). The accumulation
 dtype (float32, or float64 for float64 inputs) is the dtype of the running statistics passed in.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,8 +41,9 @@ def _diagonal_mask(rows: int, cols: int, device: torch.device) -> Tensor:
     return torch.arange(rows, device=device)[:, None] == torch.arange(cols, device=device)[None, :]
 
 
-def infonce_fold(logits: Tensor, m_r: Tensor, s_r: Tensor, m_c: Tensor, s_c: Tensor
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def infonce_fold(
+    logits: Tensor, m_r: Tensor, s_r: Tensor, m_c: Tensor, s_c: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Running (max, sum of exp(. - max)) per row and per column, with one more tile folded in."""
     values = logits.to(m_r.dtype)
     new_r = torch.maximum(m_r, values.amax(1))
@@ -50,8 +53,9 @@ def infonce_fold(logits: Tensor, m_r: Tensor, s_r: Tensor, m_c: Tensor, s_c: Ten
     return new_r, s_r, new_c, s_c
 
 
-def infonce_grad(logits: Tensor, m_r: Tensor, inv_r: Tensor, m_c: Tensor, inv_c: Tensor, uniform: Tensor,
-                 diagonal: Tensor) -> Tensor:
+def infonce_grad(
+    logits: Tensor, m_r: Tensor, inv_r: Tensor, m_c: Tensor, inv_c: Tensor, uniform: Tensor, diagonal: Tensor
+) -> Tensor:
     """The tile of G (module docstring) in the logits' dtype; ``diagonal`` is 0 off the diagonal tiles."""
     values = logits.to(m_r.dtype)
     g = torch.exp(values - m_r[:, None]) * inv_r[:, None] + torch.exp(values - m_c[None, :]) * inv_c[None, :]
@@ -67,8 +71,9 @@ def sigmoid_tile(logits: Tensor, bias: Tensor, positives: Tensor) -> tuple[Tenso
     diagonal holds the positive pairs (a tile on the global diagonal).
     """
     values, positive = _sigmoid_inputs(logits, bias, positives)
-    loss = torch.where(positive, torch.logaddexp(-values, torch.zeros_like(values)),
-                       torch.logaddexp(values, torch.zeros_like(values)))
+    loss = torch.where(
+        positive, torch.logaddexp(-values, torch.zeros_like(values)), torch.logaddexp(values, torch.zeros_like(values))
+    )
     g = torch.where(positive, -torch.sigmoid(-values), torch.sigmoid(values))
     return loss.sum(), g.to(logits.dtype), g.sum()
 
@@ -76,8 +81,9 @@ def sigmoid_tile(logits: Tensor, bias: Tensor, positives: Tensor) -> tuple[Tenso
 def sigmoid_tile_loss(logits: Tensor, bias: Tensor, positives: Tensor) -> Tensor:
     """The loss sum of :func:`sigmoid_tile` alone (no gradient wanted: one read of the tile)."""
     values, positive = _sigmoid_inputs(logits, bias, positives)
-    return torch.where(positive, torch.logaddexp(-values, torch.zeros_like(values)),
-                       torch.logaddexp(values, torch.zeros_like(values))).sum()
+    return torch.where(
+        positive, torch.logaddexp(-values, torch.zeros_like(values)), torch.logaddexp(values, torch.zeros_like(values))
+    ).sum()
 
 
 def _sigmoid_inputs(logits: Tensor, bias: Tensor, positives: Tensor) -> tuple[Tensor, Tensor]:
@@ -128,9 +134,11 @@ def uses_fused_tiles(device: torch.device) -> bool:
     if COMPILE_BACKEND == "inductor" and not _kernels_compile_on(device):
         if device.type not in _warned:
             _warned.add(device.type)
-            warnings.warn(f"contrastkit tiled losses: torch.compile cannot build kernels for {device.type} here "
-                          "(no working Triton for this GPU); the loss tiles run eagerly: same results, slower "
-                          "in bfloat16. Install triton (it ships with CUDA builds of torch) to fuse them.",
-                          stacklevel=3)
+            warnings.warn(
+                f"contrastkit tiled losses: torch.compile cannot build kernels for {device.type} here "
+                "(no working Triton for this GPU); the loss tiles run eagerly: same results, slower "
+                "in bfloat16. Install triton (it ships with CUDA builds of torch) to fuse them.",
+                stacklevel=3,
+            )
         return False
     return True

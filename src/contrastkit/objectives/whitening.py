@@ -2,7 +2,7 @@
 
 Zhuo et al. 2023, "WhitenedCSE: Whitening-based Contrastive Learning of Sentence
 Embeddings" (ACL; code: SupstarZh/WhitenedCSE, ``ShuffledGroupWhitening``).
-Image-text use is our extrapolation (METHODS A12).
+Image-text use is our extrapolation (docs/methods.md A12).
 
 For one version X (N x F) of the batch: permute the F dims (a fresh random
 permutation per version when ``shuffle``), split them into G groups of d = F/G,
@@ -18,7 +18,7 @@ sample-major rows into thirds, mixing views of different rows):
 
     L = sum_{v=1..V} CE(cos(z^0, z^v) / tau, I),   tau = 0.05,
 
-which is METHODS' CE(cos(z1, z2)/0.05, I) + CE(cos(z1, z3)/0.05, I) at V = 2.
+which is docs/methods.md's CE(cos(z1, z2)/0.05, I) + CE(cos(z1, z3)/0.05, I) at V = 2.
 ``detach_whitening=True`` (default, as the release) treats W as a constant; the
 gradient still flows through the centring and X W. False backpropagates through
 eigh (unstable when eigenvalues nearly coincide).
@@ -28,6 +28,7 @@ The Linear's width equals the feature width and is inferred lazily: see
 the statistics of the batch it is given in both train and eval mode (there are
 no running statistics: it is a loss head, not part of the deployed model).
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -42,8 +43,9 @@ from .base import Term, register_term
 from .functional import info_nce
 
 
-def group_whiten(x: Tensor, groups: int, eps: float = 1e-5, perm: Tensor | None = None,
-                 detach_whitening: bool = True) -> Tensor:
+def group_whiten(
+    x: Tensor, groups: int, eps: float = 1e-5, perm: Tensor | None = None, detach_whitening: bool = True
+) -> Tensor:
     """Centre and ZCA-whiten each group of d = F/G (permuted) dims over the N rows of ``x`` (N x F).
 
     Computed in float64 and returned in ``x``'s dtype. ``perm`` (length F) permutes the
@@ -80,8 +82,15 @@ class GroupWhiteningTerm(Term):
     description = "WhitenedCSE: shuffled group ZCA whitening + Linear/Tanh head, InfoNCE of base vs each view"
     requires: ClassVar[tuple[str, ...]] = ("image_features", "image_view_features")  # text_* for modality=text
 
-    def __init__(self, modality: str = "image", groups: int = 128, eps: float = 1e-5, temperature: float = 0.05,
-                 shuffle: bool = True, detach_whitening: bool = True) -> None:
+    def __init__(
+        self,
+        modality: str = "image",
+        groups: int = 128,
+        eps: float = 1e-5,
+        temperature: float = 0.05,
+        shuffle: bool = True,
+        detach_whitening: bool = True,
+    ) -> None:
         super().__init__()
         if modality not in ("image", "text"):
             raise ValueError(f"group_whitening: modality must be 'image' or 'text', got {modality!r}")
@@ -110,14 +119,20 @@ class GroupWhiteningTerm(Term):
         check_features(self.name, base_field, base, 2)
         check_features(self.name, views_field, views, 3)
         if views.shape[1:] != base.shape or views.shape[0] < 1:
-            raise ValueError(f"objective term {self.name!r}: {views_field} must be V x {base.shape[0]} x "
-                             f"{base.shape[1]} (V >= 1) to match {base_field}, got {tuple(views.shape)}")
+            raise ValueError(
+                f"objective term {self.name!r}: {views_field} must be V x {base.shape[0]} x "
+                f"{base.shape[1]} (V >= 1) to match {base_field}, got {tuple(views.shape)}"
+            )
         if base.shape[0] < 2:
-            raise ValueError(f"objective term {self.name!r}: whitening needs at least 2 rows in the global batch, "
-                             f"got {base.shape[0]}")
+            raise ValueError(
+                f"objective term {self.name!r}: whitening needs at least 2 rows in the global batch, "
+                f"got {base.shape[0]}"
+            )
         if base.shape[1] % self.groups:
-            raise ValueError(f"objective term {self.name!r}: {base_field} width {base.shape[1]} is not divisible "
-                             f"by groups={self.groups}")
+            raise ValueError(
+                f"objective term {self.name!r}: {base_field} width {base.shape[1]} is not divisible "
+                f"by groups={self.groups}"
+            )
         z_base = self.head(self.whiten(base))
         z_views = [self.head(self.whiten(v)) for v in views.unbind(0)]
         return whitened_cse_loss(z_base, z_views, self.temperature)

@@ -10,6 +10,7 @@
 - :mod:`~contrastkit.data.shapes.lexicon`: the packaged synonym lexicon (``data.synonyms: builtin``),
   which leaves out every word whose replacement would falsify a caption of this world.
 """
+
 from .dataset import SyntheticShapes
 
 __all__ = ["SyntheticShapes"]

@@ -21,10 +21,10 @@ Nothing is cached: a record is rebuilt on every access (about 0.3 ms on one
 core, a tenth of it rendering), so memory stays flat for any ``size``,
 DataLoader workers share nothing, and no caller sees another's edits.
 """
+
 from __future__ import annotations
 
 import random
-
 
 from ..records import Record, ZeroShotTask
 from .describe import describe_scene

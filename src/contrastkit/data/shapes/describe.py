@@ -4,15 +4,30 @@ See :mod:`contrastkit.data.shapes.grammar` for the caption structure; every nega
 minimal edit of the canonical caption that :func:`~contrastkit.data.shapes.grammar.caption_is_true`
 finds false for the scene.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 from itertools import combinations
-from typing import Any, Sequence
+from typing import Any
 
-from .grammar import (COLOURS, FORWARD, INVERSE, RELATIONS, SHAPES, SIZES, Caption, Description,
-                      Mention, Scene, SceneObject, caption_is_true, caption_text)
+from .grammar import (
+    COLOURS,
+    FORWARD,
+    INVERSE,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    Caption,
+    Description,
+    Mention,
+    Scene,
+    SceneObject,
+    caption_is_true,
+    caption_text,
+)
 
 
 def _full(obj: SceneObject) -> Mention:

@@ -32,11 +32,12 @@ Hard negatives are minimal edits of the canonical caption's structure, one
 category per key of :data:`NEGATIVE_CATEGORIES`, and each is kept only when
 :func:`caption_is_true` says it is false for the scene.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from itertools import permutations
 from typing import Any
 
@@ -211,7 +212,7 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-@lru_cache(maxsize=None)
+@cache
 def mention_text(mention: Mention) -> str:
     words = [w for w in (mention.size, mention.colour, mention.shape or "object") if w]
     return f"{_article(words[0])} {' '.join(words)}"

@@ -1,11 +1,23 @@
 """Sampling scenes of the shapes world: the held-out shape-colour combinations and the object layout."""
+
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
-from .grammar import (COLOURS, GAP_FRACTION, HELD_OUT_FRACTION, MARGIN, OBJECT_COUNT_WEIGHTS, RADIUS_FRACTION,
-                      SHAPES, SIZES, Combo, Scene, SceneObject)
+from .grammar import (
+    COLOURS,
+    GAP_FRACTION,
+    HELD_OUT_FRACTION,
+    MARGIN,
+    OBJECT_COUNT_WEIGHTS,
+    RADIUS_FRACTION,
+    SHAPES,
+    SIZES,
+    Combo,
+    Scene,
+    SceneObject,
+)
 
 
 def all_combos() -> list[Combo]:

@@ -6,6 +6,7 @@ purpose: replacing them changes what a caption says (and would falsify the
 captions of the synthetic world). Bring a fuller lexicon as a JSON file
 (``data.synonyms: my_lexicon.json``; word -> list of synonyms).
 """
+
 from __future__ import annotations
 
 LEXICON: dict[str, list[str]] = {

@@ -1,4 +1,5 @@
 """Drawing a shapes-world scene with PIL: flat colours on a grey background, no antialiasing."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +7,6 @@ import math
 from PIL import Image, ImageDraw
 
 from .grammar import Scene
-
 
 BACKGROUND: tuple[int, int, int] = (120, 120, 120)
 COLOUR_RGB: dict[str, tuple[int, int, int]] = {
@@ -44,6 +44,7 @@ UNIT_POLYGONS: dict[str, list[tuple[float, float]]] = {
     "cross": _cross(),
     "diamond": [(0.0, -1.0), (0.7, 0.0), (0.0, 1.0), (-0.7, 0.0)],
 }
+
 
 def render_scene(scene: Scene) -> Image.Image:
     """Draw ``scene`` as an RGB image (no antialiasing: every object pixel has its exact colour)."""
