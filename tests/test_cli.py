@@ -34,12 +34,14 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_run_directory(run_dir, capsys):
     for name in ("config.json", "metrics.jsonl", "report.json", "report.md", "latest"):
         assert (run_dir / name).exists(), name
     assert json.loads((run_dir / "config.json").read_text())["train"]["steps"] == 3
 
 
+@pytest.mark.slow
 def test_eval_on_another_split(run_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     assert (
@@ -64,6 +66,7 @@ def test_eval_on_another_split(run_dir, tmp_path, capsys):
     assert "zero-shot shape" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_embed_texts_and_images(run_dir, tmp_path):
     texts = tmp_path / "captions.txt"
     texts.write_text("a red circle\na small blue square to the left of a star\n")
@@ -79,6 +82,7 @@ def test_embed_texts_and_images(run_dir, tmp_path):
     assert np.load(out_img).shape == (2, 24)
 
 
+@pytest.mark.slow
 def test_embed_rejects_blank_lines(run_dir, tmp_path, capsys):
     texts = tmp_path / "captions.txt"
     texts.write_text("a red circle\n\n")

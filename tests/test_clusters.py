@@ -111,6 +111,7 @@ def test_attach_looks_up_the_global_rows_by_record_index():
     assert [d.shape for d in enc.extras["cluster_density"]] == [(2,), (3,)]
 
 
+@pytest.mark.slow
 def test_training_reclusters_on_schedule_and_feeds_meow(tmp_path, monkeypatch):
     refreshed: list[int] = []
     real = ClusterTable.refresh
@@ -130,6 +131,7 @@ def test_training_reclusters_on_schedule_and_feeds_meow(tmp_path, monkeypatch):
     assert torch.allclose(saved["centroids_1"].norm(dim=1), torch.ones(6), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_killed_clustered_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     args = SMALL + ["train.checkpoint_every=3"]
     train(load_config("configs/demo.yaml", args), tmp_path / "straight")
@@ -156,6 +158,7 @@ def test_cluster_inputs_are_asked_for_at_start(tmp_path):
         load_config("configs/demo.yaml", SMALL + ["clusters.embed=student"])
 
 
+@pytest.mark.distributed
 def test_two_gloo_ranks_share_rank_zeros_clusters_and_train_like_one_process(tmp_path):
     single = tmp_path / "single"
     train(load_config("configs/demo.yaml", SMALL + ["train.threads=1"]), single)
@@ -169,6 +172,7 @@ def test_two_gloo_ranks_share_rank_zeros_clusters_and_train_like_one_process(tmp
     assert agree > 0.9  # same model up to float noise -> (almost) the same k-means partition
 
 
+@pytest.mark.slow
 def test_bad_records_stop_clustering_or_are_left_out_as_training_treats_them(tmp_path, monkeypatch):
     """A missing image: on_error=raise names it before the first step; skip clusters the other records."""
     from contrastkit.data.export import export_dataset

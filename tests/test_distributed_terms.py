@@ -21,6 +21,8 @@ from contrastkit import Encoded
 from contrastkit.distributed import average_gradients, gather_encoded
 from contrastkit.objectives import TERMS, build
 
+pytestmark = pytest.mark.distributed
+
 B, F_IN, FEAT, D, V, K, T, L, N, VOCAB = 8, 6, 12, 5, 2, 3, 7, 6, 4, 50
 WORLD = 2
 

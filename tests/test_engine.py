@@ -39,6 +39,7 @@ def final_weights(run_dir):
     return load_file(str(latest_checkpoint(run_dir) / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path):
     a = train(small_config(), tmp_path / "a")
     b = train(small_config(), tmp_path / "b")
@@ -48,6 +49,7 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_the_report(tmp_path):
     report = train(small_config("train.steps=12", "train.lr=3e-3"), tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -66,6 +68,7 @@ def test_training_lowers_the_loss_and_writes_the_report(tmp_path):
     assert report["config"]["train"]["steps"] == 12
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     train(small_config("train.checkpoint_every=3"), straight)
@@ -105,6 +108,7 @@ def test_nan_loss_stops_with_step_and_term(tmp_path, monkeypatch):
     assert "at step 2" in str(err.value)
 
 
+@pytest.mark.slow
 def test_siglip_recipe_trains_with_bias(tmp_path):
     train(small_config("objective=[{name: siglip}]", "train.steps=3"), tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

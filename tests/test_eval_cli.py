@@ -53,6 +53,7 @@ def _eval(world, *extra, out):
     return main(args)
 
 
+@pytest.mark.slow
 def test_zeroshot_on_an_image_folder_writes_clip_benchmark_json_and_reuses_features(world, capsys):
     out = world["root"] / "out1"
     assert (
@@ -129,6 +130,7 @@ def test_zeroshot_on_an_image_folder_writes_clip_benchmark_json_and_reuses_featu
     assert "| metric | A | B | B − A |" in (world["root"] / "cmp" / "compare.md").read_text()
 
 
+@pytest.mark.slow
 def test_sugarcrepe_without_data_and_linear_probe_on_synthetic(world, capsys):
     folder = world["root"] / "folder"
     ann = {

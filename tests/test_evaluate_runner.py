@@ -207,6 +207,7 @@ def _colour_fraction(png, rgb, tol=40):
     return ((px - torch.tensor(rgb)).abs() <= tol).all(dim=-1).float().mean().item()
 
 
+@pytest.mark.slow
 def test_write_report_files_keys_and_plots(tmp_path):
     out = evaluate_dataset_with_embeddings(WorldEmbedder(), WorldDataset(), progress=False)
     run = tmp_path / "run"

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 PROBE = """
 import sys
 from contrastkit.engine.host_memory import keep_freed_host_memory

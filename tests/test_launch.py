@@ -15,6 +15,8 @@ from contrastkit.config import load_config
 from contrastkit.engine.trainer import train
 from test_scale import SMALL, _free_port, assert_same_training
 
+pytestmark = pytest.mark.distributed
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -8,6 +8,8 @@ import pytest
 from contrastkit.config import load_config
 from contrastkit.engine.trainer import train
 
+pytestmark = pytest.mark.slow
+
 CONFIGS = sorted(Path("configs").glob("*.yaml"))
 TINY = [
     "data.train_size=128",

@@ -124,6 +124,7 @@ def assert_same_training(a_dir, b_dir, lr: float, steps: int) -> None:
     assert moved < lr / 10  # typical parameters agree far better than the worst one
 
 
+@pytest.mark.slow
 def test_accumulated_training_matches_plain_training(tmp_path):
     train(load_config("configs/demo.yaml", SMALL), tmp_path / "plain")
     train(load_config("configs/demo.yaml", SMALL + ["train.accum_steps=4"]), tmp_path / "accum")
@@ -155,6 +156,7 @@ def rank_main(rank: int, world: int, port: int, out: str, overrides: list[str] =
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.distributed
 def test_two_gloo_ranks_train_like_one_process(tmp_path):
     single = tmp_path / "single"
     train(load_config("configs/demo.yaml", SMALL + ["train.threads=1"]), single)
@@ -166,6 +168,7 @@ def test_two_gloo_ranks_train_like_one_process(tmp_path):
     assert '"world_size": 2' in report
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_on_cpu(tmp_path):
     report = train(load_config("configs/demo.yaml", SMALL + ["train.precision=bf16"]), tmp_path)
     assert report["config"]["train"]["precision"] == "bf16"

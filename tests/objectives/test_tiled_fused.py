@@ -17,6 +17,8 @@ from contrastkit.objectives.tiled_fused import infonce_fold, infonce_grad
 from contrastkit.objectives.tiled_sigmoid import tiled_siglip_loss
 from helpers import assert_value_and_grads_close, pair_inputs, value_and_grads
 
+pytestmark = pytest.mark.slow
+
 
 def _fused_on_cpu(monkeypatch, backend: str) -> None:
     monkeypatch.setattr(tiled_fused, "FUSED_DEVICES", frozenset({"cpu", "cuda"}))
