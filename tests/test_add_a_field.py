@@ -36,8 +36,6 @@ TERM = '''\
 """CLIP whose rows are weighted by 1 / (the record's number of true captions): CONTRIBUTING.md's example."""
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -50,7 +48,7 @@ from .base import Term, register_term
 class CaptionWeightedClip(Term):
     name = "caption_weighted_clip"
     description = "symmetric InfoNCE, each row weighted by 1 / its record's number of true captions"
-    requires: ClassVar[tuple[str, ...]] = ("caption_count",)
+    requires: tuple[str, ...] = ("caption_count",)
 
     def loss(self, enc: Encoded) -> Tensor:
         logits = enc.logit_scale * enc.image @ enc.text.T

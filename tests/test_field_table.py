@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import pytest
 import torch
@@ -28,7 +27,7 @@ class NeedsLabels(Term):
     """A test-only term (not registered) that reads class labels."""
 
     name = "needs_labels"
-    requires: ClassVar[tuple[str, ...]] = ("labels",)
+    requires: tuple[str, ...] = ("labels",)
 
     def loss(self, enc: Encoded) -> torch.Tensor:
         return (enc.image.sum(1) * enc.labels).mean()

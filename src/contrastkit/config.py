@@ -231,8 +231,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
             raise ConfigError(f"unknown key {dotted!r}{hint}; allowed keys here: {', '.join(names)}")
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value or {}, dotted)
+        if dataclasses.is_dataclass(tp):  # a type hint: a dataclass type, never an instance
+            kwargs[key] = _build(typing.cast(type, tp), value or {}, dotted)
         else:
             kwargs[key] = _coerce(value, tp, dotted)
     return cls(**kwargs)
@@ -267,9 +267,9 @@ def _check_ranges(cfg: Config) -> None:
         "train.threads": cfg.train.threads,
         "data.neg_per_image": cfg.data.neg_per_image,
     }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{key}: must be >= 0, got {value}")
+    for key, amount in non_negative.items():
+        if amount < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {amount}")
     if cfg.train.batch_size % cfg.train.accum_steps:
         raise ConfigError(
             f"train.accum_steps: must divide train.batch_size ({cfg.train.batch_size}), got {cfg.train.accum_steps}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -70,12 +71,12 @@ class _GatherWithGrad(torch.autograd.Function):
     """all_gather forward; backward sums every rank's upstream gradient and keeps this rank's slice."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, dim: int, sizes: list[int]) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, dim: int, sizes: list[int]) -> Tensor:
         ctx.dim, ctx.sizes = dim, sizes
         return _all_gather_padded(x, dim, sizes)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         grad = grad.contiguous()
         dist.all_reduce(grad)
         offset = sum(ctx.sizes[: rank()])
@@ -100,7 +101,8 @@ def gather_encoded(enc: Encoded) -> Encoded:
     if not is_distributed() or world_size() == 1:
         return enc
     sizes = _sizes(enc.batch_size, enc.image.device)
-    gathered = {
+    # Field names known at run time: the keywords' types cannot be checked statically.
+    gathered: dict[str, Any] = {
         name: gather_with_grad(value, FIELDS[name].batch_dim, sizes) for name, value in batched_tensors(enc).items()
     }
     offset = sum(sizes[: rank()])

@@ -76,12 +76,18 @@ _STUDENT = FieldSpec("student", grad=True)
 _VIEWS = FieldSpec(
     "student", batch_dim=1, grad=True, setting="data.views", fix="set the number of extra augmented views (e.g. 2)"
 )
-_NEGATIVES = dict(
-    setting="data.neg_per_image",
-    record="neg_captions",
-    describe="hard-negative captions",
-    fix="set it to the number of negatives per image (e.g. 4)",
-)
+
+
+def _negatives(producer: Producer, grad: bool = False) -> FieldSpec:
+    """The spec of a field computed from the records' hard-negative captions."""
+    return FieldSpec(
+        producer,
+        grad=grad,
+        setting="data.neg_per_image",
+        record="neg_captions",
+        describe="hard-negative captions",
+        fix="set it to the number of negatives per image (e.g. 4)",
+    )
 
 
 @dataclass
@@ -110,12 +116,12 @@ class Encoded:
     image_view_features: Tensor | None = _declare(_VIEWS)
     text_view_features: Tensor | None = _declare(_VIEWS)
     # Hard-negative captions: B x K x D (normalised); neg_text_mask B x K is True where valid.
-    neg_text: Tensor | None = _declare(FieldSpec("student", grad=True, **_NEGATIVES))
-    neg_text_mask: Tensor | None = _declare(FieldSpec("student", **_NEGATIVES))
+    neg_text: Tensor | None = _declare(_negatives("student", grad=True))
+    neg_text_mask: Tensor | None = _declare(_negatives("student"))
     # Teacher (EMA of the student) and frozen reference (initial model) embeddings.
     teacher_image: Tensor | None = _declare(FieldSpec("teacher"))
     teacher_text: Tensor | None = _declare(FieldSpec("teacher"))
-    teacher_neg_text: Tensor | None = _declare(FieldSpec("teacher", **_NEGATIVES))
+    teacher_neg_text: Tensor | None = _declare(_negatives("teacher"))
     teacher_logit_scale: Tensor | None = _declare(FieldSpec("teacher", batched=False))
     reference_image: Tensor | None = _declare(FieldSpec("reference"))
     reference_text: Tensor | None = _declare(FieldSpec("reference"))

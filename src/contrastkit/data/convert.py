@@ -20,9 +20,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from .problems import DataError, Problem, SourceRecord
+from .problems import DataError, Problem, SourceRecord, StreamingSource
 from .records import Dataset, Record
 
 
@@ -42,7 +42,7 @@ class SplitResult:
 def iter_source(dataset: Dataset) -> Iterator[Record | Problem]:
     """Every record of a source in order (the whole stream for shards), problems as :class:`Problem`."""
     if getattr(dataset, "streaming", False):
-        yield from dataset.iter_records()  # type: ignore[attr-defined]
+        yield from cast(StreamingSource, dataset).iter_records()
         return
     for i in range(len(dataset)):
         try:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig, column_list
-from .problems import DataError, Problem, SourceRecord, check_captions, text_items, text_of
+from .problems import TEXT_ERRORS, DataError, Problem, SourceRecord, check_captions, text_items, text_of
 from .records import ZeroShotTask
 from .splits import split_of
 
@@ -82,6 +82,8 @@ class TableSource:
 
     name: str
     split: str
+    n_rows: int  # rows in the table
+    rows: list[int]  # the table rows of this split, in record order
     streaming = False
 
     def __init__(self, cfg: DataConfig, split: str, split_by_hash: bool) -> None:
@@ -146,7 +148,7 @@ class TableSource:
     def _texts(self, row: int, column: str, where: str) -> list[str]:
         try:
             return text_items(self._get(row, column, where))
-        except UnicodeError as err:
+        except TEXT_ERRORS as err:
             raise DataError("invalid_utf8", where, f"column {column!r} is not valid UTF-8 ({err.reason})") from None
 
     def _record(self, row: int, where: str) -> SourceRecord:

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
 from .batch import Batch, collate
-from .problems import Problem, stable_id
+from .problems import Problem, StreamingSource, stable_id
 from .training_set import Sample, Skipped, TrainingSet
 
 
@@ -109,7 +110,7 @@ class StreamBatches(IterableDataset):
         reader = (worker + self.start_step) % workers
         slot, slots = self.rank * workers + reader, self.world_size * workers
         skip_batches = max(0, -(-(self.start_step - reader) // workers))
-        source = self.dataset.dataset
+        source = cast(StreamingSource, self.dataset.dataset)  # StreamBatches reads streaming data only
         stream = source.stream(self.seed, slot, slots, self.resample, self.shuffle_buffer)
         samples: list[Sample | Skipped] = []
         skipped: Counter[str] = Counter()

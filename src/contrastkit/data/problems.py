@@ -26,10 +26,10 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image, UnidentifiedImageError
 
@@ -51,6 +51,8 @@ REASONS: dict[str, str] = {
 _MESSAGE = re.compile(r"bad data \[(\w+)\] at (.*?): (.*?)\. Set data\.on_error", re.S)
 SPLIT_SEPARATOR = " || "  # lists inside one text cell (as written by `contrastkit data export`)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+#: What :func:`text_of` raises for a cell that is not valid UTF-8 (both carry the codec's ``reason``).
+TEXT_ERRORS = (UnicodeDecodeError, UnicodeEncodeError)
 
 
 class DataError(ValueError):
@@ -79,7 +81,7 @@ class Problem:
 
     reason: str
     where: str
-    detail: str
+    detail: str | None  # None when the error was raised without one
 
     @classmethod
     def of(cls, err: DataError) -> Problem:
@@ -126,6 +128,20 @@ class SourceRecord(Record):
             img.save(buf, "PNG")
             return buf.getvalue(), "png"
         return data, ("jpg" if ext == "jpeg" else ext)
+
+
+class StreamingSource(Protocol):
+    """A source read as a stream rather than by index (``streaming = True``: webdataset shards)."""
+
+    def iter_records(self, shards: Sequence[str] | None = None) -> Iterator[SourceRecord | Problem]:
+        """Every record of the source (of ``shards`` when given) in order, problems as :class:`Problem`."""
+        ...
+
+    def stream(
+        self, epoch_seed: int, slot: int, slots: int, resample: bool, shuffle_buffer: int
+    ) -> Iterator[tuple[int, SourceRecord | Problem]]:
+        """Endless ``(epoch, record | problem)`` for reader ``slot`` of ``slots``."""
+        ...
 
 
 def read_image_file(path: Path, where: str) -> bytes:
@@ -194,7 +210,7 @@ def check_captions(captions: Iterable[Any], where: str) -> list[str]:
     for value in captions:
         try:
             out.extend(text_items(value))
-        except UnicodeError as err:
+        except TEXT_ERRORS as err:
             raise DataError("invalid_utf8", where, f"caption is not valid UTF-8 ({err.reason})") from None
     if not out:
         raise DataError("empty_caption", where, "no caption (empty or whitespace only)")

@@ -49,7 +49,15 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig, column_list
-from .problems import IMAGE_EXTENSIONS, DataError, Problem, SourceRecord, check_captions, text_items
+from .problems import (
+    IMAGE_EXTENSIONS,
+    TEXT_ERRORS,
+    DataError,
+    Problem,
+    SourceRecord,
+    check_captions,
+    text_items,
+)
 from .records import ZeroShotTask
 from .splits import split_of
 
@@ -76,7 +84,7 @@ def expand_shards(target: str, split: str | None = None) -> tuple[list[str], dic
         if not shards:
             raise FileNotFoundError(f"wds:{target}: no .tar shards in this directory")
         return shards, {}
-    shards: list[str] = []
+    shards = []
     for pattern in target.split("::"):
         shards.extend(braceexpand.braceexpand(pattern))
     if not shards:
@@ -168,7 +176,8 @@ class WebDatasetSource:
             reading[0] = fname
             return True
 
-        count, key, group, last = 0, None, {}, None
+        count, key, last = 0, None, None
+        group: dict[str, bytes] = {}
         try:
             stream = gopen(url)
         except Exception as err:
@@ -244,7 +253,7 @@ class WebDatasetSource:
             record.tags = text_items(meta.get(cfg.tag_column or "tags"))
             record.neg_tags = text_items(meta.get(cfg.neg_tag_column or "neg_tags"))
             record.rewrites = text_items(meta.get(cfg.rewrite_column or "rewrites"))
-        except UnicodeError as err:
+        except TEXT_ERRORS as err:
             raise DataError("invalid_utf8", where, f"a text field is not valid UTF-8 ({err.reason})") from None
         label = meta.get(self.cfg.label_column or "label")
         if isinstance(label, str) and label in self.classnames:

@@ -113,6 +113,11 @@ def parse_spec(spec: str) -> tuple[str, str]:
     )
 
 
+def _attach_options(dataset: Dataset, cfg: DataConfig) -> None:
+    """Give ``dataset`` the run's :class:`DataOptions` (read back with ``getattr(dataset, "data_options", None)``)."""
+    dataset.data_options = DataOptions.of(cfg)  # type: ignore[attr-defined]  # set on any source; not declared by them
+
+
 def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) -> Dataset:
     """Open ``split`` (train | val | test) of the source named by ``spec``; see the module docstring.
 
@@ -125,9 +130,9 @@ def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) ->
         from .shapes import SyntheticShapes
 
         size = cfg.train_size if split == "train" else cfg.eval_size
-        dataset = SyntheticShapes(split=split, size=size, seed=cfg.seed, image_size=cfg.image_size)
-        dataset.data_options = DataOptions.of(cfg)  # type: ignore[attr-defined]
-        return dataset
+        shapes = SyntheticShapes(split=split, size=size, seed=cfg.seed, image_size=cfg.image_size)
+        _attach_options(shapes, cfg)
+        return shapes
     own = {"val": cfg.val_source, "test": cfg.test_source}.get(split)
     if own and spec == cfg.source and own != spec:
         return open_source(own, split, cfg, raw=raw)
@@ -161,7 +166,7 @@ def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) ->
         from .hf import HFSource
 
         dataset = HFSource(target, split, cfg)  # it knows which splits it has (rule 3 before rule 4)
-    dataset.data_options = DataOptions.of(cfg)  # type: ignore[attr-defined]
+    _attach_options(dataset, cfg)
     if split != "train" and not raw and not getattr(dataset, "streaming", False):
         from .eval_view import CheckedView
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from PIL import Image
@@ -95,7 +96,9 @@ class TrainingSet(torch.utils.data.Dataset):
         self.rows = tuple(rows)
         self.row_context = RowContext(self.tag_index)
         options = getattr(dataset, "data_options", None)
-        self.on_error = on_error or getattr(options, "on_error", None) or getattr(dataset, "on_error", "raise")
+        self.on_error = cast(  # a source's on_error, like data_options', is a str
+            str, on_error or getattr(options, "on_error", None) or getattr(dataset, "on_error", "raise")
+        )
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         self.rewrite_sampling = bool(

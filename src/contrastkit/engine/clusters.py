@@ -122,6 +122,14 @@ def _usable(record: Record, index: int) -> Record:
     return record
 
 
+def _joint(image: Tensor | None, text: Tensor | None) -> Tensor:
+    """The image embeddings, the text embeddings, or (both given) their normalised sum."""
+    if image is None:
+        assert text is not None  # the modality embeds images, texts or both
+        return text
+    return image if text is None else nn.functional.normalize(image + text, dim=1)
+
+
 def embed_records(
     model: DualEncoder,
     dataset: Dataset,
@@ -137,7 +145,8 @@ def embed_records(
     so its cluster id is never read).
     """
     embedder = dual_encoder_embedder(model, batch_size=batch_size)
-    parts, kept = [], []
+    parts: list[Tensor] = []
+    kept: list[int] = []
     for start in tqdm(range(0, len(dataset), batch_size), desc="cluster: embed", disable=not progress, leave=False):
         records, images = [], []
         for i in range(start, min(start + batch_size, len(dataset))):
@@ -155,7 +164,7 @@ def embed_records(
             continue
         image = embedder.embed_images(images) if modality != "text" else None
         text = embedder.embed_texts([r.captions[0] for r in records]) if modality != "image" else None
-        parts.append(image if text is None else text if image is None else nn.functional.normalize(image + text, dim=1))
+        parts.append(_joint(image, text))
     if not parts:
         raise ValueError("clusters: no usable training record to cluster")
     return torch.cat(parts), torch.tensor(kept, dtype=torch.long)
@@ -163,6 +172,9 @@ def embed_records(
 
 class ClusterTable(nn.Module):
     """C clusterings of the N training records: ids, centroids and concentrations as buffers."""
+
+    ids: Tensor  # C x N cluster id of each record (buffer)
+    refreshed_at: Tensor  # the step of the last refresh, -1 before the first (buffer)
 
     def __init__(self, cfg: ClusterConfig, records: int, dim: int) -> None:
         super().__init__()

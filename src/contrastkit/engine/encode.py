@@ -11,6 +11,7 @@ data-produced field whose row the batch carries (``group_ids`` always; ``tags`` 
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import TypedDict, cast
 
 import torch
 from torch import Tensor
@@ -18,12 +19,20 @@ from torch import Tensor
 from ..data.batch import Batch
 from ..encoded import FIELDS, Encoded
 from ..models.dual_encoder import DualEncoder
+from ..models.towers import TokenFeatures
 
 VIEW_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.setting == "data.views")
 NEGATIVE_FIELDS = frozenset({"neg_text", "neg_text_mask"})
 
 
-def live_scalars(model: DualEncoder) -> dict[str, Tensor | None]:
+class LiveScalars(TypedDict):
+    """The unbatched student fields that carry gradient (keyword arguments of :class:`Encoded`)."""
+
+    logit_scale: Tensor
+    logit_bias: Tensor | None
+
+
+def live_scalars(model: DualEncoder) -> LiveScalars:
     """The unbatched student fields that carry gradient: read from the model whenever a loss is formed."""
     return {"logit_scale": model.logit_scale, "logit_bias": model.logit_bias}
 
@@ -101,14 +110,15 @@ def encode_batch(
         text_features=text_features,
         pad_token_id=model.pad_token_id,
         **live_scalars(model),
-    )  # type: ignore[arg-type]  # logit_scale is always a tensor
+    )
     for name, spec in FIELDS.items():
         if spec.producer == "data" and batch.has_row(spec.batch_key):
             setattr(enc, name, batch.row(spec.batch_key).to(device))
     if "caption_tokens" in requires:
         enc.caption_tokens = tokens
     if "image_tokens" in requires:
-        enc.image_tokens = model.image_tower.forward_tokens(pixels)
+        # preflight checked that the image tower has forward_tokens (the field's model_attr)
+        enc.image_tokens = cast(TokenFeatures, model.image_tower).forward_tokens(pixels)
     neg_tokens = None
     if NEGATIVE_FIELDS & set(requires):
         neg_tokens, enc.neg_text_mask = _negative_tokens(model, batch.neg_captions, device)

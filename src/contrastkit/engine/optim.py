@@ -18,7 +18,8 @@ def make_optimizer(modules: Iterable[nn.Module], cfg: TrainConfig) -> torch.opti
     a dozen foreach passes) is used where torch has it (CPU and CUDA tensors): about 10% more
     training samples/s for a small ViT on CPU (benchmarks/RESULTS.md, training throughput).
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
     for module in modules:
         for param in module.parameters():

@@ -17,7 +17,7 @@ from ..models.dual_encoder import DualEncoder
 from ..objectives import Objective
 from .clusters import CLUSTER_FIELDS
 
-EMPTY = (None, [], {}, "")
+EMPTY: tuple[object, ...] = (None, [], {}, "")
 
 
 def _records_have(dataset: Dataset, attr: str, scan: int = 50) -> bool:
@@ -54,7 +54,7 @@ def why_missing(name: str, cfg: Config, dataset: Dataset, model: DualEncoder) ->
 def missing_inputs(objective: Objective, cfg: Config, dataset: Dataset, model: DualEncoder) -> list[str]:
     """One message per (term, field) that cannot be provided; empty when all is well."""
     problems = []
-    for label, term in zip(objective.labels, objective.terms):
+    for label, term in zip(objective.labels, objective.iter_terms()):
         for name in term.requires:
             reason = why_missing(name, cfg, dataset, model)
             if reason:

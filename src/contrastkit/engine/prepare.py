@@ -29,6 +29,7 @@ from ..encoded import FIELDS
 from ..models.build import build_model
 from ..models.checkpoint import latest_checkpoint, load_module, save_module
 from ..models.dual_encoder import DualEncoder
+from ..models.towers import truncated_captions
 from ..objectives import Objective
 from .clusters import ClusterTable, cluster_table_for
 from .host_memory import keep_freed_host_memory
@@ -195,7 +196,7 @@ def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Run:
         resumed=resume,
         log=None,
         val_set=None,
-        truncated_before=getattr(getattr(model.text_tower, "tokenizer", None), "truncated", None),
+        truncated_before=truncated_captions(model.text_tower),
     )
     _start_or_resume(run, teacher, reference)
     if run.is_main:

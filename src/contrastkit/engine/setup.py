@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from copy import deepcopy
+from typing import cast
 
 import torch
 
@@ -15,6 +16,7 @@ from ..data.training_set import TrainingSet, ViewSpec, tag_vocabulary
 from ..data.transforms import TextAugment, image_augment
 from ..encoded import FIELDS
 from ..models.dual_encoder import DualEncoder
+from ..models.towers import GradCheckpointing
 from ..objectives import Objective
 
 
@@ -43,11 +45,11 @@ def ema_update(teacher: DualEncoder, student: DualEncoder, momentum: float) -> N
     """teacher <- m teacher + (1 - m) student, over parameters and floating buffers."""
     for t, s in zip(teacher.parameters(), student.parameters()):
         t.lerp_(s.detach(), 1 - momentum)
-    for t, s in zip(teacher.buffers(), student.buffers()):
-        if t.dtype.is_floating_point:
-            t.lerp_(s, 1 - momentum)
+    for t_buf, s_buf in zip(teacher.buffers(), student.buffers()):
+        if t_buf.dtype.is_floating_point:
+            t_buf.lerp_(s_buf, 1 - momentum)
         else:
-            t.copy_(s)
+            t_buf.copy_(s_buf)
 
 
 def tag_vocabulary_for(objective: Objective, train_set: Dataset) -> list[str]:
@@ -55,8 +57,9 @@ def tag_vocabulary_for(objective: Objective, train_set: Dataset) -> list[str]:
 
     A term that states ``num_tags`` must agree with the vocabulary size.
     """
-    terms = [(label, term) for label, term in zip(objective.labels, objective.terms) if "tags" in term.requires]
-    vocabulary = next((list(t.vocabulary) for _, t in terms if getattr(t, "vocabulary", None)), None)
+    terms = [(label, term) for label, term in zip(objective.labels, objective.iter_terms()) if "tags" in term.requires]
+    own = (getattr(t, "vocabulary", None) for _, t in terms)
+    vocabulary = next((list(v) for v in own if v), None)
     vocabulary = vocabulary or tag_vocabulary(train_set)
     for label, term in terms:
         size = getattr(term, "num_tags", len(vocabulary))
@@ -113,7 +116,7 @@ def apply_speed_switches(model: DualEncoder, cfg: Config) -> None:
                     f"train.grad_checkpointing: the {name} tower ({type(tower).__name__}) does not "
                     "support it; it is for open_clip and hf towers"
                 )
-            tower.set_grad_checkpointing(True)
+            cast(GradCheckpointing, tower).set_grad_checkpointing(True)
     if cfg.train.compile:
         model.image_tower.compile()
         model.text_tower.compile()

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -92,13 +93,12 @@ def forward_backward(ctx: StepContext, batch: Batch) -> ObjectiveOutput:
 def _concat(encodings: Sequence[Encoded]) -> Encoded:
     """Micro-batch encodings joined along each field's batch dimension."""
     first = encodings[0]
-    return dataclasses.replace(
-        first,
-        **{
-            name: torch.cat([getattr(e, name) for e in encodings], dim=FIELDS[name].batch_dim)
-            for name in batched_tensors(first)
-        },
-    )
+    # Field names known at run time: the keywords' types cannot be checked statically.
+    joined: dict[str, Any] = {
+        name: torch.cat([getattr(e, name) for e in encodings], dim=FIELDS[name].batch_dim)
+        for name in batched_tensors(first)
+    }
+    return dataclasses.replace(first, **joined)
 
 
 def _rng_state() -> tuple[Tensor, list[Tensor] | None]:

@@ -26,6 +26,7 @@ from ..data.batch import Batch
 from ..data.sources import open_source
 from ..evaluate.result_files import write_suite
 from ..evaluate.summary import headline_metrics, summarize_results
+from ..models.towers import truncated_captions
 from ..objectives import NonFiniteLossError, ObjectiveOutput
 from .evaluation import evaluate_model
 from .optim import lr_at
@@ -95,6 +96,7 @@ def optimization_step(run: Run, batch: Batch, step: int) -> StepResult:
     optimizer.zero_grad(set_to_none=True)
     if run.clusters is not None and run.clusters.due(step):
         embedder = {"model": ctx.model, "teacher": ctx.teacher, "reference": ctx.reference}[cfg.clusters.embed]
+        assert embedder is not None  # a run with clusters keeps the frozen copy they embed with
         run.clusters.refresh(
             embedder, run.train_set, step, cfg.train.seed, cfg.train.progress and run.is_main, run.dataset.on_error
         )
@@ -144,7 +146,7 @@ def after_step(run: Run, done: int, batch: Batch, result: StepResult, progress: 
 
 def _log_step(run: Run, done: int, result: StepResult, progress: Progress) -> None:
     model, out, rate = run.model, result.out, progress.rate()
-    record = {
+    record: dict[str, Any] = {
         "step": done,
         "loss": float(out.loss.detach()),
         "lr": result.lr,
@@ -192,7 +194,9 @@ def finish(run: Run, train_seconds: float) -> dict[str, Any]:
         run.model, eval_set, cfg, max_records=cfg.eval.max_records or None, progress=cfg.train.progress
     )
     if run.truncated_before is not None:
-        run.events["caption_truncations"] = run.model.text_tower.tokenizer.truncated - run.truncated_before
+        truncated = truncated_captions(run.model.text_tower)
+        assert truncated is not None  # the tokenizer counted truncations when the run started
+        run.events["caption_truncations"] = truncated - run.truncated_before
     timing = {
         "train_seconds": train_seconds,
         "eval_seconds": time.perf_counter() - eval_started,

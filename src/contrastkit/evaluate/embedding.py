@@ -20,7 +20,7 @@ run of the same model are read back instead of recomputed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from PIL import Image
@@ -132,7 +132,7 @@ def embed_images(
     pixel_path = callable(getattr(embedder, "preprocess", None)) and callable(getattr(embedder, "embed_pixels", None))
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
         if pixel_path and len(images):
-            parts = _embed_pixels_loader(embedder, images, batch_size, num_workers, bar)  # type: ignore[arg-type]
+            parts = _embed_pixels_loader(cast(PixelEmbedder, embedder), images, batch_size, num_workers, bar)
         for start, end in [] if pixel_path else _chunks(len(images), batch_size):
             chunk = [im if isinstance(im, Image.Image) else im() for im in images[start:end]]
             with torch.inference_mode():
@@ -217,7 +217,7 @@ def as_text_fn(source: Embedder | TextFn, *, batch_size: int = 256, progress: bo
     if isinstance(source, TextEmbeddingCache):
         return source
     if hasattr(source, "embed_texts"):
-        return TextEmbeddingCache(source, batch_size=batch_size, progress=progress)  # type: ignore[arg-type]
+        return TextEmbeddingCache(cast(Embedder, source), batch_size=batch_size, progress=progress)
     if callable(source):
         return source
     raise TypeError(f"expected an Embedder or a callable texts -> Tensor, got {type(source).__name__}")

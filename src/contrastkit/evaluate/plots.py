@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from .geometry import modality_gap
+
+if TYPE_CHECKING:
+    from matplotlib.typing import LegendLocType  # newer than matplotlib 3.7: imported for the type checker only
 
 IMAGE_COLOR = "#1f77b4"
 TEXT_COLOR = "#ff7f0e"
@@ -69,13 +72,16 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _label_axes(ax: Axes, xlabel: str, ylabel: str, title: str, legend_loc: str | None = None) -> None:
+def _label_axes(ax: Axes, xlabel: str, ylabel: str, title: str, legend_loc: LegendLocType | None = None) -> None:
     """Axis labels, title, a light grid and a small legend: the finish every line/scatter plot here shares."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", **({"loc": legend_loc} if legend_loc else {}))
+    if legend_loc:
+        ax.legend(fontsize="small", loc=legend_loc)
+    else:
+        ax.legend(fontsize="small")
 
 
 def _ema(values: Sequence[float], alpha: float) -> list[float]:
@@ -135,7 +141,7 @@ def plot_embedding_gap(
     _, s, vh = torch.linalg.svd(joint - mean, full_matrices=False)
     basis = vh[:2].T  # D x 2 (fewer if D == 1)
     var = (s**2) / (s**2).sum().clamp_min(1e-30)
-    proj = lambda z: ((z - mean) @ basis).numpy()  # noqa: E731
+    proj = lambda z: ((z - mean) @ basis).numpy()  # noqa: E731 - a one-line projection, used four times below
     pu, pv = proj(us), proj(vs)
     cu, cv = proj(u.mean(0, keepdim=True))[0], proj(v.mean(0, keepdim=True))[0]
     if basis.shape[1] < 2:  # one-dimensional embeddings: plot on a line
@@ -187,7 +193,7 @@ def plot_similarity_hist(
     hi = max(matched.max().item(), unmatched.max().item())
     if hi - lo < 1e-6:
         lo, hi = lo - 0.01, hi + 0.01
-    bins = np.linspace(lo, hi, 60)
+    bins = np.linspace(lo, hi, 60).tolist()  # the edges as floats (what matplotlib's hist is typed to take)
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     for vals, color, name in ((unmatched, TEXT_COLOR, "unmatched"), (matched, IMAGE_COLOR, "matched")):

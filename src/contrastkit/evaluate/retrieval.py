@@ -166,7 +166,7 @@ def retrieval_metrics(
     t_counts = _query_ranks(texts, images, t2i.unsqueeze(1), chunk_size=chunk_size, tie_tol=tie_tol)
     i_counts = _query_ranks(images, texts, _padded_positives(t2i, n_img), chunk_size=chunk_size, tie_tol=tie_tol)
     i_valid = i_counts[3]
-    out: dict[str, float | int] = {}
+    out: dict[str, Any] = {}
     for k in ks:
         if k < 1:
             raise ValueError(f"retrieval: k must be >= 1, got {k}")

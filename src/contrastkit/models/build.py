@@ -10,6 +10,7 @@ from ..config import ModelConfig
 from .dual_encoder import DualEncoder
 from .hf_towers import HF_PREFIX, HFTextTower
 from .tiny import TinyCNN, TinyTextTransformer
+from .towers import ImageTower, TextTower
 
 OPEN_CLIP_PREFIX = "open_clip:"
 DEFAULT_LOGIT_SCALE = 1 / 0.07
@@ -27,8 +28,8 @@ def build_model(
 ) -> DualEncoder:
     """Towers by name; temperature/bias from the config, else the objective's wish, else CLIP's."""
     defaults = dict(objective_defaults or {})
-    image_tower: nn.Module
-    text_tower: nn.Module
+    image_tower: ImageTower
+    text_tower: TextTower
     scale = defaults.get("logit_scale", DEFAULT_LOGIT_SCALE)
     bias = defaults.get("logit_bias")
     open_clip_names = {

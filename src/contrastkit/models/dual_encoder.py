@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from .towers import ImageTower, TextTower
+
 
 class DualEncoder(nn.Module):
     """CLIP-style two-tower model.
@@ -22,8 +24,8 @@ class DualEncoder(nn.Module):
 
     def __init__(
         self,
-        image_tower: nn.Module,
-        text_tower: nn.Module,
+        image_tower: ImageTower,
+        text_tower: TextTower,
         embed_dim: int,
         logit_scale_init: float = 1 / 0.07,
         logit_bias_init: float | None = None,
@@ -43,7 +45,7 @@ class DualEncoder(nn.Module):
         self.logit_scale_max = logit_scale_max
 
     @staticmethod
-    def _projection(tower: nn.Module, embed_dim: int) -> nn.Module:
+    def _projection(tower: ImageTower | TextTower, embed_dim: int) -> nn.Module:
         if getattr(tower, "projected", False) and tower.output_dim == embed_dim:
             return nn.Identity()
         return nn.Linear(tower.output_dim, embed_dim, bias=False)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import Tensor, nn
+from torch import Tensor
+
+from .towers import TextTower
 
 HF_PREFIX = "hf:"
 SHORTCUTS = ("minilm",)
@@ -33,7 +35,7 @@ def resolve_hf_path(name: str) -> Path:
     return path
 
 
-class HFTextTower(nn.Module):
+class HFTextTower(TextTower):
     projected = False
 
     def __init__(self, name: str, context_length: int = 64) -> None:

@@ -26,12 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
 from .lean_attention import use_lean_attention
+from .towers import ImageTower, TextTower
+
+# open_clip ships no type information, and which attributes its modules have depends on the
+# architecture (CLIP, CustomTextCLIP, timm / Hugging Face towers): its modules are typed Any here.
+OpenClipModule = Any
 
 
 def _require_open_clip():
@@ -42,10 +48,10 @@ def _require_open_clip():
     return open_clip
 
 
-class OpenClipImageTower(nn.Module):
+class OpenClipImageTower(ImageTower):
     projected = True
 
-    def __init__(self, visual: nn.Module, name: str) -> None:
+    def __init__(self, visual: OpenClipModule, name: str) -> None:
         super().__init__()
         self.visual = visual
         self.name = name
@@ -86,7 +92,7 @@ def _causal_text(model: nn.Module) -> tuple[nn.Module, str, int | None] | None:
     return module, pool, eos
 
 
-def _encode_first_positions(module: nn.Module, pool: str, eos: int | None, tokens: Tensor) -> Tensor:
+def _encode_first_positions(module: OpenClipModule, pool: str, eos: int | None, tokens: Tensor) -> Tensor:
     """open_clip's causal text forward on the first ``tokens.shape[1]`` positions only."""
     from open_clip.transformer import text_global_pool
 
@@ -101,10 +107,10 @@ def _encode_first_positions(module: nn.Module, pool: str, eos: int | None, token
     return x if projection is None else x @ projection
 
 
-class OpenClipTextTower(nn.Module):
+class OpenClipTextTower(TextTower):
     projected = True
 
-    def __init__(self, model: nn.Module, name: str, tokenizer: Callable[..., Tensor]) -> None:
+    def __init__(self, model: OpenClipModule, name: str, tokenizer: Callable[..., Tensor]) -> None:
         super().__init__()
         self.model = model
         self.name = name

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torchvision.transforms import v2
 
 from .tokenizer import HashedWordTokenizer
+from .towers import ImageTower, TextTower
 
 TINY_MEAN = (0.5, 0.5, 0.5)
 TINY_STD = (0.5, 0.5, 0.5)
@@ -37,7 +38,7 @@ def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(8, cout), nn.GELU())
 
 
-class TinyCNN(nn.Module):
+class TinyCNN(ImageTower):
     """Strided CNN -> 4x4 grid of cells + positional embedding -> one attention layer -> pooling token + max.
 
     Shape detectors in the convolutions are shared by every position; the attention
@@ -53,7 +54,7 @@ class TinyCNN(nn.Module):
             raise ValueError(f"tiny_cnn needs an image size divisible by 16, got {image_size}")
         self.image_size = image_size
         c = max(8, width // 4)
-        stages = [
+        stages: list[nn.Module] = [
             _conv(3, c, 2),
             _conv(c, 2 * c, 2),
             _conv(2 * c, 4 * c, 2),
@@ -100,7 +101,7 @@ class TinyCNN(nn.Module):
         )
 
 
-class TinyTextTransformer(nn.Module):
+class TinyTextTransformer(TextTower):
     """Hashed-word embeddings + positions -> pre-norm transformer -> mean over the non-padding tokens."""
 
     projected = False

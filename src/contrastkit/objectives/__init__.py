@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -53,10 +53,14 @@ class Objective(nn.Module):
         self.weights = [float(w) for w in weights]
         self.labels = list(labels)
 
+    def iter_terms(self) -> Iterator[Term]:
+        """The terms in recipe order (``self.terms``, an ``nn.ModuleList``, is typed as holding plain modules)."""
+        return cast(Iterator[Term], iter(self.terms))
+
     def forward(self, enc: Encoded, check_finite: bool = True) -> ObjectiveOutput:
         values: dict[str, Tensor] = {}
         total: Tensor | None = None
-        for label, weight, term in zip(self.labels, self.weights, self.terms):
+        for label, weight, term in zip(self.labels, self.weights, self.iter_terms()):
             value = term(enc)
             if check_finite and not torch.isfinite(value.detach()).all():
                 raise NonFiniteLossError(label, float(value.detach()))
@@ -67,17 +71,17 @@ class Objective(nn.Module):
 
     @property
     def requires(self) -> set[str]:
-        return {field for term in self.terms for field in term.requires}
+        return {field for term in self.iter_terms() for field in term.requires}
 
     @property
     def model_defaults(self) -> dict[str, float]:
         merged: dict[str, float] = {}
-        for term in self.terms:
+        for term in self.iter_terms():
             merged.update(term.model_defaults)
         return merged
 
     def on_step_end(self) -> None:
-        for term in self.terms:
+        for term in self.iter_terms():
             term.on_step_end()
 
 

@@ -111,16 +111,17 @@ def check_features(term: str, field: str, x: Tensor, ndim: int) -> None:
 class LazySquareLinear(LazyModuleMixin, nn.Linear):
     """A ``Linear(F, F)`` whose width F is inferred from the first input (like ``nn.LazyLinear``)."""
 
-    cls_to_become = nn.Linear  # type: ignore[assignment]
+    cls_to_become = nn.Linear
     weight: UninitializedParameter
-    bias: UninitializedParameter  # type: ignore[assignment]
+    # Uninitialised until the first input, or None without a bias (as in nn.Linear, which mypy sees as Parameter).
+    bias: UninitializedParameter | None  # type: ignore[assignment]  # nn.Linear's bias is inferred as Parameter
 
     def __init__(self, bias: bool = True, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
-        factory = {"device": device, "dtype": dtype}
         super().__init__(0, 0, False)
-        self.weight = UninitializedParameter(**factory)
+        # torch's stub gives UninitializedParameter Parameter's (data, requires_grad); its __new__ takes device, dtype.
+        self.weight = UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]  # torch stub bug
         if bias:
-            self.bias = UninitializedParameter(**factory)
+            self.bias = UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]  # torch stub bug
 
     def reset_parameters(self) -> None:
         if not self.has_uninitialized_params() and self.in_features != 0:

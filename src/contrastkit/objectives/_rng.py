@@ -15,6 +15,7 @@ resumed run replays the same stream.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -23,12 +24,13 @@ from torch import Tensor
 class SeededRandomMixin:
     """Mixin for :class:`~contrastkit.objectives.base.Term` subclasses that draw random numbers."""
 
+    name: ClassVar[str]  # the Term's registry name (the mixin is always combined with a Term)
     seed: int
     _generator: torch.Generator
 
     def _init_rng(self, seed: int) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"{self.name}: seed must be an integer, got {seed!r}")  # type: ignore[attr-defined]
+            raise ValueError(f"{self.name}: seed must be an integer, got {seed!r}")
         self.seed = int(seed)
         self._generator = torch.Generator(device="cpu")
         self._generator.manual_seed(self.seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -27,8 +28,9 @@ class Term(nn.Module):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    requires: ClassVar[tuple[str, ...]] = ()
-    model_defaults: ClassVar[dict[str, float]] = {}
+    # Class-level defaults that a term may replace per instance (when its hyperparameters change them).
+    requires: tuple[str, ...] = ()
+    model_defaults: Mapping[str, float] = {}
 
     def forward(self, enc: Encoded) -> Tensor:
         enc.require(self.name, *self.requires)

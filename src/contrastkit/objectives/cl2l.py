@@ -24,7 +24,6 @@ Inputs: ``image_view_features`` (V x B x F_img) and ``text_view_features``
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +54,7 @@ def cl2l_local_loss(
 class Cl2lLocalTerm(Term):
     name = "cl2l_local"
     description = "CL2L: smoothed InfoNCE over every strong (image view, text view) pair via own MLP heads and scale"
-    requires: ClassVar[tuple[str, ...]] = ("image_view_features", "text_view_features")
+    requires: tuple[str, ...] = ("image_view_features", "text_view_features")
 
     def __init__(
         self,

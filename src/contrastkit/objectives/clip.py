@@ -18,7 +18,8 @@ same result. :func:`clip_loss` stays the reference the tests compare against.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import TypedDict
 
 from torch import Tensor
 
@@ -27,7 +28,13 @@ from .base import Term, register_term
 from .functional import info_nce
 from .tiled import check_tile_size, default_tile_size, dense_max_rows, tiled_clip_loss
 
-PRESETS: dict[str, dict[str, object]] = {
+
+class Preset(TypedDict):
+    label_smoothing: float
+    reduction: str
+
+
+PRESETS: dict[str, Preset] = {
     "clip": {"label_smoothing": 0.0, "reduction": "mean"},
     "align": {"label_smoothing": 0.1, "reduction": "sum"},
 }
@@ -48,7 +55,7 @@ def clip_loss(
 class ClipTerm(Term):
     name = "clip"
     description = "CLIP/ALIGN symmetric InfoNCE over in-batch negatives (optional label smoothing)"
-    model_defaults: ClassVar[dict[str, float]] = {}
+    model_defaults: Mapping[str, float] = {}
 
     def __init__(
         self,

@@ -33,7 +33,6 @@ Released recipe: 0 clip + 1 rafa + 1 hycd, 1 epoch.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +112,7 @@ class RafaTerm(SeededRandomMixin, Term):
 class HycdTerm(Term):
     name = "hycd"
     description = "CLIP-Refine HyCD: KL to alpha*I + (1-alpha)*softmax(reference logits / T), both directions"
-    requires: ClassVar[tuple[str, ...]] = ("reference_image", "reference_text", "reference_logit_scale")
+    requires: tuple[str, ...] = ("reference_image", "reference_text", "reference_logit_scale")
 
     def __init__(self, alpha: float = 0.5, temperature: float = 1.0, use_logit_scale: bool = True) -> None:
         super().__init__()
@@ -130,6 +129,8 @@ class HycdTerm(Term):
 
     def loss(self, enc: Encoded) -> Tensor:
         assert enc.reference_image is not None and enc.reference_text is not None
+        scale: Tensor | float
+        ref_scale: Tensor | float
         if self.use_logit_scale:
             assert enc.reference_logit_scale is not None
             scale, ref_scale = enc.logit_scale, enc.reference_logit_scale.detach()

@@ -27,8 +27,6 @@ dry-forward contract.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -53,7 +51,7 @@ def _causal_mask(length: int, device: torch.device, dtype: torch.dtype) -> Tenso
 class CocaCaptionTerm(Term):
     name = "coca_caption"
     description = "CoCa captioning: teacher-forced token CE of a small decoder cross-attending to image tokens"
-    requires: ClassVar[tuple[str, ...]] = ("image_tokens", "caption_tokens")
+    requires: tuple[str, ...] = ("image_tokens", "caption_tokens")
 
     def __init__(
         self,

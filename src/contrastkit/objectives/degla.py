@@ -37,8 +37,6 @@ teacher = EMA of the student with decay 0.9996 per optimizer step.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -127,7 +125,7 @@ def ema_distill_loss(
 class DeglaIgcTerm(Term):
     name = "degla_igc"
     description = "DeGLA image-grounded contrast: image vs its positive and its own K negative captions"
-    requires: ClassVar[tuple[str, ...]] = ("neg_text",)
+    requires: tuple[str, ...] = ("neg_text",)
 
     def loss(self, enc: Encoded) -> Tensor:
         neg, mask = check_negatives(self.name, enc)
@@ -138,7 +136,7 @@ class DeglaIgcTerm(Term):
 class DeglaTgcTerm(Term):
     name = "degla_tgc"
     description = "DeGLA text-grounded contrast: caption vs its EMA-teacher copy and its own negatives (scale 10)"
-    requires: ClassVar[tuple[str, ...]] = ("neg_text", "teacher_text")
+    requires: tuple[str, ...] = ("neg_text", "teacher_text")
 
     def __init__(self, logit_scale: float = 10.0, tgc_mask_mode: str = "own") -> None:
         super().__init__()
@@ -163,7 +161,7 @@ class DeglaTgcTerm(Term):
 class EmaDistillTerm(Term):
     name = "ema_distill"
     description = "DeGLA self-distillation: summed squared error to the EMA teacher over images and 1+K texts"
-    requires: ClassVar[tuple[str, ...]] = ("teacher_image", "teacher_text")
+    requires: tuple[str, ...] = ("teacher_image", "teacher_text")
 
     def __init__(self, batch_rows: int | None = 32, include_negatives: bool = True) -> None:
         super().__init__()

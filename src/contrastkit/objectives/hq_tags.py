@@ -23,8 +23,6 @@ see :mod:`contrastkit.objectives._heads` for the dry-forward contract.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -46,7 +44,7 @@ def masked_tag_bce(logits: Tensor, tags: Tensor) -> Tensor:
 class HqTagsTerm(Term):
     name = "hq_tags"
     description = "HQ-CLIP tag head: multi-label BCE from the image embedding (1 pos, 0 explicit neg, -1 unknown)"
-    requires: ClassVar[tuple[str, ...]] = ("tags",)
+    requires: tuple[str, ...] = ("tags",)
 
     def __init__(self, num_tags: int, vocabulary: list[str] | None = None, bias: bool = True) -> None:
         super().__init__()

@@ -141,6 +141,7 @@ def _check_count(name: str, value: int, minimum: int) -> int:
 
 @register_term
 class MochiTerm(SeededRandomMixin, Term):
+    steps: Tensor  # optimizer steps seen so far (buffer)
     name = "mochi"
     description = "MoCHi: CLIP InfoNCE plus synthetic hard negatives mixed from the N hardest in-batch negatives"
 

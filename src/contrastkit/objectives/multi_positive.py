@@ -16,8 +16,6 @@ distinct it is exactly ``clip``.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor
 
@@ -43,7 +41,7 @@ def multi_positive_loss(image: Tensor, text: Tensor, logit_scale: Tensor, group_
 class MultiPositiveTerm(Term):
     name = "multi_positive"
     description = "multi-positive InfoNCE: rows with equal group_ids are positives (uniform soft targets)"
-    requires: ClassVar[tuple[str, ...]] = ("group_ids",)
+    requires: tuple[str, ...] = ("group_ids",)
 
     def loss(self, enc: Encoded) -> Tensor:
         assert enc.group_ids is not None

@@ -21,8 +21,6 @@ no sample-interleaving index can go wrong.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -69,7 +67,7 @@ def negclip_loss(
 class NegClipTerm(Term):
     name = "negclip"
     description = "NegCLIP: CLIP with all B*K hard-negative captions as extra image->text columns"
-    requires: ClassVar[tuple[str, ...]] = ("neg_text",)
+    requires: tuple[str, ...] = ("neg_text",)
 
     def loss(self, enc: Encoded) -> Tensor:
         neg, mask = check_negatives(self.name, enc)

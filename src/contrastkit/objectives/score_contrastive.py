@@ -16,8 +16,6 @@ of ``clip``. The term owns no parameters; the scores carry the gradient.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from torch import Tensor
 
 from ..encoded import Encoded
@@ -42,7 +40,7 @@ def score_contrastive_loss(
 class ScoreContrastiveTerm(Term):
     name = "score_contrastive"
     description = "CE over any R x C score matrix in extras['scores'] (row i's positive in column i; image->prompt)"
-    requires: ClassVar[tuple[str, ...]] = (SCORES_KEY,)  # an extras key: Encoded.require looks there too
+    requires: tuple[str, ...] = (SCORES_KEY,)  # an extras key: Encoded.require looks there too
 
     def __init__(self, scale: float = 1.0, label_smoothing: float = 0.0, symmetric: bool = False) -> None:
         super().__init__()

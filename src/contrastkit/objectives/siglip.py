@@ -17,7 +17,7 @@ diagonal, -1 elsewhere.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +40,8 @@ def siglip_loss(image: Tensor, text: Tensor, logit_scale: Tensor, logit_bias: Te
 class SiglipTerm(Term):
     name = "siglip"
     description = "SigLIP pairwise sigmoid loss with learnable scale and bias (init t=10, b=-10)"
-    requires: ClassVar[tuple[str, ...]] = ("logit_bias",)
-    model_defaults: ClassVar[dict[str, float]] = {"logit_scale": 10.0, "logit_bias": -10.0}
+    requires: tuple[str, ...] = ("logit_bias",)
+    model_defaults: Mapping[str, float] = {"logit_scale": 10.0, "logit_bias": -10.0}
 
     def __init__(self, tile_size: int | None = None) -> None:
         super().__init__()

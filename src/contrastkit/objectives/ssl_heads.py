@@ -36,7 +36,7 @@ All projectors are lazy: see :mod:`contrastkit.objectives._heads` for the dry-fo
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +84,7 @@ def _positive_int(term: str, key: str, value: object) -> int:
 class _CrossModalHeadTerm(Term):
     """Collects the global and view features of both modalities, validated."""
 
-    requires: ClassVar[tuple[str, ...]] = ("image_features", "text_features")
+    requires: tuple[str, ...] = ("image_features", "text_features")
 
     def __init__(self, use_views: bool = True) -> None:
         super().__init__()
@@ -264,5 +264,5 @@ class ByolipTerm(SiamlipTerm):
                 continue  # not materialised yet (no forward so far): nothing to average
             for t, o in zip(target.parameters(), online.parameters()):
                 t.mul_(self.momentum).add_(o.detach(), alpha=1.0 - self.momentum)
-            for t, o in zip(target.buffers(), online.buffers()):
-                t.copy_(o)
+            for t_buf, o_buf in zip(target.buffers(), online.buffers()):
+                t_buf.copy_(o_buf)

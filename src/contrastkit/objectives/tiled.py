@@ -214,7 +214,7 @@ class TiledInfoNCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, t: Tensor, eps: float, scale: float, tile: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, y: Tensor, t: Tensor, eps: float, scale: float, tile: int) -> Tensor:
         n = x.shape[0]
         compute, acc = compute_dtypes(x)
         with no_autocast(x.device), torch.no_grad():
@@ -265,7 +265,7 @@ class TiledInfoNCE(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         x, y, t, m_r, s_r, m_c, s_c = ctx.saved_tensors
         need_x, need_y, need_t = ctx.needs_input_grad[:3]
         if not (need_x or need_y or need_t):

@@ -60,7 +60,8 @@ def infonce_grad(
     values = logits.to(m_r.dtype)
     g = torch.exp(values - m_r[:, None]) * inv_r[:, None] + torch.exp(values - m_c[None, :]) * inv_c[None, :]
     g = g - uniform
-    g = g - torch.where(_diagonal_mask(*g.shape, g.device), diagonal, torch.zeros_like(diagonal))
+    rows, cols = g.shape
+    g = g - torch.where(_diagonal_mask(rows, cols, g.device), diagonal, torch.zeros_like(diagonal))
     return g.to(logits.dtype)
 
 
@@ -88,7 +89,8 @@ def sigmoid_tile_loss(logits: Tensor, bias: Tensor, positives: Tensor) -> Tensor
 
 def _sigmoid_inputs(logits: Tensor, bias: Tensor, positives: Tensor) -> tuple[Tensor, Tensor]:
     values = logits.to(bias.dtype) + bias
-    return values, _diagonal_mask(*values.shape, values.device) & positives
+    rows, cols = values.shape
+    return values, _diagonal_mask(rows, cols, values.device) & positives
 
 
 _compiled: dict[str, Callable] = {}

@@ -67,7 +67,7 @@ def _fused_sigmoid_tile(
 
 def _sigmoid_tiles(
     x: Tensor, y: Tensor, t: Tensor, b: Tensor, tile: int, need_x: bool, need_y: bool, need_t: bool, need_b: bool
-) -> tuple[Tensor, ...]:
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """One pass over the logit tiles of the SigLIP loss.
 
     Returns ``(sum_ij softplus(-z_ij L_ij), dx, dy, dt, db)``, the gradients of the
@@ -85,7 +85,8 @@ def _sigmoid_tiles(
         yc = y.to(compute)
         gy = torch.zeros(rows_x, x.shape[1], dtype=acc, device=x.device) if need_gy else None  # G @ Y
         gx = torch.zeros(rows_y, y.shape[1], dtype=acc, device=x.device) if need_gx else None  # G^T @ tX
-        loss_parts, db_parts = [], []
+        loss_parts: list[Tensor] = []
+        db_parts: list[Tensor] = []
         side = min(tile, max(rows_x, rows_y))
         scratch = Scratch(side, max(side, x.shape[1]), x.device)
         tile_step = _eager_sigmoid_tile
@@ -100,6 +101,7 @@ def _sigmoid_tiles(
                 if gc is None:
                     continue
                 if need_b:
+                    assert g_sum is not None  # a tile computed with gradients has its gradient sum
                     db_parts.append(g_sum)
                 if gy is not None:
                     accumulate(gy[i0:i1], gc, yj, scratch)
@@ -138,7 +140,7 @@ class TiledSigmoid(torch.autograd.Function):
         y: Tensor,
         t: Tensor,
         b: Tensor,
-        tile: int,  # type: ignore[override]
+        tile: int,
         with_grad: bool,
     ) -> Tensor:
         need = ctx.needs_input_grad[:4] if with_grad else (False,) * 4
@@ -148,7 +150,7 @@ class TiledSigmoid(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         grads = tuple(None if g is None else g * grad.to(g.dtype) for g in ctx.saved_tensors)
         return grads + (None, None)
 

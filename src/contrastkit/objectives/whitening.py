@@ -31,8 +31,6 @@ no running statistics: it is a loss head, not part of the deployed model).
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -80,7 +78,7 @@ def whitened_cse_loss(z_base: Tensor, z_views: list[Tensor], temperature: float 
 class GroupWhiteningTerm(Term):
     name = "group_whitening"
     description = "WhitenedCSE: shuffled group ZCA whitening + Linear/Tanh head, InfoNCE of base vs each view"
-    requires: ClassVar[tuple[str, ...]] = ("image_features", "image_view_features")  # text_* for modality=text
+    requires: tuple[str, ...] = ("image_features", "image_view_features")  # text_* for modality=text
 
     def __init__(
         self,
@@ -104,7 +102,7 @@ class GroupWhiteningTerm(Term):
             if not isinstance(value, bool):
                 raise ValueError(f"group_whitening: {key} must be true or false, got {value!r}")
         self.modality = modality
-        self.requires = (f"{modality}_features", f"{modality}_view_features")  # type: ignore[misc]
+        self.requires = (f"{modality}_features", f"{modality}_view_features")
         self.groups, self.eps, self.temperature = groups, float(eps), float(temperature)
         self.shuffle, self.detach_whitening = shuffle, detach_whitening
         self.head = nn.Sequential(LazySquareLinear(), nn.Tanh())
