@@ -176,6 +176,7 @@ def test_pad_tokens_are_ignored():
     assert caption_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long), 0).item() == 0.0  # all pad
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_and_generate_reproduces_the_caption():
     torch.manual_seed(0)
     term = CocaCaptionTerm(vocab_size=12, width=32, layers=2, heads=4, context_length=8)

@@ -110,6 +110,7 @@ def test_barlip_value_matches_naive_formula(use_views):
 # tests/objectives/test_every_term.py (siamlip / byolip with their stop-gradient targets frozen)
 
 
+@pytest.mark.slow
 def test_barlip_default_sizes_run():
     term = BarlipTerm()  # 3000 hidden, 8192 out (docs/methods.md)
     loss = term(make_enc(b=8, v=None, fi=16, ft=12, dtype=torch.float32))

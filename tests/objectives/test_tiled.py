@@ -325,6 +325,7 @@ def _peak_rss_growth_mib(fn) -> float:
     return _status_mib("VmHWM") - base
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 @pytest.mark.parametrize("which", ["clip", "siglip"])
 def test_resident_memory_stays_linear(which):

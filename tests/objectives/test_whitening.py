@@ -108,6 +108,7 @@ def test_text_modality_reads_text_fields():
 # (b) gradcheck --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detach", [True, False])
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_gradcheck_inputs(detach, shuffle):
