@@ -215,3 +215,32 @@ def test_open_clip_text_without_causal_mask_keeps_the_full_context(tmp_path):
     assert tower._causal is None  # last-token pooling over padding: trimming would change the features
     tokens = tower.tokenize(["a red square"])
     assert torch.equal(tower(tokens), model.encode_text(tokens))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "eot", "mean_eot", "attention"])
+def test_text_pooling_options_follow_their_formula(pooling):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(embed_dim=16, width=32, text_pooling=pooling), image_size=32)
+    tower = model.text_tower
+    tokens = model.tokenize(["a red circle", "a blue square left of a green star", "a red circle"])
+    with torch.no_grad():
+        h = tower.forward_tokens(tokens)
+        pooled = tower(tokens)
+    used = (tokens != PAD).sum(dim=1)
+    mean = torch.stack([h[i, : used[i]].mean(0) for i in range(3)])
+    eot = torch.stack([h[i, used[i] - 1] for i in range(3)])
+    assert (tokens[torch.arange(3), used - 1] == EOS).all()  # the last used token is end-of-text
+    expected = {"mean": mean, "eot": eot, "mean_eot": mean + eot}.get(pooling)
+    if expected is not None:
+        torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=1e-5)
+    else:  # attention: a learned query over the tokens, padding ignored
+        assert pooled.shape == (3, 32) and torch.allclose(pooled[0], pooled[2])
+        tower.query.data.normal_()
+        assert not torch.allclose(tower(tokens), pooled)
+
+
+def test_unknown_text_pooling_names_the_key():
+    from contrastkit.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="model.text_pooling"):
+        load_config(None, ["model.text_pooling=max"])

@@ -80,6 +80,9 @@ class ModelConfig:
     embed_dim: int = 128  # joint embedding size (projection output)
     width: int = 128  # width of the built-in tiny towers
     text_layers: int = 2  # layers of the built-in text transformer
+    # pooled text feature of the built-in tower: mean over words (a bag of contextualised words), eot (the
+    # end-of-text token, as CLIP), mean_eot (their sum), attention (a learned query); all but mean see word order
+    text_pooling: Literal["mean", "eot", "mean_eot", "attention"] = "mean"
     context_length: int = 24  # tokens per caption for the built-in tokenizer
     vocab_size: int = 8192  # hashed-word vocabulary of the built-in tokenizer
     pretrained: str | None = None  # local path to pretrained weights (open_clip checkpoint)

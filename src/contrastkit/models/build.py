@@ -62,7 +62,9 @@ def build_model(
         raise ValueError(f"model.image_tower: unknown tower {cfg.image_tower!r}; choose {' | '.join(IMAGE_TOWERS)}")
 
     if cfg.text_tower == "tiny_transformer":
-        text_tower = TinyTextTransformer(cfg.width, cfg.text_layers, 4, cfg.vocab_size, cfg.context_length)
+        text_tower = TinyTextTransformer(
+            cfg.width, cfg.text_layers, 4, cfg.vocab_size, cfg.context_length, pooling=cfg.text_pooling
+        )
     elif parts is not None and cfg.text_tower.startswith(OPEN_CLIP_PREFIX):
         text_tower = parts.text
     elif cfg.text_tower.startswith(HF_PREFIX):

@@ -9,7 +9,7 @@ positions (a flattened grid would learn each shape once per cell). The pooled
 feature is the pooling token plus the channel-wise max over the cells: the max
 says "some cell holds a star" whatever else the scene holds.
 The text tower is a pre-norm transformer over hashed-word tokens, mean-pooled
-over the words.
+over the words by default (``model.text_pooling`` chooses an order-aware pooling).
 
 Both pooling choices make features closer to a sum of parts (shape, colour,
 relation), which is what zero-shot on unseen shape-colour combinations needs:
@@ -102,14 +102,35 @@ class TinyCNN(ImageTower):
 
 
 class TinyTextTransformer(TextTower):
-    """Hashed-word embeddings + positions -> pre-norm transformer -> mean over the non-padding tokens."""
+    """Hashed-word embeddings + positions -> pre-norm transformer -> pooled over the tokens.
+
+    ``pooling`` (Radford et al. 2021 pool CLIP's text at the end-of-text token):
+
+    - ``mean``: mean over the non-padding tokens. Close to a sum of the words' features, which
+      suits zero-shot on unseen combinations, but nearly blind to word order: a caption and its
+      attribute swap ("a red circle left of a blue square" / "a blue circle left of a red square")
+      embed almost alike.
+    - ``eot``: the end-of-text token's output, which attends to every word at its position;
+    - ``mean_eot``: the sum of both (a bag of words plus an order-aware summary);
+    - ``attention``: a learned query attends over the tokens (one head per 32 dims).
+    """
 
     projected = False
+    POOLINGS = ("mean", "eot", "mean_eot", "attention")
 
     def __init__(
-        self, width: int = 128, layers: int = 2, heads: int = 4, vocab_size: int = 8192, context_length: int = 24
+        self,
+        width: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+        vocab_size: int = 8192,
+        context_length: int = 24,
+        pooling: str = "mean",
     ) -> None:
         super().__init__()
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"model.text_pooling: {pooling!r} is not one of {', '.join(self.POOLINGS)}")
+        self.pooling = pooling
         self.tokenizer = HashedWordTokenizer(vocab_size, context_length)
         self.embed = nn.Embedding(vocab_size, width, padding_idx=self.tokenizer.pad_token_id)
         self.pos = nn.Parameter(torch.randn(1, context_length, width) * 0.02)
@@ -118,6 +139,9 @@ class TinyTextTransformer(TextTower):
         )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
+        if pooling == "attention":
+            self.query = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+            self.attend = nn.MultiheadAttention(width, max(1, width // 32), batch_first=True)
         self.output_dim = width
 
     def tokenize(self, texts: list[str]) -> Tensor:
@@ -129,5 +153,16 @@ class TinyTextTransformer(TextTower):
         return self.norm(self.encoder(h, src_key_padding_mask=pad))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        keep = (tokens != self.tokenizer.pad_token_id).unsqueeze(-1).to(self.pos.dtype)
-        return (self.forward_tokens(tokens) * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+        h = self.forward_tokens(tokens)
+        pad = tokens == self.tokenizer.pad_token_id
+        if self.pooling == "attention":
+            query = self.query.expand(tokens.shape[0], -1, -1)
+            return self.attend(query, h, h, key_padding_mask=pad, need_weights=False)[0][:, 0]
+        keep = (~pad).unsqueeze(-1).to(self.pos.dtype)
+        mean = (h * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+        if self.pooling == "mean":
+            return mean
+        # the end-of-text token is the last non-padding one (captions are truncated to keep it)
+        last = (~pad).sum(dim=1).clamp_min(1) - 1
+        eot = h[torch.arange(tokens.shape[0], device=tokens.device), last]
+        return eot if self.pooling == "eot" else mean + eot
