@@ -6,6 +6,7 @@ A data spec (``data.source``, or ``SPEC`` on the command line) names a source::
     KIND    := synthetic | csv | tsv | jsonl | parquet | folder | wds | hf
 
     synthetic:shapes                 the built-in world of coloured shapes (contrastkit.data.shapes)
+    synthetic:shapes-clutter         the same scenes on cluttered backgrounds: the shifted domain
     csv:PATH  tsv:PATH               a manifest (contrastkit.data.manifest): image path column + caption
     jsonl:PATH  parquet:PATH         column(s), optional negatives / tags / rewrites / label columns
     folder:DIR                       image folders, one sub-folder per class (contrastkit.data.folders)
@@ -63,6 +64,7 @@ SOURCES = (
     "wds:SHARDS",
     "hf:TARGET",
 )
+SYNTHETIC = {"synthetic:shapes": "plain", "synthetic:shapes-clutter": "clutter"}  # spec -> rendering style
 KINDS = ("synthetic", "csv", "tsv", "jsonl", "parquet", "folder", "wds", "hf")
 SPLITS = ("train", "val", "test")
 
@@ -126,11 +128,13 @@ def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) ->
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    if spec == "synthetic:shapes":
+    if spec in SYNTHETIC:
         from .shapes import SyntheticShapes
 
         size = cfg.train_size if split == "train" else cfg.eval_size
-        shapes = SyntheticShapes(split=split, size=size, seed=cfg.seed, image_size=cfg.image_size)
+        shapes = SyntheticShapes(
+            split=split, size=size, seed=cfg.seed, image_size=cfg.image_size, style=SYNTHETIC[spec]
+        )
         _attach_options(shapes, cfg)
         return shapes
     own = {"val": cfg.val_source, "test": cfg.test_source}.get(split)
@@ -138,7 +142,7 @@ def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) ->
         return open_source(own, split, cfg, raw=raw)
     kind, target = parse_spec(spec)
     if kind == "synthetic":
-        raise ValueError(f"data.source: unknown synthetic world {spec!r}; available: synthetic:shapes")
+        raise ValueError(f"data.source: unknown synthetic world {spec!r}; available: {', '.join(SYNTHETIC)}")
     per_file = "{split}" in target
     if per_file:
         target = target.replace("{split}", split)

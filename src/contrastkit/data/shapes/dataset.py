@@ -30,7 +30,7 @@ from ..records import Record, ZeroShotTask
 from .describe import describe_scene
 from .grammar import COLOURS, SHAPES, SIZES, Scene
 from .layout import all_combos, choose_held_out, sample_scene
-from .render import render_scene
+from .render import STYLES, render_scene
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MIN_IMAGE_SIZE = 32
@@ -61,10 +61,11 @@ SIZE_TEMPLATES: list[str] = [
 class SyntheticShapes:
     """One split of the shapes world; see the module docstring.
 
-    ``negatives_per_category`` caps the hard negatives kept per category and record.
+    ``negatives_per_category`` caps the hard negatives kept per category and record. ``style``
+    ``clutter`` draws the same scenes on cluttered backgrounds (:mod:`~contrastkit.data.shapes.render`):
+    the shifted domain ``synthetic:shapes-clutter``, whose records say exactly what the plain
+    domain's do.
     """
-
-    name = "synthetic:shapes"
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class SyntheticShapes:
         seed: int = 0,
         image_size: int = 64,
         negatives_per_category: int = 3,
+        style: str = "plain",
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"synthetic:shapes: unknown split {split!r}; known: {', '.join(SPLITS)}")
@@ -84,7 +86,11 @@ class SyntheticShapes:
             raise ValueError(
                 f"synthetic:shapes: negatives_per_category must be at least 1, got {negatives_per_category}"
             )
+        if style not in STYLES:
+            raise ValueError(f"synthetic:shapes: unknown style {style!r}; known: {', '.join(STYLES)}")
         self.split, self.size, self.seed, self.image_size = split, size, seed, image_size
+        self.style = style
+        self.name = "synthetic:shapes" if style == "plain" else f"synthetic:shapes-{style}"
         self.negatives_per_category = negatives_per_category
         self.held_out: tuple[tuple[str, str], ...] = choose_held_out(seed)
         if split == "test":
@@ -117,13 +123,15 @@ class SyntheticShapes:
         for obj in meta["objects"]:
             obj["held_out"] = (obj["shape"], obj["colour"]) in self.held_out
         return Record(
-            image=render_scene(scene),
+            image=render_scene(scene, self.style, self._stream(index, "render")),
             captions=words.captions,
             neg_captions=words.neg_captions,
             tags=words.tags,
             neg_tags=words.neg_tags,
             rewrites=words.rewrites,
-            key=f"shapes-{self.split}-{index:05d}",
+            key=f"shapes-{self.split}-{index:05d}"
+            if self.style == "plain"
+            else f"shapes-{self.style}-{self.split}-{index:05d}",
             meta=meta,
         )
 

@@ -1,9 +1,20 @@
-"""Drawing a shapes-world scene with PIL: flat colours on a grey background, no antialiasing."""
+"""Drawing a shapes-world scene with PIL: flat colours, no antialiasing.
+
+Two renderings of the same scene (the domains ``synthetic:shapes`` and ``synthetic:shapes-clutter``):
+
+- ``plain``: the objects on a flat grey background;
+- ``clutter``: the same objects, pixel for pixel, on a cluttered background: a random dark-to-light
+  gradient in muted earth tones, per-pixel noise and a few thin lines in those tones. No background
+  pixel takes an object colour's hue at full saturation and nothing in the clutter is a shape of
+  the world, so every caption of the scene stays true; only the image statistics shift.
+"""
 
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from .grammar import Scene
@@ -20,6 +31,17 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "cyan": (40, 210, 220),
 }
 MIN_IMAGE_SIZE = 32
+STYLES = ("plain", "clutter")
+# Muted earth tones of the clutter: low saturation, far from every object colour.
+CLUTTER_TONES: tuple[tuple[int, int, int], ...] = (
+    (70, 62, 55),
+    (110, 100, 88),
+    (150, 140, 125),
+    (90, 95, 85),
+    (130, 120, 110),
+    (60, 66, 72),
+)
+CLUTTER_NOISE = 10.0  # sd of the per-pixel noise, in 0-255 units
 
 
 def _star(points: int = 5, inner: float = 0.45) -> list[tuple[float, float]]:
@@ -46,9 +68,34 @@ UNIT_POLYGONS: dict[str, list[tuple[float, float]]] = {
 }
 
 
-def render_scene(scene: Scene) -> Image.Image:
-    """Draw ``scene`` as an RGB image (no antialiasing: every object pixel has its exact colour)."""
-    image = Image.new("RGB", (scene.image_size, scene.image_size), BACKGROUND)
+def clutter_background(size: int, rng: random.Random) -> Image.Image:
+    """A ``size`` x ``size`` cluttered background drawn from ``rng`` (see the module docstring)."""
+    top, bottom = rng.sample(CLUTTER_TONES, 2)
+    t = np.linspace(0.0, 1.0, size)[:, None, None]
+    gradient = (1 - t) * np.array(top, dtype=np.float64) + t * np.array(bottom, dtype=np.float64)
+    noise = np.random.default_rng(rng.randrange(2**32)).normal(0.0, CLUTTER_NOISE, (size, size, 3))
+    pixels = np.clip(np.broadcast_to(gradient, (size, size, 3)) + noise, 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(3, 6)):
+        x0, y0, x1, y1 = (rng.uniform(0, size) for _ in range(4))
+        draw.line((x0, y0, x1, y1), fill=rng.choice(CLUTTER_TONES), width=1)
+    return image
+
+
+def render_scene(scene: Scene, style: str = "plain", rng: random.Random | None = None) -> Image.Image:
+    """Draw ``scene`` as an RGB image (no antialiasing: every object pixel has its exact colour).
+
+    ``style`` is ``plain`` or ``clutter``; the clutter is drawn from ``rng`` (needed for ``clutter``).
+    """
+    if style == "plain":
+        image = Image.new("RGB", (scene.image_size, scene.image_size), BACKGROUND)
+    elif style == "clutter":
+        if rng is None:
+            raise ValueError("render_scene: the clutter style needs an rng")
+        image = clutter_background(scene.image_size, rng)
+    else:
+        raise ValueError(f"render_scene: unknown style {style!r}; choose one of {', '.join(STYLES)}")
     draw = ImageDraw.Draw(image)
     for obj in scene.objects:
         fill = COLOUR_RGB[obj.colour]
