@@ -244,3 +244,17 @@ def test_unknown_text_pooling_names_the_key():
 
     with pytest.raises(ConfigError, match="model.text_pooling"):
         load_config(None, ["model.text_pooling=max"])
+
+
+def test_tiny_image_transform_fast_path_is_torchvisions_pipeline_bit_for_bit():
+    from contrastkit.config import DataConfig
+    from contrastkit.data.sources import open_source
+    from contrastkit.models.tiny import TinyImageTransform
+
+    data = open_source("synthetic:shapes", "train", DataConfig(train_size=16, image_size=32))
+    transform = TinyImageTransform(32)
+    for i in range(16):
+        image = data[i].image
+        assert torch.equal(transform(image), transform.general(image))
+    other = data[0].image.resize((48, 40)).convert("L").convert("RGB")
+    assert transform(other).shape == (3, 32, 32) and torch.equal(transform(other), transform.general(other))

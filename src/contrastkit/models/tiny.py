@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
@@ -90,8 +91,20 @@ class TinyCNN(ImageTower):
         return tokens[:, 0] + tokens[:, 1:].amax(dim=1)
 
     def image_transform(self, train: bool) -> Callable[[Image.Image], Tensor]:
-        size = self.image_size
-        return v2.Compose(
+        return TinyImageTransform(self.image_size)
+
+
+class TinyImageTransform:
+    """PIL image -> C x H x W float tensor in [-1, 1]: resize to ``size``, scale to [0, 1], normalise by 0.5.
+
+    An RGB image already ``size`` pixels square (the synthetic worlds render at the model's size)
+    skips torchvision's per-image pipeline: the same arithmetic (x * (1/255) - 0.5) / 0.5, bit for
+    bit, about 3x faster; anything else goes through resize + ToDtype + Normalize.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.general = v2.Compose(
             [
                 v2.ToImage(),
                 v2.Resize((size, size), antialias=True),
@@ -99,6 +112,12 @@ class TinyCNN(ImageTower):
                 v2.Normalize(TINY_MEAN, TINY_STD),
             ]
         )
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        if image.mode != "RGB" or image.size != (self.size, self.size):
+            return self.general(image)
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        return pixels.to(torch.float32).mul_(1 / 255).sub_(TINY_MEAN[0]).div_(TINY_STD[0])
 
 
 class TinyTextTransformer(TextTower):
