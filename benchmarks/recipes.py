@@ -1,123 +1,192 @@
-"""Train every seed recipe on the synthetic world at equal steps and tabulate what each one changes.
+"""Every seed paper's claim on the built-in testbed, over several seeds, with a verdict.
 
-    python benchmarks/recipes.py                      # all recipes, demo-sized runs (about an hour on 2 cores)
-    python benchmarks/recipes.py --steps 300 --finetune-steps 150 --recipes siglip,negclip
-    python benchmarks/recipes.py --reuse              # only recipes without a finished run of the same config
+    python benchmarks/recipes.py                        # every claim, seeds 0 1 2 (reuses finished runs)
+    python benchmarks/recipes.py --claims NegCLIP,DeGLA --seeds 0,1,2,3,4
+    python benchmarks/recipes.py --shard 0/2 & python benchmarks/recipes.py --shard 1/2; python benchmarks/recipes.py
 
-From-scratch recipes train for --steps like the plain CLIP baseline (configs/clip.yaml). Fine-tuning recipes
-(model.init_from in the recipe) start from that baseline and train --finetune-steps; their control is the
-baseline fine-tuned with plain CLIP on the same schedule ("clip (fine-tuned)"). The table goes to
-benchmarks/RESULTS.md under "Recipes on synthetic:shapes".
+Each claim (benchmarks/testbed_claims.py) compares a method arm with a control arm that differs only in
+the method, at every seed; runs are cached in --runs-dir (testbed_runs.py: reused when their config is
+unchanged, resumed after a kill, trained on the GPU when one is present). The report gives each arm's
+mean +- sd, each claim's paired difference with its 95% interval and the verdict (reproduced / against /
+within noise, contrastkit.evaluate.verdicts), and goes to benchmarks/RESULTS.md under "Claims on the
+testbed". ``--shard i/n`` runs the i-th of n slices of the runs (the base model first: train it with
+``make base``); the process that finds every run finished writes the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import platform
 import sys
 import time
 from pathlib import Path
 
-from contrastkit.config import config_from_dict, load_config
-from contrastkit.engine.trainer import train
-from results_file import command_line, write_section
-
-SCRATCH = ["siglip", "align", "mochi", "cl2l", "coca", "hq_clip", "lit", "cwcl_lit"]
-FINETUNE = ["negclip", "degla", "gap_cua", "gap_cuaxu", "m2mix", "clip_refine", "meow"]
-CATEGORIES = ["replace_attribute", "replace_object", "replace_relation", "swap_attributes", "swap_objects"]
-
-
-def _row(name: str, report: dict, seconds: float) -> str:
-    zs = report["zeroshot"]
-    rt = report["retrieval"]
-    comp = report["compositional"]["accuracy"]
-    geo = report["geometry"]
-    cells = [
-        name,
-        *(f"{100 * zs[t]['acc1']:.1f}" if t in zs else "—" for t in ("shape", "colour")),
-        f"{100 * rt['image_retrieval_recall@1']:.1f}",
-        f"{100 * rt['text_retrieval_recall@1']:.1f}",
-        *(f"{100 * comp[c]:.1f}" if c in comp else "—" for c in CATEGORIES),
-        f"{geo['modality_gap']:.3f}",
-        f"{100 * geo['linear_separability']:.0f}",
-        f"{seconds:.0f}",
-    ]
-    return "| " + " | ".join(cells) + " |"
-
-
-HEADER = (
-    "| recipe | zs shape | zs colour | T→I R@1 | I→T R@1 | repl. attr | repl. obj | repl. rel | swap attr "
-    "| swap obj | gap | lin. sep. % | train s |\n|" + "---|" * 13
+from contrastkit.evaluate.verdicts import (
+    claim_verdict,
+    condition_verdict,
+    paired_difference,
+    summarize,
 )
+from results_file import command_line, write_section
+from testbed_claims import ARMS, CLAIMS, SCHEDULE, Claim
+from testbed_runs import Arm, RunResult, ensure_run, run_dir_of
+
+SECTION = "Claims on the testbed"
 
 
-def run(name: str, config: str, out: Path, overrides: list[str], reuse: bool = False) -> tuple[dict, float]:
-    cfg = load_config(config, overrides + ["train.progress=false"])
-    done = out / "report.json"
-    if reuse and done.exists():
-        report = json.loads(done.read_text())
-        if config_from_dict(report["config"]) == cfg:  # keys added since take their defaults
-            print(f"{name}: reusing {done}", file=sys.stderr)
-            return report, report["timing"]["train_seconds"]
-    started = time.perf_counter()
-    report = train(cfg, out)
-    print(f"{name}: done in {time.perf_counter() - started:.0f}s (evaluation included)", file=sys.stderr)
-    return report, report["timing"]["train_seconds"]
+def _arms_for(claims: list[Claim]) -> list[Arm]:
+    names = {c.method for c in claims} | {c.control for c in claims}
+    arms = [ARMS[n] for n in ARMS if n in names]
+    if any(a.start == "base" for a in arms) and "base" not in names:
+        arms.insert(0, ARMS["base"])
+    return arms
+
+
+def _select(spec: str) -> list[Claim]:
+    if not spec:
+        return list(CLAIMS)
+    wanted = {s.strip().lower() for s in spec.split(",") if s.strip()}
+    chosen = [c for c in CLAIMS if any(w in c.paper.lower() or w in (c.method, c.control) for w in wanted)]
+    if not chosen:
+        raise SystemExit(f"--claims {spec!r} matches no claim; papers: {', '.join(sorted({c.paper for c in CLAIMS}))}")
+    return chosen
+
+
+def _fmt(values: list[float], pct: bool) -> str:
+    s = summarize(values)
+    return f"{100 * s.mean:.1f} ± {100 * s.sd:.1f}" if pct else f"{s.mean:.3g} ± {s.sd:.2g}"
+
+
+def _is_pct(metric: str) -> bool:
+    return "/geometry/" not in metric or metric.endswith("linear_separability")
+
+
+def claim_rows(claims: list[Claim], results: dict[tuple[str, int], RunResult], seeds: list[int]) -> list[str]:
+    """One Markdown row per claim condition, and the claim's verdict on its first row."""
+    rows = []
+    for claim in claims:
+        verdicts, lines = [], []
+        for cond in claim.conditions:
+            method = [results[(claim.method, s)].metrics[cond.metric] for s in seeds]
+            control = [results[(claim.control, s)].metrics[cond.metric] for s in seeds]
+            diff = paired_difference(method, control)
+            verdict = condition_verdict(diff, cond)
+            verdicts.append(verdict)
+            k = 100 if _is_pct(cond.metric) else 1
+            margin = f" (margin {k * cond.margin:g})" if cond.margin else ""
+            lines.append(
+                [
+                    f"`{cond.metric}` {cond.direction}{margin}",
+                    _fmt(method, k == 100),
+                    _fmt(control, k == 100),
+                    f"{k * diff.mean:+.2f} [{k * diff.low:+.2f}, {k * diff.high:+.2f}]",
+                    verdict,
+                ]
+            )
+        overall = claim_verdict(verdicts)
+        for i, line in enumerate(lines):
+            head = [claim.paper, claim.claim, f"{claim.method} vs {claim.control}"] if i == 0 else ["", "", ""]
+            rows.append("| " + " | ".join([*head, *line, f"**{overall}**" if i == 0 else ""]) + " |")
+    return rows
+
+
+def arm_rows(arms: list[Arm], results: dict[tuple[str, int], RunResult], seeds: list[int]) -> list[str]:
+    keys = [
+        "shapes-test/zeroshot/shape",
+        "shapes-test/retrieval/image_retrieval_recall@1",
+        "shapes-val/compositional/swap_attributes",
+        "shapes-val/compositional/swap_objects",
+        "shapes-test/geometry/linear_separability",
+        "clutter-test/zeroshot/shape",
+    ]
+    rows = []
+    for arm in arms:
+        per_seed = [results[(arm.name, s)].metrics for s in seeds]
+        cells = [_fmt([m[k] for m in per_seed], True) if k in per_seed[0] else "—" for k in keys]
+        seen = f"{int(per_seed[0]['run/samples_seen']):,}"
+        wall = summarize([m["run/train_seconds"] for m in per_seed]).mean
+        rows.append(f"| {arm.name} | {arm.start} | {seen} | {wall:.0f} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def report(
+    claims: list[Claim],
+    arms: list[Arm],
+    results: dict[tuple[str, int], RunResult],
+    seeds: list[int],
+    argv: list[str] | None,
+    wall_minutes: float,
+) -> str:
+    counts = {v: 0 for v in ("reproduced", "against", "within noise")}
+    rows = claim_rows(claims, results, seeds)
+    for row in rows:
+        for verdict in counts:
+            if f"**{verdict}**" in row:
+                counts[verdict] += 1
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    return "\n".join(
+        [
+            f"Command: `{command_line('recipes.py', argv).strip()}` ({time.strftime('%Y-%m-%d')}; "
+            f"{platform.processor() or platform.machine()}; seeds {', '.join(map(str, seeds))}; "
+            f"{wall_minutes:.0f} min for the runs this call made). {len(claims)} claims: **{summary}**.",
+            "",
+            "Each row: the metric the claim is about, the method's and the control's mean ± sd over the seeds "
+            "(accuracies in %), the paired difference method - control with its 95% t-interval, the verdict of "
+            "that condition, and on the claim's first row the claim's verdict (all conditions reproduced -> "
+            "reproduced; any against -> against).",
+            "",
+            "| paper | claim | arms | condition | method | control | difference [95% CI] | verdict | claim |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "Arms (mean ± sd over the seeds; samples seen = steps x batch; train s = training wall time):",
+            "",
+            "| arm | start | samples seen | train s | zs shape (held-out) | T→I R@1 | swap attr (seen) | "
+            "swap obj (seen) | lin. sep. | zs shape (clutter) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *arm_rows(arms, results, seeds),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=600, help="steps of from-scratch recipes and the baseline")
-    parser.add_argument("--finetune-steps", type=int, default=300, help="steps of fine-tuning recipes")
-    parser.add_argument("--recipes", default="", help="comma-separated subset (default: all)")
-    parser.add_argument("--runs-dir", default="runs/bench", help="where runs are written")
+    parser.add_argument("--claims", default="", help="comma-separated papers or arm names (default: every claim)")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds, paired across arms (default 0,1,2)")
+    parser.add_argument("--runs-dir", default="runs/testbed", help="where runs are cached")
+    parser.add_argument("--shard", default="0/1", help="i/n: run the i-th of n slices of the runs")
+    parser.add_argument("--no-reuse", action="store_true", help="train every run anew")
+    parser.add_argument("--max-records", type=int, default=1000, help="records per evaluation set")
     parser.add_argument("--results", default="benchmarks/RESULTS.md", help="results file to update ('' to skip)")
-    parser.add_argument(
-        "--reuse",
-        action="store_true",
-        help="take a recipe's row from an earlier run in --runs-dir made with the same config",
-    )
     args = parser.parse_args(argv)
-    chosen = set(args.recipes.split(",")) if args.recipes else set(SCRATCH + FINETUNE)
-    runs = Path(args.runs_dir)
-    common = ["train.eval_every=0", "train.checkpoint_every=0"]
-    scratch = common + [f"train.steps={args.steps}"]
-    finetune = common + [f"train.steps={args.finetune_steps}"]
-
-    rows = []
-    base_report, base_s = run("clip", "configs/clip.yaml", runs / "clip", scratch, args.reuse)
-    rows.append(_row("clip (baseline)", base_report, base_s))
-    for name in SCRATCH:
-        if name in chosen:
-            report, seconds = run(name, f"configs/{name}.yaml", runs / name, scratch, args.reuse)
-            rows.append(_row(name, report, seconds))
-    if chosen & set(FINETUNE):
-        tuned = finetune + [f"model.init_from={runs / 'clip'}", "train.lr=2e-4", "train.warmup_steps=20"]
-        report, seconds = run("clip-ft", "configs/clip.yaml", runs / "clip-ft", tuned, args.reuse)
-        rows.append(_row("clip (fine-tuned)", report, seconds))
-        for name in FINETUNE:
-            if name in chosen:
-                report, seconds = run(
-                    name,
-                    f"configs/{name}.yaml",
-                    runs / name,
-                    finetune + [f"model.init_from={runs / 'clip'}"],
-                    args.reuse,
-                )
-                rows.append(_row(f"{name} (fine-tuned)", report, seconds))
-
-    command = command_line("recipes.py", argv)
-    table = HEADER + "\n" + "\n".join(rows)
-    body = (
-        f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, 2-core CPU). Test split of "
-        f"synthetic:shapes (held-out shape–colour combinations), {base_report['n_images']} images; zero-shot on "
-        "its single-object scenes; compositional = accuracy of the true caption over each hard negative; gap = "
-        "centroid distance; lin. sep. = held-out accuracy of a linear image-vs-text classifier (50% = no "
-        f"gap); train s = training time without evaluation.\n\n{table}\n"
-    )
-    print(table)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    index, count = (int(x) for x in args.shard.split("/"))
+    claims = _select(args.claims)
+    arms = _arms_for(claims)
+    runs_dir = Path(args.runs_dir)
+    plan = [(arm, seed) for arm in arms for seed in (seeds[:1] if arm.start == "own" else seeds)]
+    started = time.perf_counter()
+    results: dict[tuple[str, int], RunResult] = {}
+    for k, (arm, seed) in enumerate(plan):
+        mine = arm.start == "own" or k % count == index
+        if arm.start == "base" and not (run_dir_of(ARMS["base"], 0, runs_dir) / "report.json").exists():
+            raise SystemExit("the base model is missing: train it first (make base, or this script without --shard)")
+        if mine or (run_dir_of(arm, seed, runs_dir) / "report.json").exists():
+            results[(arm.name, seed)] = ensure_run(
+                arm, seed, runs_dir, SCHEDULE, args.max_records, reuse=not args.no_reuse
+            )
+    for arm in arms:
+        if arm.start == "own":
+            for seed in seeds:
+                results[(arm.name, seed)] = results[(arm.name, seeds[0])]
+    missing = [f"{a.name}-s{s}" for a in arms for s in seeds if (a.name, s) not in results]
+    if missing:
+        print(f"shard {args.shard} done; waiting for other shards: {', '.join(missing)}")
+        return 0
+    text = report(claims, arms, results, seeds, argv, (time.perf_counter() - started) / 60)
+    print(text)
     if args.results:
-        write_section(args.results, "Recipes on synthetic:shapes", body)
+        write_section(args.results, SECTION, text)
     return 0
 
 
