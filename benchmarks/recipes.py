@@ -124,28 +124,54 @@ def report(
             if f"**{verdict}**" in row:
                 counts[verdict] += 1
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
-    return "\n".join(
-        [
-            f"Command: `{command_line('recipes.py', argv).strip()}` ({time.strftime('%Y-%m-%d')}; "
-            f"{platform.processor() or platform.machine()}; seeds {', '.join(map(str, seeds))}; "
-            f"{wall_minutes:.0f} min for the runs this call made). {len(claims)} claims: **{summary}**.",
-            "",
-            "Each row: the metric the claim is about, the method's and the control's mean ± sd over the seeds "
-            "(accuracies in %), the paired difference method - control with its 95% t-interval, the verdict of "
-            "that condition, and on the claim's first row the claim's verdict (all conditions reproduced -> "
-            "reproduced; any against -> against).",
-            "",
-            "| paper | claim | arms | condition | method | control | difference [95% CI] | verdict | claim |",
-            "|---|---|---|---|---|---|---|---|---|",
-            *rows,
-            "",
-            "Arms (mean ± sd over the seeds; samples seen = steps x batch; train s = training wall time):",
-            "",
-            "| arm | start | samples seen | train s | zs shape (held-out) | T→I R@1 | swap attr (seen) | "
-            "swap obj (seen) | lin. sep. | zs shape (clutter) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-            *arm_rows(arms, results, seeds),
-        ]
+    return (
+        "\n".join(
+            [
+                *_header(claims, seeds, argv, wall_minutes, summary),
+                "Each row: the metric the claim is about, the method's and the control's mean ± sd over the seeds "
+                "(accuracies in %), the paired difference method - control with its 95% t-interval, the verdict of "
+                "that condition, and on the claim's first row the claim's verdict (all conditions reproduced -> "
+                "reproduced; any against -> against).",
+                "",
+                "| paper | claim | arms | condition | method | control | difference [95% CI] | verdict | claim |",
+                "|---|---|---|---|---|---|---|---|---|",
+                *rows,
+                "",
+                "Arms (mean ± sd over the seeds; samples seen = steps x batch; train s = training wall time):",
+                "",
+                "| arm | start | samples seen | train s | zs shape (held-out) | T→I R@1 | swap attr (seen) | "
+                "swap obj (seen) | lin. sep. | zs shape (clutter) |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+                *arm_rows(arms, results, seeds),
+                "",
+                _captioning_line(arms, results, seeds),
+            ]
+        ).rstrip()
+        + "\n"
+    )
+
+
+def _header(
+    claims: list[Claim], seeds: list[int], argv: list[str] | None, wall_minutes: float, summary: str
+) -> list[str]:
+    return [
+        f"Command: `{command_line('recipes.py', argv).strip()}` ({time.strftime('%Y-%m-%d')}; "
+        f"{platform.processor() or platform.machine()}; seeds {', '.join(map(str, seeds))}; "
+        f"{wall_minutes:.0f} min for the runs this call made). {len(claims)} claims: **{summary}**.",
+        "",
+    ]
+
+
+def _captioning_line(arms: list[Arm], results: dict[tuple[str, int], RunResult], seeds: list[int]) -> str:
+    """CoCa's captioning scores, when a captioning arm ran."""
+    scored = [results[(a.name, s)].metrics for a in arms for s in seeds]
+    scored = [m for m in scored if "shapes-captions/captioning/cider" in m]
+    if not scored:
+        return ""
+    return (
+        "CoCa's greedy captions of the held-out test images (pycocoevalcap): BLEU-4 "
+        f"{_fmt([m['shapes-captions/captioning/bleu4'] for m in scored], True)}, CIDEr-D "
+        f"{_fmt([m['shapes-captions/captioning/cider'] for m in scored], False)}."
     )
 
 

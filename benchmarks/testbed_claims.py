@@ -50,7 +50,7 @@ ARMS: dict[str, Arm] = {
         Arm("siglip", "configs/siglip.yaml"),
         Arm("align", "configs/align.yaml", steps_factor=2.0),
         Arm("mochi", "configs/mochi.yaml"),
-        Arm("coca", "configs/coca.yaml"),
+        Arm("coca", "configs/coca.yaml", evaluations=("shapes-test", "shapes-val", "shapes-captions")),
         Arm("hq_clip", "configs/hq_clip.yaml"),
         Arm("hq_negatives_only", "configs/hq_clip.yaml", ("objective=[{name: negclip, weight: 1.0}]",)),
         Arm("laclip", "configs/clip.yaml", ("data.rewrite_sampling=true",)),

@@ -22,18 +22,22 @@ from pathlib import Path
 from typing import Any
 
 from contrastkit.config import Config, config_from_dict
+from contrastkit.data.sources import open_source
 from contrastkit.engine.recipe import load_recipe
 from contrastkit.engine.trainer import train
+from contrastkit.evaluate.captioning import evaluate_captioning
 from contrastkit.evaluate.request import EvalRequest
 from contrastkit.evaluate.result_files import write_suite
 from contrastkit.evaluate.suite import run_suite
-from contrastkit.models.checkpoint import latest_checkpoint
-from contrastkit.models.load import load_run_model
+from contrastkit.models.checkpoint import latest_checkpoint, load_module
+from contrastkit.models.load import load_run, load_run_model
+from contrastkit.objectives import build
 
 EVALUATIONS: dict[str, tuple[str, str]] = {  # name -> (data spec, split)
     "shapes-test": ("synthetic:shapes", "test"),  # held-out shape-colour combinations
     "shapes-val": ("synthetic:shapes", "val"),  # seen combinations, scenes not trained on
     "clutter-test": ("synthetic:shapes-clutter", "test"),  # the shifted domain
+    "shapes-captions": ("synthetic:shapes", "test"),  # greedy captions of a caption decoder (CoCa)
 }
 
 
@@ -122,10 +126,27 @@ def _flatten(prefix: str, results: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
+def _captioning(run_dir: Path, cfg: Config, records_wanted: int, out: Path) -> None:
+    """BLEU-4 / CIDEr of the run's caption decoder on the plain world's test images (report.json)."""
+    model, _ = load_run(run_dir)
+    objective = build(cfg.objective)
+    load_module(objective, latest_checkpoint(run_dir) / "objective.safetensors")
+    data = open_source("synthetic:shapes", "test", cfg.data)
+    records = [data[i] for i in range(min(records_wanted, len(data)))]
+    out.mkdir(parents=True, exist_ok=True)
+    result = evaluate_captioning(model, objective, records, batch_size=cfg.eval.batch_size)
+    (out / "report.json").write_text(json.dumps({"captioning": result}, indent=1))
+
+
 def evaluate_run(run_dir: Path, cfg: Config, name: str, max_records: int, reuse: bool) -> dict[str, float]:
     """Metrics of the run's latest weights on evaluation set ``name`` (read back when already written)."""
     out = run_dir / f"eval-{name}"
     report = out / "report.json"
+    if name == "shapes-captions":
+        if not (reuse and report.exists()):
+            _captioning(run_dir, cfg, max_records, out)
+        scores = json.loads(report.read_text())["captioning"]
+        return {f"{name}/captioning/{k}": float(scores[k]) for k in ("bleu4", "cider")}
     if not (reuse and report.exists()):
         spec, split = EVALUATIONS[name]
         model = load_run_model(run_dir)

@@ -87,7 +87,7 @@ def test_claims_run_per_seed_reuse_shards_and_write_verdicts(tiny_testbed, tmp_p
     results = tmp_path / "RESULTS.md"
     args = [
         "--claims",
-        "SigLIP,NegCLIP",
+        "SigLIP,NegCLIP,CoCa",
         "--seeds",
         "0,1",
         "--runs-dir",
@@ -107,6 +107,8 @@ def test_claims_run_per_seed_reuse_shards_and_write_verdicts(tiny_testbed, tmp_p
         "clip-s1",
         "siglip-s0",
         "siglip-s1",
+        "coca-s0",
+        "coca-s1",
         "clip_ft-s0",
         "clip_ft-s1",
         "negclip-s0",
@@ -117,6 +119,7 @@ def test_claims_run_per_seed_reuse_shards_and_write_verdicts(tiny_testbed, tmp_p
     assert "## Claims on the testbed" in text and "| SigLIP | at least CLIP's accuracy" in text
     assert text.count("| NegCLIP |") == 2 and "swap_attributes" in text
     assert any(f"**{v}**" in text for v in ("reproduced", "against", "within noise"))
+    assert "CoCa's greedy captions" in text and "CIDEr-D" in text  # read back through the saved decoder
     # a second call reuses every finished run and its evaluations
     before = len(tiny_testbed)
     assert recipes.main(args) == 0 and len(tiny_testbed) == before

@@ -35,8 +35,13 @@ class HashedWordTokenizer:
     def word_id(self, word: str) -> int:
         return _RESERVED + zlib.crc32(word.encode("utf-8")) % (self.vocab_size - _RESERVED)
 
+    @staticmethod
+    def words(text: str) -> list[str]:
+        """The lower-cased words and punctuation marks the tokenizer hashes."""
+        return _WORD.findall(text.lower())
+
     def encode(self, text: str) -> list[int]:
-        ids = [self.word_id(w) for w in _WORD.findall(text.lower())]
+        ids = [self.word_id(w) for w in self.words(text)]
         room = self.context_length - 2
         if len(ids) > room:
             self.truncated += 1
