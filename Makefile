@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast lint venv clean
+.PHONY: demo test test-fast lint base venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/contrastkit train configs/demo.yaml --out runs/demo
+
+# The testbed's base model (benchmarks/recipes.py): fine-tuning arms start from it.
+base: $(STAMP)
+	$(PY) benchmarks/recipes.py --base
 
 test: $(STAMP)
 	$(PY) -m pytest -q

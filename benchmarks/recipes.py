@@ -2,7 +2,7 @@
 
     python benchmarks/recipes.py                        # every claim, seeds 0 1 2 (reuses finished runs)
     python benchmarks/recipes.py --claims NegCLIP,DeGLA --seeds 0,1,2,3,4
-    python benchmarks/recipes.py --shard 0/2 & python benchmarks/recipes.py --shard 1/2; python benchmarks/recipes.py
+    make base; python benchmarks/recipes.py --shard 0/2 & python benchmarks/recipes.py --shard 1/2; wait
 
 Each claim (benchmarks/testbed_claims.py) compares a method arm with a control arm that differs only in
 the method, at every seed; runs are cached in --runs-dir (testbed_runs.py: reused when their config is
@@ -10,7 +10,8 @@ unchanged, resumed after a kill, trained on the GPU when one is present). The re
 mean +- sd, each claim's paired difference with its 95% interval and the verdict (reproduced / against /
 within noise, contrastkit.evaluate.verdicts), and goes to benchmarks/RESULTS.md under "Claims on the
 testbed". ``--shard i/n`` runs the i-th of n slices of the runs (the base model first: train it with
-``make base``); the process that finds every run finished writes the report.
+``make base``, or let shard 0 train it before the other shards start); the process that finds every run
+finished writes the report.
 """
 
 from __future__ import annotations
@@ -184,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reuse", action="store_true", help="train every run anew")
     parser.add_argument("--max-records", type=int, default=1000, help="records per evaluation set")
     parser.add_argument("--results", default="benchmarks/RESULTS.md", help="results file to update ('' to skip)")
+    parser.add_argument("--base", action="store_true", help="only train and evaluate the base model (make base)")
     args = parser.parse_args(argv)
+    if args.base:
+        ensure_run(ARMS["base"], 0, Path(args.runs_dir), SCHEDULE, args.max_records, reuse=not args.no_reuse)
+        return 0
     seeds = [int(s) for s in args.seeds.split(",")]
     index, count = (int(x) for x in args.shard.split("/"))
     claims = _select(args.claims)
@@ -194,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results: dict[tuple[str, int], RunResult] = {}
     for k, (arm, seed) in enumerate(plan):
-        mine = arm.start == "own" or k % count == index
+        mine = index == 0 if arm.start == "own" else k % count == index  # shard 0 trains the base
         if arm.start == "base" and not (run_dir_of(ARMS["base"], 0, runs_dir) / "report.json").exists():
-            raise SystemExit("the base model is missing: train it first (make base, or this script without --shard)")
+            raise SystemExit("the base model is missing: train it first (make base, or this script with --shard 0/n)")
         if mine or (run_dir_of(arm, seed, runs_dir) / "report.json").exists():
             results[(arm.name, seed)] = ensure_run(
                 arm, seed, runs_dir, SCHEDULE, args.max_records, reuse=not args.no_reuse
