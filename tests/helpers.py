@@ -144,3 +144,22 @@ def frozen_group_whiten(x, ref, groups: int, eps: float, perm=None):
         outs.append(block @ (u @ torch.diag((lam + eps).rsqrt()) @ u.t()))
     y = torch.cat(outs, dim=1)
     return y[:, torch.argsort(perm)] if perm is not None else y
+
+
+# A 2-step run of the demo recipe on a 32-pixel world: the training-path tests of the data sources.
+TINY_TRAINING = [
+    "data.image_size=32",
+    "model.width=32",
+    "model.embed_dim=32",
+    "model.context_length=20",
+    "train.batch_size=8",
+    "train.steps=2",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.threads=1",
+    "eval.max_records=16",
+    "data.eval_size=16",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+]

@@ -15,22 +15,9 @@ from contrastkit.data.problems import DataError, stable_id
 from contrastkit.data.sources import open_source
 from contrastkit.data.training_set import TrainingSet
 from contrastkit.engine.trainer import train
+from helpers import TINY_TRAINING
 
-TINY = [
-    "data.image_size=32",
-    "model.width=32",
-    "model.embed_dim=32",
-    "model.context_length=20",
-    "train.batch_size=8",
-    "train.warmup_steps=1",
-    "train.log_every=1",
-    "train.progress=false",
-    "train.threads=1",
-    "eval.max_records=16",
-    "data.eval_size=16",
-    "train.eval_every=0",
-    "train.checkpoint_every=0",
-]
+TINY = TINY_TRAINING
 LONG = " ".join(["a very long caption about a disc"] * 8)  # 56 words: over any tiny context
 MANIFEST_BAD = {
     "missing_file",

@@ -9,23 +9,9 @@ from contrastkit.config import ConfigError, DataConfig, load_config
 from contrastkit.data.manifest import ColumnError
 from contrastkit.data.sources import open_source, parse_spec
 from contrastkit.engine.trainer import train
+from helpers import TINY_TRAINING
 
-TINY = [
-    "data.image_size=32",
-    "model.width=32",
-    "model.embed_dim=32",
-    "model.context_length=20",
-    "train.batch_size=8",
-    "train.steps=2",
-    "train.warmup_steps=1",
-    "train.log_every=1",
-    "train.progress=false",
-    "train.threads=1",
-    "eval.max_records=16",
-    "data.eval_size=16",
-    "train.eval_every=0",
-    "train.checkpoint_every=0",
-]
+TINY = TINY_TRAINING
 FULL = dict(
     caption_columns="caption,caption2",
     neg_caption_columns="hard_swap,hard_colour",

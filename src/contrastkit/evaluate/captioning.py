@@ -54,8 +54,9 @@ def caption_decoder(objective: Objective) -> CocaCaptionTerm:
 
 
 @torch.inference_mode()
-def evaluate_captioning(model: DualEncoder, objective: Objective, records: Sequence[Record],
-                        batch_size: int = 128) -> dict[str, Any]:
+def evaluate_captioning(
+    model: DualEncoder, objective: Objective, records: Sequence[Record], batch_size: int = 128
+) -> dict[str, Any]:
     """Greedy captions of ``records``' images and their scores; ``examples`` holds the first few."""
     decoder = caption_decoder(objective)
     tokenizer = getattr(model.text_tower, "tokenizer", None)
