@@ -258,3 +258,23 @@ def test_tiny_image_transform_fast_path_is_torchvisions_pipeline_bit_for_bit():
         assert torch.equal(transform(image), transform.general(image))
     other = data[0].image.resize((48, 40)).convert("L").convert("RGB")
     assert transform(other).shape == (3, 32, 32) and torch.equal(transform(other), transform.general(other))
+
+
+def test_causal_text_tower_binds_words_to_what_precedes_them():
+    from contrastkit.models.tiny import TinyTextTransformer
+
+    torch.manual_seed(0)
+    texts = ["a red circle left of a blue square", "a blue circle left of a red square"]
+    cosines = {}
+    for causal in (False, True):
+        tower = build_model(ModelConfig(embed_dim=16, width=32, text_causal=causal), image_size=32).text_tower
+        assert isinstance(tower, TinyTextTransformer) and tower.causal == causal
+        with torch.no_grad():
+            a, b = tower(tower.tokenize(texts))
+            # a word's output depends only on the words before it: the same prefix gives the same outputs
+            short, long = tower.forward_tokens(tower.tokenize(["a red circle", "a red circle left of a square"]))
+        cosines[causal] = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+        if causal:
+            torch.testing.assert_close(short[:4], long[:4], atol=1e-5, rtol=1e-5)
+    # at initialisation the swap is 1 - 1e-6 away without the mask, a hundredth away with it
+    assert 1 - cosines[False] < 1e-4 and 1 - cosines[True] > 1e-3

@@ -83,6 +83,9 @@ class ModelConfig:
     # pooled text feature of the built-in tower: mean over words (a bag of contextualised words), eot (the
     # end-of-text token, as CLIP), mean_eot (their sum), attention (a learned query); all but mean see word order
     text_pooling: Literal["mean", "eot", "mean_eot", "attention"] = "mean"
+    # causal self-attention in the built-in text tower (as CLIP's): each word sees only the words before it, so
+    # even mean pooling binds an attribute to the noun it precedes ("red circle" is not "circle ... red")
+    text_causal: bool = False
     context_length: int = 24  # tokens per caption for the built-in tokenizer
     vocab_size: int = 8192  # hashed-word vocabulary of the built-in tokenizer
     pretrained: str | None = None  # local path to pretrained weights (open_clip checkpoint)

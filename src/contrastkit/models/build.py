@@ -63,7 +63,13 @@ def build_model(
 
     if cfg.text_tower == "tiny_transformer":
         text_tower = TinyTextTransformer(
-            cfg.width, cfg.text_layers, 4, cfg.vocab_size, cfg.context_length, pooling=cfg.text_pooling
+            cfg.width,
+            cfg.text_layers,
+            4,
+            cfg.vocab_size,
+            cfg.context_length,
+            pooling=cfg.text_pooling,
+            causal=cfg.text_causal,
         )
     elif parts is not None and cfg.text_tower.startswith(OPEN_CLIP_PREFIX):
         text_tower = parts.text

@@ -132,6 +132,11 @@ class TinyTextTransformer(TextTower):
     - ``eot``: the end-of-text token's output, which attends to every word at its position;
     - ``mean_eot``: the sum of both (a bag of words plus an order-aware summary);
     - ``attention``: a learned query attends over the tokens (one head per 32 dims).
+
+    ``causal``: each token attends only to the tokens before it, as in CLIP's text transformer. Then a
+    token's output depends on the words that precede it, so a word's feature carries the attribute
+    that modifies it and the caption and its attribute swap differ even under mean pooling, which
+    stays a sum over (now bound) words.
     """
 
     projected = False
@@ -145,11 +150,13 @@ class TinyTextTransformer(TextTower):
         vocab_size: int = 8192,
         context_length: int = 24,
         pooling: str = "mean",
+        causal: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in self.POOLINGS:
             raise ValueError(f"model.text_pooling: {pooling!r} is not one of {', '.join(self.POOLINGS)}")
         self.pooling = pooling
+        self.causal = causal
         self.tokenizer = HashedWordTokenizer(vocab_size, context_length)
         self.embed = nn.Embedding(vocab_size, width, padding_idx=self.tokenizer.pad_token_id)
         self.pos = nn.Parameter(torch.randn(1, context_length, width) * 0.02)
@@ -169,7 +176,11 @@ class TinyTextTransformer(TextTower):
     def forward_tokens(self, tokens: Tensor) -> Tensor:
         pad = tokens == self.tokenizer.pad_token_id
         h = self.embed(tokens) + self.pos[:, : tokens.shape[1]]
-        return self.norm(self.encoder(h, src_key_padding_mask=pad))
+        if not self.causal:
+            return self.norm(self.encoder(h, src_key_padding_mask=pad))
+        # Padding follows the words, so a causal mask alone keeps every word from seeing the padding.
+        mask = nn.Transformer.generate_square_subsequent_mask(tokens.shape[1], device=h.device, dtype=h.dtype)
+        return self.norm(self.encoder(h, mask=mask, is_causal=True))
 
     def forward(self, tokens: Tensor) -> Tensor:
         h = self.forward_tokens(tokens)
