@@ -29,7 +29,7 @@ from contrastkit.evaluate.verdicts import (
     summarize,
 )
 from results_file import command_line, write_section
-from testbed_claims import ARMS, CLAIMS, SCHEDULE, Claim
+from testbed_claims import ARMS, CLAIMS, SCHEDULE, TOLERANCE, UNIFORMITY, Claim
 from testbed_runs import Arm, RunResult, ensure_run, run_dir_of
 
 SECTION = "Claims on the testbed"
@@ -37,6 +37,8 @@ SECTION = "Claims on the testbed"
 
 def _arms_for(claims: list[Claim]) -> list[Arm]:
     names = {c.method for c in claims} | {c.control for c in claims}
+    if any(n.startswith("temperature_t") for n in names):  # the whole sweep, for its plot
+        names |= {n for n in ARMS if n.startswith("temperature_t")}
     arms = [ARMS[n] for n in ARMS if n in names]
     if any(a.start == "base" for a in arms) and "base" not in names:
         arms.insert(0, ARMS["base"])
@@ -176,19 +178,49 @@ def _captioning_line(arms: list[Arm], results: dict[tuple[str, int], RunResult],
     )
 
 
+def temperature_plot(results: dict[tuple[str, int], RunResult], seeds: list[int], path: Path) -> Path | None:
+    """Uniformity and tolerance of the image embeddings against the fixed logit scale t (mean ± sd over seeds)."""
+    sweep = sorted((float(a.split("_t")[1]), a) for a, _ in results if a.startswith("temperature_t"))
+    sweep = list(dict.fromkeys(sweep))
+    if len(sweep) < 2:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3))
+    for ax, key, label in zip(
+        fig.subplots(1, 2),
+        (UNIFORMITY, TOLERANCE),
+        ("uniformity (lower = more uniform)", "tolerance (same-class cosine)"),
+    ):
+        stats = [summarize([results[(arm, s)].metrics[key] for s in seeds]) for _, arm in sweep]
+        ax.errorbar([t for t, _ in sweep], [s.mean for s in stats], yerr=[s.sd for s in stats], marker="o", capsize=3)
+        ax.set_xscale("log")
+        ax.set_xlabel("fixed logit scale t = 1/tau")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--claims", default="", help="comma-separated papers or arm names (default: every claim)")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds, paired across arms (default 0,1,2)")
     parser.add_argument("--runs-dir", default="runs/testbed", help="where runs are cached")
     parser.add_argument("--shard", default="0/1", help="i/n: run the i-th of n slices of the runs")
-    parser.add_argument("--no-reuse", action="store_true", help="train every run anew")
+    parser.add_argument(
+        "--reuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reuse finished runs with an unchanged config and resume killed ones (default: on)",
+    )
     parser.add_argument("--max-records", type=int, default=1000, help="records per evaluation set")
     parser.add_argument("--results", default="benchmarks/RESULTS.md", help="results file to update ('' to skip)")
     parser.add_argument("--base", action="store_true", help="only train and evaluate the base model (make base)")
     args = parser.parse_args(argv)
     if args.base:
-        ensure_run(ARMS["base"], 0, Path(args.runs_dir), SCHEDULE, args.max_records, reuse=not args.no_reuse)
+        ensure_run(ARMS["base"], 0, Path(args.runs_dir), SCHEDULE, args.max_records, reuse=args.reuse)
         return 0
     seeds = [int(s) for s in args.seeds.split(",")]
     index, count = (int(x) for x in args.shard.split("/"))
@@ -203,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if arm.start == "base" and not (run_dir_of(ARMS["base"], 0, runs_dir) / "report.json").exists():
             raise SystemExit("the base model is missing: train it first (make base, or this script with --shard 0/n)")
         if mine or (run_dir_of(arm, seed, runs_dir) / "report.json").exists():
-            results[(arm.name, seed)] = ensure_run(
-                arm, seed, runs_dir, SCHEDULE, args.max_records, reuse=not args.no_reuse
-            )
+            results[(arm.name, seed)] = ensure_run(arm, seed, runs_dir, SCHEDULE, args.max_records, reuse=args.reuse)
     for arm in arms:
         if arm.start == "own":
             for seed in seeds:
@@ -215,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shard {args.shard} done; waiting for other shards: {', '.join(missing)}")
         return 0
     text = report(claims, arms, results, seeds, argv, (time.perf_counter() - started) / 60)
+    if args.results:
+        plot = temperature_plot(results, seeds, Path(args.results).parent / "temperature_sweep.png")
+        if plot is not None:
+            text += f"\n![uniformity and tolerance against the fixed logit scale t]({plot.name})\n"
     print(text)
     if args.results:
         write_section(args.results, SECTION, text)

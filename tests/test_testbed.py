@@ -87,7 +87,7 @@ def test_claims_run_per_seed_reuse_shards_and_write_verdicts(tiny_testbed, tmp_p
     results = tmp_path / "RESULTS.md"
     args = [
         "--claims",
-        "SigLIP,NegCLIP,CoCa",
+        "SigLIP,NegCLIP,CoCa,Temperature",
         "--seeds",
         "0,1",
         "--runs-dir",
@@ -109,6 +109,12 @@ def test_claims_run_per_seed_reuse_shards_and_write_verdicts(tiny_testbed, tmp_p
         "siglip-s1",
         "coca-s0",
         "coca-s1",
+        "temperature_t5-s0",
+        "temperature_t5-s1",
+        "temperature_t14-s0",
+        "temperature_t14-s1",
+        "temperature_t50-s0",
+        "temperature_t50-s1",
         "clip_ft-s0",
         "clip_ft-s1",
         "negclip-s0",
@@ -120,6 +126,7 @@ def test_claims_run_per_seed_reuse_shards_and_write_verdicts(tiny_testbed, tmp_p
     assert text.count("| NegCLIP |") == 2 and "swap_attributes" in text
     assert any(f"**{v}**" in text for v in ("reproduced", "against", "within noise"))
     assert "CoCa's greedy captions" in text and "CIDEr-D" in text  # read back through the saved decoder
+    assert "(temperature_sweep.png)" in text and (tmp_path / "temperature_sweep.png").stat().st_size > 1000
     # a second call reuses every finished run and its evaluations
     before = len(tiny_testbed)
     assert recipes.main(args) == 0 and len(tiny_testbed) == before
