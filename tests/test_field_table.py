@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import toy_data as toy
-from contrastkit.config import load_config
+from contrastkit.config import ConfigError, load_config
 from contrastkit.data.batch import collate
 from contrastkit.data.pipeline import StepBatchSampler
 from contrastkit.data.sources import open_source
@@ -19,6 +19,7 @@ from contrastkit.engine.setup import training_set_for
 from contrastkit.engine.step import REPLAYED
 from contrastkit.models.build import build_model
 from contrastkit.objectives import Objective, Term
+from contrastkit.objectives import build as build_objective
 
 SMALL = ["data.train_size=32", "data.eval_size=8", "data.image_size=32", "model.width=32", "model.embed_dim=16"]
 
@@ -122,3 +123,24 @@ def test_preflight_reads_the_table_for_every_kind_of_need(field, fragment):
         build_model(cfg.model, cfg.data.image_size),
     )
     assert len(problems) == 1 and fragment in problems[0]
+
+
+def test_hard_negatives_come_only_from_the_chosen_categories():
+    cfg = load_config("configs/demo.yaml", SMALL + ["data.neg_per_image=2", "data.neg_categories=swap_attributes"])
+    data = open_source(cfg.data.source, "train", cfg.data)
+    model = build_model(cfg.model, cfg.data.image_size)
+    reading = build_objective([{"name": "negclip"}])
+    dataset = training_set_for(cfg, data, model, reading)
+    for index in range(12):
+        allowed = set(data[index].neg_captions.get("swap_attributes", []))
+        drawn = dataset[(0, index)].neg_captions
+        assert len(drawn) == min(2, len(allowed)) and set(drawn) <= allowed
+    everything = training_set_for(
+        load_config("configs/demo.yaml", SMALL + ["data.neg_per_image=8"]), data, model, reading
+    )
+    others = {c for i in range(12) for c in everything[(0, i)].neg_captions}
+    assert others - {c for i in range(12) for c in data[i].neg_captions.get("swap_attributes", [])}
+
+    wrong = load_config("configs/demo.yaml", SMALL + ["data.neg_categories=swap_colour"])
+    with pytest.raises(ConfigError, match=r"data.neg_categories: swap_colour not among .*swap_attributes"):
+        training_set_for(wrong, data, model, reading)

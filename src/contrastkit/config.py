@@ -38,17 +38,14 @@ def column_list(value: str | Sequence[str] | None) -> list[str]:
 
 @dataclass
 class DataConfig:
-    source: str = (
-        "synthetic:shapes"  # data spec: synthetic:shapes, csv:PATH, folder:DIR, wds:SHARDS, ... (data.sources)
-    )
+    source: str = "synthetic:shapes"  # data spec: synthetic:shapes, csv:PATH, folder:DIR, wds:SHARDS, ...
     train_size: int = 20000  # records in the training split (synthetic world)
     eval_size: int = 2000  # records in the evaluation splits (synthetic world); the cap of val/test elsewhere
     image_size: int = 64  # rendered / resized image side in pixels
     seed: int = 0  # world seed (independent of the training seed)
     neg_per_image: int = 4  # hard-negative captions per image when a term needs them
-    image_augment: str = (
-        "none"  # train augmentation of the main image: none | clip | cl2l_weak | cl2l_strong | shapes_safe | simclr
-    )
+    neg_categories: str | list[str] = ""  # draw hard negatives only from these categories ("a,b"); "": all
+    image_augment: str = "none"  # train augmentation of the main image: none | clip | cl2l_weak | cl2l_strong | ...
     views: int = 0  # extra augmented views per record, for terms that read image_views / text_views
     view_image_augment: str = "shapes_safe"  # augmentation preset of the extra image views
     view_text_augment: str = "eda"  # augmentation of the extra caption views: none | stopword_drop | eda

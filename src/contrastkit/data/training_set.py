@@ -61,6 +61,7 @@ class TrainingSet(torch.utils.data.Dataset):
     """Applies the image transform and the seeded per-record choices (caption, negatives, views).
 
     ``rows``: keys of :data:`~contrastkit.data.row_values.ROW_VALUES` to compute per record;
+    ``neg_categories``: the hard-negative categories drawn from (empty: all);
     ``tag_vocabulary`` is the order of the ``tag_targets`` row.
 
     ``on_error``, ``rewrite_sampling`` and ``lexicon`` default to the source's ``data_options`` (set by
@@ -79,6 +80,7 @@ class TrainingSet(torch.utils.data.Dataset):
         tag_vocabulary: Sequence[str] | None = None,
         *,
         rows: Sequence[str] = (),
+        neg_categories: Sequence[str] = (),
         on_error: str | None = None,
         rewrite_sampling: bool | None = None,
         lexicon: dict[str, list[str]] | None = None,
@@ -87,6 +89,7 @@ class TrainingSet(torch.utils.data.Dataset):
         self.transform = transform
         self.seed = seed
         self.neg_per_image = neg_per_image
+        self.neg_categories = frozenset(neg_categories)
         self.image_augment = image_augment
         self.views = views or ViewSpec()
         self.tag_index = {t: i for i, t in enumerate(tag_vocabulary)} if tag_vocabulary else None
@@ -152,7 +155,12 @@ class TrainingSet(torch.utils.data.Dataset):
             caption = random.Random(f"{self.seed}/{epoch}/{index}/rewrite").choice([caption, *record.rewrites])
         negatives: list[str] = []
         if self.neg_per_image:
-            pool = [c for group in record.neg_captions.values() for c in group]
+            pool = [
+                c
+                for category, group in record.neg_captions.items()
+                if not self.neg_categories or category in self.neg_categories
+                for c in group
+            ]
             negatives = rng.sample(pool, min(self.neg_per_image, len(pool)))
         try:
             image = record.load_image()

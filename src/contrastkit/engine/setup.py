@@ -9,7 +9,7 @@ from typing import cast
 
 import torch
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, column_list
 from ..data.records import Dataset
 from ..data.row_values import ROW_VALUES
 from ..data.training_set import TrainingSet, ViewSpec, tag_vocabulary
@@ -82,6 +82,15 @@ def training_set_for(cfg: Config, train_set: Dataset, model: DualEncoder, object
             cfg.data.views, image_augment(cfg.data.view_image_augment, size), TextAugment(cfg.data.view_text_augment)
         )
     neg_per_image = cfg.data.neg_per_image if "data.neg_per_image" in settings else 0
+    categories = column_list(cfg.data.neg_categories) if neg_per_image else []
+    if categories:
+        found = {c for i in range(min(200, len(train_set))) for c in train_set[i].neg_captions}
+        unknown = sorted(set(categories) - found)
+        if unknown:
+            raise ConfigError(
+                f"data.neg_categories: {', '.join(unknown)} not among the data's hard-negative "
+                f"categories ({', '.join(sorted(found)) or 'none'})"
+            )
     rows = sorted({spec.batch_key for spec in required if spec.producer == "data" and spec.batch_key in ROW_VALUES})
     augment = None if cfg.data.image_augment == "none" else image_augment(cfg.data.image_augment, size)
     vocabulary = tag_vocabulary_for(objective, train_set) if "tag_targets" in rows else None
@@ -94,6 +103,7 @@ def training_set_for(cfg: Config, train_set: Dataset, model: DualEncoder, object
         views,
         vocabulary,
         rows=rows,
+        neg_categories=categories,
     )
 
 
