@@ -105,6 +105,7 @@ class TrainConfig:
     warmup_steps: int = 50  # linear warmup steps, then cosine decay to 0
     grad_clip: float = 1.0  # max global gradient norm (0 disables)
     log_every: int = 10  # steps between metric lines in metrics.jsonl
+    log: list[Literal["jsonl", "tensorboard", "wandb"]] = field(default_factory=lambda: ["jsonl"])  # + sinks
     eval_every: int = 0  # steps between quick validation evaluations (0: only at the end)
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
     seed: int = 0  # training seed (init, sampling, augmentation)

@@ -32,8 +32,8 @@ from ..models.dual_encoder import DualEncoder
 from ..models.towers import truncated_captions
 from ..objectives import Objective
 from .clusters import ClusterTable, cluster_table_for
+from .experiment_log import RunLog
 from .host_memory import keep_freed_host_memory
-from .metrics_log import MetricsLog
 from .optim import make_optimizer
 from .preflight import missing_inputs
 from .recipe import check_recipe
@@ -59,7 +59,7 @@ class Run:
     scaler: Any  # torch.amp.GradScaler for fp16, else None
     start_step: int
     resumed: bool
-    log: MetricsLog | None  # rank 0 only
+    log: RunLog | None  # rank 0 only
     val_set: Dataset | None  # rank 0, when train.eval_every is set
     skipped: Counter[str] = field(default_factory=Counter)  # bad records skipped so far, by reason
     events: Counter[str] = field(default_factory=Counter)  # augmentation events (synonym_skipped, ...)
@@ -200,7 +200,9 @@ def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Run:
     )
     _start_or_resume(run, teacher, reference)
     if run.is_main:
-        run.log = MetricsLog(run_dir / "metrics.jsonl", resume_step=run.start_step if resume else None)
+        run.log = RunLog(
+            run_dir, cfg.train.log, resume_step=run.start_step if resume else None, name=cfg.name, config=cfg.to_dict()
+        )
         if cfg.train.eval_every:
             run.val_set = open_source(cfg.data.source, "val", cfg.data)
     return run

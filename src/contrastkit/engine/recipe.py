@@ -15,10 +15,13 @@ from pathlib import Path
 from ..config import Config, ConfigError, load_config
 from ..data.transforms import IMAGE_PRESETS, TEXT_AUGMENTS
 from ..objectives import Objective, build
+from .experiment_log import check_sinks
 
 
 def check_recipe(cfg: Config) -> Objective:
-    """Raise :class:`ConfigError` naming the key when a term or a preset is unknown; the built objective."""
+    """Raise :class:`ConfigError` naming the key when a term or a preset is unknown, or a log sink's package
+    is missing; the built objective."""
+    check_sinks(cfg.train.log)
     for key, value, allowed in (
         ("data.image_augment", cfg.data.image_augment, IMAGE_PRESETS),
         ("data.view_image_augment", cfg.data.view_image_augment, IMAGE_PRESETS),

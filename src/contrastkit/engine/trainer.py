@@ -79,11 +79,15 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, A
             dynamic_ncols=True,
         )
     )
-    for step, batch in enumerate(run.loader(), start=run.start_step):
-        result = optimization_step(run, batch, step)
-        after_step(run, step + 1, batch, result, progress)
-    progress.bar.close()
-    return finish(run, time.perf_counter() - progress.started)
+    try:
+        for step, batch in enumerate(run.loader(), start=run.start_step):
+            result = optimization_step(run, batch, step)
+            after_step(run, step + 1, batch, result, progress)
+        progress.bar.close()
+        return finish(run, time.perf_counter() - progress.started)
+    finally:
+        if run.log is not None:
+            run.log.close()
 
 
 def optimization_step(run: Run, batch: Batch, step: int) -> StepResult:
@@ -213,4 +217,6 @@ def finish(run: Run, train_seconds: float) -> dict[str, Any]:
         extra={"training_data": {"skipped_records": dict(run.skipped), "on_error": cfg.data.on_error, **run.events}},
     )
     report["markdown_summary"] = summarize_results(output.results, with_model=False)
+    assert run.log is not None  # rank 0
+    run.log.final(cfg.train.steps, headline_metrics(output.results, prefix="eval"), run.run_dir)
     return report
