@@ -4,6 +4,7 @@
     contrastkit eval (--checkpoint RUN_DIR | --model open_clip:NAME --pretrained FILE | --model hf:DIR)
                      [--task ...] [--data SPEC] [--split test] [--out DIR]
     contrastkit eval --compare A B
+    contrastkit adapt wise-ft --start RUN_DIR --finetuned RUN_DIR --out DIR [--alphas 0,0.5,1]
     contrastkit embed --checkpoint RUN_DIR (--images PATH... | --texts FILE) --out FILE.npy
     contrastkit data export SPEC --out DIR [--split train] [--limit N]
     contrastkit objectives
@@ -17,12 +18,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .commands import data, embed, objectives
+from .commands import adapt, data, embed, objectives
 from .commands import eval as eval_command
 from .commands import train as train_command
 from .config import ConfigError
 
-COMMANDS = (train_command, eval_command, embed, data, objectives)
+COMMANDS = (train_command, eval_command, adapt, embed, data, objectives)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Adapting a trained model: methods that start from weights someone already trained (WiSE-FT so far)."""
