@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("objectives",),  # loss terms: pure functions of Encoded
     ("evaluate",),  # tasks, the one orchestrator, the report
     ("engine",),  # prepare run -> step -> after step -> finish
-    ("adapt", "serve"),  # using trained models (planned)
+    ("adapt", "export", "serve"),  # using trained models: adaptation, export for other tools, search
     ("commands",),  # one module per sub-command
     ("cli", "__init__", "__main__"),  # the command line and the package's face
 ]

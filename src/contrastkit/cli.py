@@ -5,6 +5,7 @@
                      [--task ...] [--data SPEC] [--split test] [--out DIR]
     contrastkit eval --compare A B
     contrastkit adapt wise-ft --start RUN_DIR --finetuned RUN_DIR --out DIR [--alphas 0,0.5,1]
+    contrastkit export RUN_DIR --format open_clip|onnx --out DIR
     contrastkit embed --checkpoint RUN_DIR (--images PATH... | --texts FILE) --out FILE.npy
     contrastkit data export SPEC --out DIR [--split train] [--limit N]
     contrastkit objectives
@@ -18,12 +19,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .commands import adapt, data, embed, objectives
+from .commands import adapt, data, embed, export, objectives
 from .commands import eval as eval_command
 from .commands import train as train_command
 from .config import ConfigError
 
-COMMANDS = (train_command, eval_command, adapt, embed, data, objectives)
+COMMANDS = (train_command, eval_command, adapt, export, embed, data, objectives)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError) as err:  # ExportError is a ValueError
         print(f"contrastkit {args.command}: error: {err}", file=sys.stderr)
         return 2
 
