@@ -6,6 +6,8 @@
     contrastkit eval --compare A B
     contrastkit adapt wise-ft --start RUN_DIR --finetuned RUN_DIR --out DIR [--alphas 0,0.5,1]
     contrastkit export RUN_DIR --format open_clip|onnx --out DIR
+    contrastkit index RUN_DIR --images SPEC --out INDEX
+    contrastkit serve INDEX [--host 127.0.0.1 --port 8000]
     contrastkit embed --checkpoint RUN_DIR (--images PATH... | --texts FILE) --out FILE.npy
     contrastkit data export SPEC --out DIR [--split train] [--limit N]
     contrastkit objectives
@@ -19,12 +21,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .commands import adapt, data, embed, export, objectives
+from .commands import adapt, data, embed, export, index, objectives, serve
 from .commands import eval as eval_command
 from .commands import train as train_command
 from .config import ConfigError
 
-COMMANDS = (train_command, eval_command, adapt, export, embed, data, objectives)
+COMMANDS = (train_command, eval_command, adapt, export, index, serve, embed, data, objectives)
 
 
 def make_parser() -> argparse.ArgumentParser:
