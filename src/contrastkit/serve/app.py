@@ -66,7 +66,7 @@ def create_app(searcher: Searcher, token: str | None = None, max_upload_bytes: i
             raise HTTPException(415, f"upload type {upload.content_type!r} is not an image ({', '.join(UPLOAD_TYPES)})")
         data = await upload.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"the upload is larger than {max_upload_bytes // (1 << 20)} MiB")
+            raise HTTPException(413, f"the upload is larger than the limit of {max_upload_bytes:,} bytes")
         try:
             with Image.open(io.BytesIO(data)) as image:
                 return image.convert("RGB")
