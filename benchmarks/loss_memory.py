@@ -31,13 +31,12 @@ import datetime as _dt
 import gc
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
-from results_file import command_line, write_section
+from results_file import command_line, cpu_name, write_section
 
 SECTION = "Loss memory and speed (CPU)"
 IMPLS = ("contrastkit clip", "open_clip ClipLoss", "contrastkit siglip", "open_clip SigLipLoss")
@@ -244,17 +243,6 @@ def _load() -> str:
         return "?"
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:  # pragma: no cover
-        pass
-    return platform.processor() or "?"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -292,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     started, load_start = _dt.datetime.now().astimezone(), _load()
     print(f"command: {command}")
     print(
-        f"date: {started:%Y-%m-%d %H:%M %Z}; torch {torch.__version__}; CPU: {_cpu_name()}, "
+        f"date: {started:%Y-%m-%d %H:%M %Z}; torch {torch.__version__}; CPU: {cpu_name()}, "
         f"{os.cpu_count()} logical cores, {threads} torch threads; load average at start: {load_start}",
         flush=True,
     )
@@ -318,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = (
         f"Command: `{command}`  \n"
         f"Date: {started:%Y-%m-%d %H:%M %Z} (took {(finished - started).total_seconds() / 60:.1f} min); "
-        f"torch {torch.__version__}; {_cpu_name()}, {os.cpu_count()} logical cores, {threads} torch threads; "
+        f"torch {torch.__version__}; {cpu_name()}, {os.cpu_count()} logical cores, {threads} torch threads; "
         f"float32 GEMM {gflops:.0f} GFLOP/s (4096^3); load average (1/5/15 min) {load_start} at start, "
         f"{load_end} at end (the machine is shared: a load above {threads} means other jobs competed)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import shlex
 import sys
 from collections.abc import Sequence
@@ -29,3 +30,15 @@ def write_section(path: str | Path, heading: str, body: str) -> None:
         nxt = text.find("\n## ", start + len(marker))
         text = text[:start] + section + ("" if nxt < 0 else "\n" + text[nxt + 1 :])
     path.write_text(text)
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s model name), for the tables' "CPU:" notes."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover
+        pass
+    return platform.processor() or "?"
