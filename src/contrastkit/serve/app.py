@@ -33,6 +33,37 @@ K = Annotated[int, Query(description=f"number of results, 1..{MAX_K}")]  # modul
 UPLOAD_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp")
 
 
+def check_k_and_source(k: int, source: str | None, sources: list[str]) -> None:
+    if not 1 <= k <= MAX_K:
+        raise HTTPException(422, f"k must be between 1 and {MAX_K}, got {k}")
+    if source is not None and source not in sources:
+        raise HTTPException(404, f"unknown source {source!r}; the index holds {', '.join(sources)}")
+
+
+def text_query(text: str) -> str:
+    """The stripped query, or a 422 saying why it cannot be one."""
+    text = text.strip()
+    if not text:
+        raise HTTPException(422, "the query text is empty: type what to look for")
+    if len(text) > MAX_QUERY_CHARS:
+        raise HTTPException(422, f"the query text is {len(text)} characters; at most {MAX_QUERY_CHARS}")
+    return text
+
+
+async def read_upload(upload: UploadFile, max_bytes: int) -> Image.Image:
+    """The uploaded image, or a 413 / 415 saying why not (size read up to the limit only)."""
+    if upload.content_type not in UPLOAD_TYPES:
+        raise HTTPException(415, f"upload type {upload.content_type!r} is not an image ({', '.join(UPLOAD_TYPES)})")
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"the upload is larger than the limit of {max_bytes:,} bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError):
+        raise HTTPException(415, "the upload is not a readable image") from None
+
+
 def create_app(searcher: Searcher, token: str | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
     """The FastAPI application over ``searcher``."""
     app = FastAPI(title="contrastkit search", docs_url=None, redoc_url=None)
@@ -48,30 +79,10 @@ def create_app(searcher: Searcher, token: str | None = None, max_upload_bytes: i
     guard = [Depends(authorised)]
 
     def check(k: int, source: str | None) -> None:
-        if not 1 <= k <= MAX_K:
-            raise HTTPException(422, f"k must be between 1 and {MAX_K}, got {k}")
-        if source is not None and source not in searcher.sources:
-            raise HTTPException(404, f"unknown source {source!r}; the index holds {', '.join(searcher.sources)}")
-
-    def text_query(text: str) -> str:
-        text = text.strip()
-        if not text:
-            raise HTTPException(422, "the query text is empty: type what to look for")
-        if len(text) > MAX_QUERY_CHARS:
-            raise HTTPException(422, f"the query text is {len(text)} characters; at most {MAX_QUERY_CHARS}")
-        return text
+        check_k_and_source(k, source, searcher.sources)
 
     async def read_image(upload: UploadFile) -> Image.Image:
-        if upload.content_type not in UPLOAD_TYPES:
-            raise HTTPException(415, f"upload type {upload.content_type!r} is not an image ({', '.join(UPLOAD_TYPES)})")
-        data = await upload.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"the upload is larger than the limit of {max_upload_bytes:,} bytes")
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                return image.convert("RGB")
-        except (UnidentifiedImageError, OSError):
-            raise HTTPException(415, "the upload is not a readable image") from None
+        return await read_upload(upload, max_upload_bytes)
 
     @app.get("/", response_class=HTMLResponse)
     def index_page() -> str:
