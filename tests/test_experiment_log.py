@@ -26,6 +26,7 @@ def events(folder) -> EventAccumulator:
     return EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0}).Reload()
 
 
+@pytest.mark.slow
 def test_tensorboard_and_wandb_receive_the_training_lines_the_val_checks_and_the_final_evaluation(tmp_path):
     report = train(load_config("configs/demo.yaml", LOGGED), tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

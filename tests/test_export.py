@@ -40,6 +40,7 @@ def open_clip_run(tmp_path_factory):
     return root / "run", name
 
 
+@pytest.mark.slow
 def test_open_clip_export_loads_with_open_clips_factory_and_embeds_the_same(open_clip_run, tmp_path):
     run, name = open_clip_run
     summary = export_run(run, "open_clip", tmp_path / "oc")
@@ -59,6 +60,7 @@ def test_open_clip_export_loads_with_open_clips_factory_and_embeds_the_same(open
     assert f"open_clip:{name}" in card and "siglip" in card and "zeroshot/shape/acc1" in card
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_in_onnxruntime_and_describes_its_inputs(tiny_run, tmp_path):
     summary = export_run(tiny_run, "onnx", tmp_path / "onnx")
     assert summary["max_abs_diff"] <= 1e-4

@@ -123,6 +123,7 @@ def test_a_token_guards_everything_but_the_page(index):
     assert guarded.get("/thumb/0", params={"token": "wrong"}).status_code == 401
 
 
+@pytest.mark.slow
 def test_the_page_in_headless_chromium_shows_the_expected_images_first(index, tmp_path):
     searcher = Searcher(index / "index")
     query = "a small green triangle"
