@@ -9,6 +9,7 @@
     POST /api/captions/image?k=..  image -> indexed captions
     GET  /thumb/{id}               the thumbnail the index stored for item ``id``
 
+Concurrent text (and image) queries share one forward pass of the tower (:mod:`~contrastkit.serve.batcher`).
 Only the index's own thumbnails are served, addressed by integer id: no request names a path. Bad
 requests get a 4xx with ``{"detail": message}``: an empty or too long query, k outside 1..max_k, an
 unknown id or source, an upload that is too large or not an image. With ``token`` set, every request
@@ -25,6 +26,7 @@ from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Uploa
 from fastapi.responses import FileResponse, HTMLResponse
 from PIL import Image, UnidentifiedImageError
 
+from .batcher import QueryBatcher
 from .search import MAX_K, Searcher, as_json
 
 MAX_QUERY_CHARS = 500
@@ -77,6 +79,8 @@ def create_app(searcher: Searcher, token: str | None = None, max_upload_bytes: i
             raise HTTPException(401, "this server needs a token: send 'Authorization: Bearer <token>'")
 
     guard = [Depends(authorised)]
+    embed_text: QueryBatcher[str] = QueryBatcher(searcher.embed_texts)
+    embed_image: QueryBatcher[Image.Image] = QueryBatcher(searcher.embed_images, max_batch=8)
 
     def check(k: int, source: str | None) -> None:
         check_k_and_source(k, source, searcher.sources)
@@ -93,14 +97,14 @@ def create_app(searcher: Searcher, token: str | None = None, max_upload_bytes: i
         return searcher.info()
 
     @app.get("/api/search", dependencies=guard)
-    def search_text(text: str, k: K = 24, source: str | None = None) -> list[dict]:
+    async def search_text(text: str, k: K = 24, source: str | None = None) -> list[dict]:
         check(k, source)
-        return as_json(searcher.by_text(text_query(text), k, source))
+        return as_json(searcher.images_near(await embed_text(text_query(text)), k, source))
 
     @app.post("/api/search/image", dependencies=guard)
     async def search_image(image: Annotated[UploadFile, File()], k: K = 24, source: str | None = None) -> list[dict]:
         check(k, source)
-        return as_json(searcher.by_image(await read_image(image), k, source))
+        return as_json(searcher.images_near(await embed_image(await read_image(image)), k, source))
 
     @app.get("/api/similar/{item_id}", dependencies=guard)
     def similar(item_id: int, k: K = 24, source: str | None = None) -> list[dict]:
@@ -111,14 +115,14 @@ def create_app(searcher: Searcher, token: str | None = None, max_upload_bytes: i
             raise HTTPException(404, f"no item {item_id}; ids run from 0 to {len(searcher) - 1}") from None
 
     @app.get("/api/captions", dependencies=guard)
-    def captions_text(text: str, k: K = 10, source: str | None = None) -> list[dict]:
+    async def captions_text(text: str, k: K = 10, source: str | None = None) -> list[dict]:
         check(k, source)
-        return as_json(searcher.captions(text_query(text), k, source))
+        return as_json(searcher.captions_near(await embed_text(text_query(text)), k, source))
 
     @app.post("/api/captions/image", dependencies=guard)
     async def captions_image(image: Annotated[UploadFile, File()], k: K = 10, source: str | None = None) -> list[dict]:
         check(k, source)
-        return as_json(searcher.captions(await read_image(image), k, source))
+        return as_json(searcher.captions_near(await embed_image(await read_image(image)), k, source))
 
     @app.get("/thumb/{item_id}", dependencies=guard)
     def thumb(item_id: int) -> FileResponse:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ class IndexFiles:
             self.info = {"dim": dim, **(info or {})}
             meta.write_text(json.dumps(self.info, indent=1))
         self.dim = int(self.info["dim"])
+        self.lock = threading.Lock()  # one SQLite connection, shared by the service's threads
         try:
             self.db = sqlite3.connect(self.root / "items.sqlite", check_same_thread=False)
             self.db.executescript(SCHEMA)
@@ -143,8 +145,12 @@ class IndexFiles:
         return None if row is None else Item(*row)
 
     def items(self, ids: Sequence[int]) -> dict[int, Item]:
+        """The items of ``ids``; safe to call from several threads (the service's worker threads)."""
         marks = ",".join("?" * len(ids))
-        rows = self.db.execute(f"SELECT id, key, source, split, caption FROM items WHERE id IN ({marks})", list(ids))
+        with self.lock:
+            rows = self.db.execute(
+                f"SELECT id, key, source, split, caption FROM items WHERE id IN ({marks})", list(ids)
+            ).fetchall()
         return {row[0]: Item(*row) for row in rows}
 
     def skipped_count(self) -> int:

@@ -59,9 +59,26 @@ class Searcher:
             if self.indexes[which].ntotal != len(self.files):
                 raise IndexFileError(f"{path} holds {self.indexes[which].ntotal} vectors for {len(self.files)} items")
         self.sources = sorted({row[0] for row in self.files.db.execute("SELECT DISTINCT source FROM items")})
+        self.count = len(self.files)  # the index does not change while it is served
+        self.image_vectors = self.files.vectors("images")
 
     def __len__(self) -> int:
-        return len(self.files)
+        return self.count
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Query vectors of ``texts`` (one forward pass; the service batches concurrent queries into it)."""
+        return self.embedder.embed_texts(texts).numpy()
+
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        return self.embedder.embed_images([image.convert("RGB") for image in images]).numpy()
+
+    def images_near(self, vector: np.ndarray, k: int, source: str | None = None) -> list[Hit]:
+        """Items whose image is nearest to a query vector."""
+        return self._search("images", vector, k, self._keep(source))
+
+    def captions_near(self, vector: np.ndarray, k: int, source: str | None = None) -> list[Hit]:
+        """Items whose caption is nearest to a query vector (items without a caption never match)."""
+        return self._search("captions", vector, k, self._keep(source, lambda item: bool(item.caption)))
 
     def _search(self, which: str, query: np.ndarray, k: int, keep: Callable[[Any], bool]) -> list[Hit]:
         index = self.indexes[which]
@@ -83,27 +100,22 @@ class Searcher:
         return lambda item: (source is None or item.source == source) and (extra is None or extra(item))
 
     def by_text(self, text: str, k: int, source: str | None = None) -> list[Hit]:
-        query = self.embedder.embed_texts([text]).numpy()[0]
-        return self._search("images", query, k, self._keep(source))
+        return self.images_near(self.embed_texts([text])[0], k, source)
 
     def by_image(self, image: Image.Image, k: int, source: str | None = None) -> list[Hit]:
-        query = self.embedder.embed_images([image.convert("RGB")]).numpy()[0]
-        return self._search("images", query, k, self._keep(source))
+        return self.images_near(self.embed_images([image])[0], k, source)
 
     def similar(self, item_id: int, k: int, source: str | None = None) -> list[Hit]:
         """Items nearest to item ``item_id`` (itself excluded); KeyError when there is no such item."""
         if not 0 <= item_id < len(self):
             raise KeyError(item_id)
-        query = np.asarray(self.files.vectors("images")[item_id])
+        query = np.asarray(self.image_vectors[item_id])
         return self._search("images", query, k, self._keep(source, lambda item: item.id != item_id))
 
     def captions(self, query: str | Image.Image, k: int, source: str | None = None) -> list[Hit]:
         """Indexed captions nearest to a text or an image (items without a caption never match)."""
-        if isinstance(query, str):
-            vector = self.embedder.embed_texts([query]).numpy()[0]
-        else:
-            vector = self.embedder.embed_images([query.convert("RGB")]).numpy()[0]
-        return self._search("captions", vector, k, self._keep(source, lambda item: bool(item.caption)))
+        vector = self.embed_texts([query])[0] if isinstance(query, str) else self.embed_images([query])[0]
+        return self.captions_near(vector, k, source)
 
     def info(self) -> dict[str, Any]:
         return {
