@@ -110,7 +110,7 @@ def test_a_sweep_writes_the_chosen_model_the_curve_and_resumes_where_it_stopped(
     assert again["points"] == report["points"] and again["chosen_alpha"] == chosen
 
     other = default_request(str(runs / "start"), str(runs / "tuned"), alphas=[0.5], max_records=8)
-    with pytest.raises(ValueError, match="holds a WiSE-FT sweep with other inputs"):
+    with pytest.raises(ValueError, match="holds results of other inputs"):
         run_sweep(other, out, progress=False)
 
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..data.sources import open_source
 from ..models.checkpoint import latest_checkpoint, read_run_config, save_checkpoint
 from ..models.load import load_run
+from .result_lines import ResultLines
 from .wise_ft import Point, bends_outward, choose_alpha, interpolate, zero_shot_accuracy
 from .wise_ft_report import plot_sweep, write_markdown
 
@@ -51,22 +52,6 @@ def check_alphas(alphas: Sequence[float]) -> list[float]:
     return sorted({0.0, 1.0, *(round(float(a), 6) for a in alphas)})
 
 
-def read_sweep(out: Path, request: SweepRequest) -> list[Point]:
-    """The points already measured in ``out`` for the same request; refuse an ``out`` of another sweep."""
-    spec_file = out / "request.json"
-    if spec_file.exists():
-        before = json.loads(spec_file.read_text())
-        same = {k: v for k, v in before.items() if k != "alphas"} == {
-            k: v for k, v in asdict(request).items() if k != "alphas"
-        }
-        if not same:
-            raise ValueError(f"{out} holds a WiSE-FT sweep with other inputs ({spec_file}); choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(json.dumps(asdict(request), indent=1))
-    lines = (out / "sweep.jsonl").read_text().splitlines() if (out / "sweep.jsonl").exists() else []
-    return [Point(**json.loads(line)) for line in lines if line.strip()]
-
-
 def run_sweep(request: SweepRequest, out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Measure every (α, split) not yet in ``out/sweep.jsonl``, choose α, write the model and the report."""
     out = Path(out)
@@ -76,7 +61,8 @@ def run_sweep(request: SweepRequest, out: Path, *, progress: bool = True) -> dic
     start_state = {k: v.detach().clone() for k, v in start_model.state_dict().items()}
     tuned_state = {k: v.detach().clone() for k, v in tuned_model.state_dict().items()}
     interpolate(start_state, tuned_state, 0.0)  # fail now, not after the first evaluations, if they do not mix
-    points = read_sweep(out, request)
+    lines = ResultLines(out, "sweep.jsonl", asdict(request), free=("alphas",))
+    points = [Point(**row) for row in lines.read()]
     done = {(p.alpha, p.split) for p in points}
     data_cfg = tuned_cfg.data
     todo = [(a, s) for s in (request.val_split, request.test_split) for a in request.alphas if (a, s) not in done]
@@ -92,8 +78,7 @@ def run_sweep(request: SweepRequest, out: Path, *, progress: bool = True) -> dic
             accuracy[role] = zero_shot_accuracy(tuned_model, datasets[spec, split], max_records=request.max_records)
         point = Point(alpha, split, accuracy["source"], accuracy["target"])
         _check_metric(point, request.metric)
-        with (out / "sweep.jsonl").open("a") as fh:
-            fh.write(json.dumps(asdict(point)) + "\n")
+        lines.append(asdict(point))
         points.append(point)
     chosen = choose_alpha(points, request.metric, request.select, request.val_split)
     tuned_model.load_state_dict(interpolate(start_state, tuned_state, chosen))

@@ -17,10 +17,17 @@ def _alphas(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}") from None
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "adapt",
-        help="adapt a trained model (WiSE-FT)",
+        help="adapt a trained model (WiSE-FT, the few-shot ladder)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -54,6 +61,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--max-records", type=int, default=1000, help="records evaluated per split and data (default 1000)")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     w.set_defaults(func=run_wise_ft)
+    f = methods.add_parser(
+        "few-shot",
+        help="zero-shot head, linear probe and Tip-Adapter at k shots per class, over seeds",
+        description="Embed the task's images of the train / val / test splits once; for every k and seed draw k "
+        "shots per class from train, choose the probe's C and Tip-Adapter's alpha, beta on val, score on test. "
+        "Writes ladder.jsonl (rerun to continue), report.md/json and few_shot.png.",
+    )
+    f.add_argument("run", metavar="RUN_DIR", help="the trained run to adapt")
+    f.add_argument(
+        "--data", default="synthetic:shapes", metavar="SPEC", help="labelled data (default synthetic:shapes)"
+    )
+    f.add_argument("--task", default="shape", help="the data's classification task (default: shape)")
+    f.add_argument("--shots", type=_ints, default=[1, 2, 4, 8, 16], help="shots per class (default 1,2,4,8,16)")
+    f.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds of the shot draws (default 0,1,2)")
+    f.add_argument("--max-records", type=int, default=2000, help="images embedded per split (default 2000)")
+    f.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="data settings over the run's")
+    f.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.set_defaults(func=run_few_shot)
 
 
 def run_wise_ft(args: argparse.Namespace) -> int:
@@ -79,4 +105,16 @@ def run_wise_ft(args: argparse.Namespace) -> int:
         f"source {100 * chosen['source'][request.metric]:.1f}%, target {100 * chosen['target'][request.metric]:.1f}%"
     )
     print(f"report: {Path(args.out) / 'report.md'}, curve: {Path(args.out) / 'wise_ft.png'}")
+    return 0
+
+
+def run_few_shot(args: argparse.Namespace) -> int:
+    from ..adapt.few_shot_run import LadderRequest, run_ladder
+
+    if args.max_records <= 0:
+        raise ValueError(f"--max-records must be positive, got {args.max_records}")
+    request = LadderRequest(args.run, args.data, args.task, args.shots, args.seeds, args.max_records)
+    overrides = [item if item.startswith("data.") else f"data.{item}" for item in args.set]
+    run_ladder(request, Path(args.out), data_overrides=overrides, progress=not args.no_progress)
+    print((Path(args.out) / "report.md").read_text())
     return 0

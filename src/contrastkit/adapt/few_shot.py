@@ -1,0 +1,121 @@
+"""The few-shot ladder on one classification task: zero-shot head, linear probe and Tip-Adapter per k and seed.
+
+``contrastkit adapt few-shot RUN --data SPEC --task NAME``: image embeddings of the task's records of the
+train split (where the k shots per class are drawn, seeded), the val split (where the linear probe's C and
+Tip-Adapter's α, β are chosen) and the test split (scored once); the zero-shot head is the class prompts'
+mean text embedding (:func:`~contrastkit.evaluate.zeroshot.class_embeddings`). Methods:
+
+- ``zero_shot``: argmax of f Wᵀ (no shots: the same for every k);
+- ``linear_probe``: CLIP's logistic-regression probe on the k shots (:mod:`~contrastkit.evaluate.linear_probe`);
+- ``tip_adapter``: the training-free cache model (:mod:`~contrastkit.adapt.tip_adapter`).
+
+Rows are appended to ``OUT/ladder.jsonl`` as they are measured; a rerun with the same arguments measures
+only the missing ones. A class with fewer training images than k stops the run, naming the class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data.records import Dataset, ZeroShotTask
+from ..evaluate.linear_probe import fewshot_indices, linear_probe
+from ..evaluate.zeroshot import class_embeddings
+from ..models.embedder import TorchEmbedder
+from .tip_adapter import choose_alpha_beta, tip_adapter_logits
+
+METHODS = ("zero_shot", "linear_probe", "tip_adapter")
+
+
+@dataclass
+class TaskSplit:
+    """Image embeddings (N x D) and class labels (N) of one split of the task."""
+
+    features: Tensor
+    labels: Tensor
+
+
+@dataclass
+class Row:
+    method: str
+    k: int
+    seed: int
+    acc1: float
+    chosen: dict[str, float]  # what validation chose (C; alpha, beta)
+
+
+def find_task(dataset: Dataset, name: str) -> ZeroShotTask:
+    tasks = {task.name: task for task in dataset.zeroshot_tasks()}
+    if name not in tasks:
+        raise ValueError(f"--task {name!r}: the data defines {', '.join(tasks) or 'no classification task'}")
+    return tasks[name]
+
+
+def embed_split(
+    dataset: Dataset, task_name: str, embedder: TorchEmbedder, max_records: int | None, seed: int = 0
+) -> TaskSplit:
+    """Embeddings and labels of (at most ``max_records``, a seeded sample of) the task's records."""
+    task = find_task(dataset, task_name)
+    order = np.arange(len(task.indices))
+    if max_records is not None and len(order) > max_records:
+        order = np.sort(np.random.default_rng(seed).choice(len(order), max_records, replace=False))
+    images = [dataset[task.indices[i]].load_image() for i in order]
+    return TaskSplit(embedder.embed_images(images).float(), torch.tensor([task.labels[i] for i in order]))
+
+
+def check_shots(train: TaskSplit, classnames: Sequence[str], shots: Sequence[int]) -> None:
+    """Every class needs at least max(shots) training images; else name the classes that do not have them."""
+    counts = torch.bincount(train.labels, minlength=len(classnames))
+    short = [f"{classnames[c]} ({int(n)})" for c, n in enumerate(counts) if n < max(shots)]
+    if short:
+        raise ValueError(
+            f"--shots {max(shots)}: these classes have fewer training images: {', '.join(short)}; "
+            "lower --shots or give more data"
+        )
+
+
+def ladder_rows(
+    train: TaskSplit, val: TaskSplit, test: TaskSplit, weights: Tensor, scale: float, k: int, seed: int
+) -> list[Row]:
+    """The three methods at ``k`` shots per class, shots drawn with ``seed``."""
+    zero = float(((test.features @ weights.T).argmax(1) == test.labels).float().mean())
+    probe = linear_probe(
+        train.features, train.labels, test.features, test.labels, val_x=val.features, val_y=val.labels,
+        fewshot_k=k, seed=seed, max_iter=500,
+    )  # fmt: skip
+    shots = torch.from_numpy(fewshot_indices(train.labels.numpy(), k, seed))
+    keys, key_labels = train.features[shots], train.labels[shots]
+    alpha, beta, _ = choose_alpha_beta(val.features, val.labels, weights, keys, key_labels, scale=scale)
+    logits = tip_adapter_logits(test.features, weights, keys, key_labels, alpha=alpha, beta=beta, scale=scale)
+    tip = float((logits.argmax(1) == test.labels).float().mean())
+    return [
+        Row("zero_shot", k, seed, zero, {}),
+        Row("linear_probe", k, seed, float(probe["acc1"]), {"C": float(probe["C"])}),
+        Row("tip_adapter", k, seed, tip, {"alpha": alpha, "beta": beta}),
+    ]
+
+
+def head_weights(embedder: TorchEmbedder, task: ZeroShotTask) -> Tensor:
+    return class_embeddings(task.classnames, task.templates, embedder).float()
+
+
+def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Mean and sample sd of acc1 over seeds, per method and k."""
+    out = []
+    for method in METHODS:
+        for k in sorted({r.k for r in rows}):
+            values = [r.acc1 for r in rows if r.method == method and r.k == k]
+            if values:
+                sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                out.append({"method": method, "k": k, "mean": float(np.mean(values)), "sd": sd, "n": len(values)})
+    return out
+
+
+def as_dict(row: Row) -> dict[str, Any]:
+    return dataclasses.asdict(row)

@@ -1,0 +1,114 @@
+"""``contrastkit adapt few-shot``: the ladder of :mod:`~contrastkit.adapt.few_shot` over k and seeds, with a report.
+
+OUT/ holds ``ladder.jsonl`` (one line per method, k and seed; resumable), ``report.json`` / ``report.md``
+(mean ± sd over seeds per method and k) and ``few_shot.png`` (accuracy against shots per class).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from ..config import apply_overrides, config_from_dict
+from ..data.sources import open_source
+from ..models.embedder import dual_encoder_embedder
+from ..models.load import load_run
+from .few_shot import METHODS, Row, check_shots, embed_split, find_task, head_weights, ladder_rows, summarise
+from .result_lines import ResultLines
+
+
+@dataclass
+class LadderRequest:
+    run: str
+    data: str
+    task: str
+    shots: list[int]
+    seeds: list[int]
+    max_records: int = 2000
+
+
+def run_ladder(request: LadderRequest, out: Path, *, data_overrides: Sequence[str] = (), progress: bool = True):
+    """Measure what ``out/ladder.jsonl`` lacks, then write the report; returns the report."""
+    if not request.shots or min(request.shots) < 1:
+        raise ValueError(f"--shots: give positive numbers of shots per class, got {request.shots}")
+    lines = ResultLines(out, "ladder.jsonl", {**asdict(request), "data_overrides": list(data_overrides)})
+    rows = [Row(**row) for row in lines.read()]
+    done = {(r.k, r.seed) for r in rows}
+    todo = [(k, s) for k in request.shots for s in request.seeds if (k, s) not in done]
+    model, cfg = load_run(request.run)
+    settings = [f"data.source={request.data}", *data_overrides]
+    data_cfg = config_from_dict(apply_overrides(cfg.to_dict(), settings)).data
+    if todo:
+        embedder = dual_encoder_embedder(model)
+        splits = {s: open_source(request.data, s, data_cfg) for s in ("train", "val", "test")}
+        task = find_task(splits["test"], request.task)
+        train, val, test = (embed_split(splits[s], request.task, embedder, request.max_records) for s in splits)
+        check_shots(train, task.classnames, request.shots)
+        weights = head_weights(embedder, task)
+        scale = float(model.logit_scale.detach())
+        for k, seed in tqdm(todo, desc="few-shot", disable=not progress):
+            for row in ladder_rows(train, val, test, weights, scale, k, seed):
+                lines.append(asdict(row))
+                rows.append(row)
+    summary = summarise(rows)
+    report = {
+        "method": "few_shot_ladder",
+        "request": asdict(request),
+        "summary": summary,
+        "rows": [asdict(r) for r in rows],
+        "command": shlex.join(["contrastkit", *sys.argv[1:]]),
+    }
+    plot_ladder(summary, request.task, out / "few_shot.png")
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(markdown(report))
+    return report
+
+
+def plot_ladder(summary: Sequence[Mapping[str, Any]], task: str, path: Path) -> None:
+    """Test accuracy against shots per class, mean ± sd over seeds, one line per method."""
+    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for method in METHODS:
+        points = [s for s in summary if s["method"] == method]
+        ks = [s["k"] for s in points]
+        means = [100 * s["mean"] for s in points]
+        sds = [100 * s["sd"] for s in points]
+        ax.errorbar(ks, means, yerr=sds, marker="o", capsize=3, label=method.replace("_", " "))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel(f"test accuracy, {task} (%)")
+    ax.set_title("Few-shot ladder (mean ± sd over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=110)
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    request = report["request"]
+    ks = sorted({s["k"] for s in report["summary"]})
+    lines = [
+        "# Few-shot ladder",
+        "",
+        f"run `{request['run']}`, data `{request['data']}`, task `{request['task']}`; test accuracy, mean ± sd over "
+        f"seeds {', '.join(map(str, request['seeds']))} (shots drawn from the train split, choices made on val).",
+        "",
+        "| method | " + " | ".join(f"k = {k}" for k in ks) + " |",
+        "|---|" + "---|" * len(ks),
+    ]
+    for method in METHODS:
+        cells = {
+            s["k"]: f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}" for s in report["summary"] if s["method"] == method
+        }
+        lines.append(f"| {method.replace('_', ' ')} | " + " | ".join(cells.get(k, "-") for k in ks) + " |")
+    lines += ["", "![few-shot ladder](few_shot.png)", "", f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)

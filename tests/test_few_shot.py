@@ -1,0 +1,83 @@
+"""The few-shot ladder: Tip-Adapter against its formula, α/β chosen on validation, a resumable run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contrastkit.adapt import few_shot
+from contrastkit.adapt.few_shot_run import LadderRequest, run_ladder
+from contrastkit.adapt.tip_adapter import affinity, choose_alpha_beta, tip_adapter_logits
+from contrastkit.cli import main
+from contrastkit.config import load_config
+from contrastkit.engine.trainer import train
+from helpers import TINY_TRAINING
+
+
+def unit(*shape, seed=0):
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+
+
+def test_tip_adapter_logits_follow_the_formula():
+    query, weights, keys = unit(3, 4), unit(2, 4, seed=1), unit(5, 4, seed=2)
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    logits = tip_adapter_logits(query, weights, keys, labels, alpha=0.7, beta=5.5, scale=20.0)
+    for q in range(3):
+        for c in range(2):
+            cache = sum(math.exp(-5.5 * (1 - float(query[q] @ keys[n]))) for n in range(5) if labels[n] == c)
+            assert float(logits[q, c]) == pytest.approx(20.0 * float(query[q] @ weights[c]) + 0.7 * cache, rel=1e-12)
+    assert torch.allclose(affinity(keys, keys, 3.0).diagonal(), torch.ones(5, dtype=torch.float64))
+    zero = tip_adapter_logits(query, weights, keys, labels, alpha=0.0, beta=5.5, scale=20.0)
+    assert torch.allclose(zero, 20.0 * query @ weights.T)
+
+
+def test_alpha_and_beta_come_from_validation():
+    # the zero-shot head is wrong for class 1; the cache holds the right answer: a large alpha must win
+    weights = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    keys = F.normalize(torch.tensor([[1.0, 0.2], [1.0, -0.2]], dtype=torch.float64), dim=-1)
+    key_labels = torch.tensor([0, 1])
+    val = F.normalize(torch.tensor([[1.0, 0.19], [1.0, -0.21]], dtype=torch.float64), dim=-1)
+    alpha, beta, accuracy = choose_alpha_beta(val, torch.tensor([0, 1]), weights, keys, key_labels, scale=1.0)
+    assert accuracy == 1.0 and alpha > 0.25 and beta > 1.0
+    plain = tip_adapter_logits(val, weights, keys, key_labels, alpha=0.0, beta=beta, scale=1.0)
+    assert (plain.argmax(1) == torch.tensor([0, 1])).float().mean() == 0.5
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ladder")
+    train(load_config("configs/demo.yaml", TINY_TRAINING + ["data.train_size=300"]), root)
+    return root
+
+
+def test_a_ladder_run_writes_the_report_and_resumes(run, tmp_path, monkeypatch):
+    request = LadderRequest(str(run), "synthetic:shapes", "colour", [1, 2], [0, 1], max_records=200)
+    settings = ["data.eval_size=200"]
+    report = run_ladder(request, tmp_path, data_overrides=settings, progress=False)
+    assert {(s["method"], s["k"], s["n"]) for s in report["summary"]} == {
+        (m, k, 2) for m in few_shot.METHODS for k in (1, 2)
+    }
+    assert (tmp_path / "few_shot.png").stat().st_size > 10_000 and "tip adapter" in (tmp_path / "report.md").read_text()
+    zero = {r["acc1"] for r in report["rows"] if r["method"] == "zero_shot"}
+    assert len(zero) == 1  # the zero-shot head does not depend on the shots
+
+    lines = (tmp_path / "ladder.jsonl").read_text().splitlines()
+    (tmp_path / "ladder.jsonl").write_text("\n".join(lines[:6]) + "\n")  # killed after two (k, seed) points
+    measured = []
+    real = few_shot.ladder_rows
+    monkeypatch.setattr("contrastkit.adapt.few_shot_run.ladder_rows", lambda *a: measured.append(a[-2:]) or real(*a))
+    again = run_ladder(request, tmp_path, data_overrides=settings, progress=False)
+    assert measured == [(2, 0), (2, 1)] and again["summary"] == report["summary"]
+
+
+def test_bad_ladder_inputs_are_named(run, tmp_path, capsys):
+    base = ["adapt", "few-shot", str(run), "--set", "data.eval_size=40", "--max-records", "40", "--no-progress"]
+    assert main([*base, "--task", "texture", "--out", str(tmp_path / "a")]) == 2
+    assert "--task 'texture': the data defines shape, colour, size" in capsys.readouterr().err
+    assert main([*base, "--task", "colour", "--shots", "500", "--out", str(tmp_path / "b")]) == 2
+    assert "--shots 500: these classes have fewer training images" in capsys.readouterr().err
+    assert main([*base, "--shots", "0", "--out", str(tmp_path / "c")]) == 2
+    assert "--shots: give positive numbers" in capsys.readouterr().err
