@@ -103,3 +103,20 @@ def bends_outward(points: Sequence[Point], metric: str, split: str) -> list[floa
         for a, p in sorted(by_alpha.items())
         if 0.0 < a < 1.0 and p.source[metric] > tuned.source[metric] and p.target[metric] > start.target[metric]
     ]
+
+
+def above_chord(points: Sequence[Point], metric: str, split: str) -> list[float]:
+    """The α inside (0, 1) whose target accuracy lies above the straight line between the two end points,
+    at the α's own source accuracy: a better trade-off than any mix of the end points' predictions would
+    promise, which is the paper's stronger claim (its curves lie above that line)."""
+    by_alpha = {p.alpha: p for p in points if p.split == split}
+    if 0.0 not in by_alpha or 1.0 not in by_alpha:
+        return []
+    (s0, t0), (s1, t1) = ((by_alpha[a].source[metric], by_alpha[a].target[metric]) for a in (0.0, 1.0))
+    if s0 == s1:
+        return [a for a, p in sorted(by_alpha.items()) if 0.0 < a < 1.0 and p.target[metric] > max(t0, t1)]
+    return [
+        a
+        for a, p in sorted(by_alpha.items())
+        if 0.0 < a < 1.0 and p.target[metric] > t0 + (t1 - t0) * (p.source[metric] - s0) / (s1 - s0)
+    ]

@@ -58,6 +58,14 @@ def write_markdown(report: Mapping[str, Any]) -> str:
         if bend
         else "No α inside (0, 1) beats both the fine-tuned model on the source and the start on the target."
     )
+    chord = report["above_chord_at"]
+    lines.append(
+        f"Above the straight line between the end points (a better trade-off than the end points offer): "
+        f"α = {', '.join(f'{a:g}' for a in chord)}."
+        if chord
+        else "No α lies above the straight line between the end points: here, weight-space interpolation trades "
+        "source for target accuracy no better than the end points do (the paper's curves lie above that line)."
+    )
     for split in (request["val_split"], request["test_split"]):
         lines += ["", f"## {split}", "", "| α | source | target |", "|---|---|---|"]
         for p in report["points"]:

@@ -24,7 +24,7 @@ from ..data.sources import open_source
 from ..models.checkpoint import latest_checkpoint, read_run_config, save_checkpoint
 from ..models.load import load_run
 from .result_lines import ResultLines
-from .wise_ft import Point, bends_outward, choose_alpha, interpolate, zero_shot_accuracy
+from .wise_ft import Point, above_chord, bends_outward, choose_alpha, interpolate, zero_shot_accuracy
 from .wise_ft_report import plot_sweep, write_markdown
 
 
@@ -91,6 +91,7 @@ def run_sweep(request: SweepRequest, out: Path, *, progress: bool = True) -> dic
         "request": asdict(request),
         "chosen_alpha": chosen,
         "bends_outward_at": bends_outward(points, request.metric, request.test_split),
+        "above_chord_at": above_chord(points, request.metric, request.test_split),
         "points": [asdict(p) for p in sorted(points, key=lambda p: (p.split, p.alpha))],
         "start_data": start_cfg.data.source,
         "checkpoint": str(latest_checkpoint(out)),
