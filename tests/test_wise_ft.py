@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from contrastkit.adapt import wise_ft_run
-from contrastkit.adapt.wise_ft import Point, above_chord, bends_outward, choose_alpha, interpolate, zero_shot_accuracy
+from contrastkit.adapt.wise_ft import Point, above_chord, beats_both_ends, choose_alpha, interpolate, zero_shot_accuracy
 from contrastkit.adapt.wise_ft_run import default_request, run_sweep
 from contrastkit.cli import main
 from contrastkit.config import load_config
@@ -55,11 +55,11 @@ def test_alpha_is_chosen_on_the_validation_split_and_the_outward_bend_is_found()
     assert choose_alpha(points, "mean", "mean", "val") == 0.5
     assert choose_alpha(points, "mean", "source", "val") == 0.0
     assert choose_alpha(points, "mean", "target", "val") == 1.0
-    assert bends_outward(points, "mean", "val") == [0.5]
-    assert bends_outward(points, "mean", "test") == []
+    assert beats_both_ends(points, "mean", "val") == [0.5]
+    assert beats_both_ends(points, "mean", "test") == []
     assert above_chord(points, "mean", "val") == [0.5]  # the chord gives 0.425 at source 0.8
     inward = [point(0.0, 0.9, 0.3), point(0.5, 0.8, 0.4), point(1.0, 0.5, 0.8)]
-    assert bends_outward(inward, "mean", "val") == [0.5] and above_chord(inward, "mean", "val") == []
+    assert beats_both_ends(inward, "mean", "val") == [0.5] and above_chord(inward, "mean", "val") == []
     with pytest.raises(ValueError, match="select must be one of"):
         choose_alpha(points, "mean", "best", "val")
 

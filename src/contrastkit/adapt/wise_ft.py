@@ -91,9 +91,10 @@ def choose_alpha(points: Sequence[Point], metric: str, select: str, split: str) 
     return max(candidates, key=lambda p: (p.score(metric, select), -p.alpha)).alpha
 
 
-def bends_outward(points: Sequence[Point], metric: str, split: str) -> list[float]:
+def beats_both_ends(points: Sequence[Point], metric: str, split: str) -> list[float]:
     """The α strictly inside (0, 1) whose source accuracy beats the fine-tuned end point's and whose target
-    accuracy beats the start's: the outward bend the paper reports."""
+    accuracy beats the start's. Any curve that moves steadily between the end points does this; the
+    paper's outward bend is the stronger :func:`above_chord`."""
     by_alpha = {p.alpha: p for p in points if p.split == split}
     if 0.0 not in by_alpha or 1.0 not in by_alpha:
         return []

@@ -51,10 +51,10 @@ def write_markdown(report: Mapping[str, Any]) -> str:
         f"{request['val_split']} split); written to `{report['checkpoint']}`.",
         "",
     ]
-    bend = report["bends_outward_at"]
+    bend = report["beats_both_ends_at"]
     lines.append(
-        f"The curve bends outward at α = {', '.join(f'{a:g}' for a in bend)}: higher source accuracy than the "
-        "fine-tuned model and higher target accuracy than the start."
+        f"α = {', '.join(f'{a:g}' for a in bend)} beat the fine-tuned model on the source and the start on the "
+        "target (each end point on its weak side)."
         if bend
         else "No α inside (0, 1) beats both the fine-tuned model on the source and the start on the target."
     )

@@ -24,7 +24,7 @@ from ..data.sources import open_source
 from ..models.checkpoint import latest_checkpoint, read_run_config, save_checkpoint
 from ..models.load import load_run
 from .result_lines import ResultLines
-from .wise_ft import Point, above_chord, bends_outward, choose_alpha, interpolate, zero_shot_accuracy
+from .wise_ft import Point, above_chord, beats_both_ends, choose_alpha, interpolate, zero_shot_accuracy
 from .wise_ft_report import plot_sweep, write_markdown
 
 
@@ -90,7 +90,7 @@ def run_sweep(request: SweepRequest, out: Path, *, progress: bool = True) -> dic
         "method": "wise_ft",
         "request": asdict(request),
         "chosen_alpha": chosen,
-        "bends_outward_at": bends_outward(points, request.metric, request.test_split),
+        "beats_both_ends_at": beats_both_ends(points, request.metric, request.test_split),
         "above_chord_at": above_chord(points, request.metric, request.test_split),
         "points": [asdict(p) for p in sorted(points, key=lambda p: (p.split, p.alpha))],
         "start_data": start_cfg.data.source,
