@@ -24,11 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("index", metavar="INDEX", help="index directory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per forward pass (default 1: concurrent requests already share the cores)",
+    )
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (the page takes ?token=TOKEN)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     import uvicorn
 
     from ..serve.app import create_app
@@ -42,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         loopback = args.host == "localhost"
     if not loopback and args.token is None:
         print(f"warning: serving on {args.host} without --token: anyone who reaches it can search", file=sys.stderr)
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     searcher = Searcher(args.index)
     print(f"serving {len(searcher)} images of {args.index} on http://{args.host}:{args.port}/")
     uvicorn.run(create_app(searcher, token=args.token), host=args.host, port=args.port, log_level="warning")
