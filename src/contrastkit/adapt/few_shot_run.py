@@ -85,6 +85,8 @@ def plot_ladder(summary: Sequence[Mapping[str, Any]], task: str, path: Path) -> 
         sds = [100 * s["sd"] for s in points]
         ax.errorbar(ks, means, yerr=sds, marker="o", capsize=3, label=method.replace("_", " "))
     ax.set_xscale("log", base=2)
+    ks = sorted({s["k"] for s in summary})
+    ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("shots per class")
     ax.set_ylabel(f"test accuracy, {task} (%)")
     ax.set_title("Few-shot ladder (mean ± sd over seeds)")
