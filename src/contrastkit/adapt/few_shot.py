@@ -15,7 +15,6 @@ only the missing ones. A class with fewer training images than k stops the run, 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +114,3 @@ def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
                 out.append({"method": method, "k": k, "mean": float(np.mean(values)), "sd": sd, "n": len(values)})
     return out
-
-
-def as_dict(row: Row) -> dict[str, Any]:
-    return dataclasses.asdict(row)
