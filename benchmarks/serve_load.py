@@ -32,7 +32,7 @@ from results_file import command_line, cpu_name, write_section
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from contrastkit.models.load import load_run
 from contrastkit.serve import faiss_index
-from contrastkit.serve.index_build import _model_info, rebuild_search
+from contrastkit.serve.index_build import model_info, rebuild_search
 from contrastkit.serve.index_files import IndexFiles
 from search_page import serving
 
@@ -47,7 +47,7 @@ def synthetic_index(run: Path, root: Path, items: int, seed: int = 0) -> tuple[I
     centres = rng.normal(size=(1000, dim))
     vectors = centres[rng.integers(0, 1000, items)] + 0.5 * rng.normal(size=(items, dim))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-    files = IndexFiles(root, dim, _model_info(run))
+    files = IndexFiles(root, dim, model_info(run))
     for start in range(0, items, 20_000):
         chunk = vectors[start : start + 20_000]
         rows = [(f"synthetic#{i}", "synthetic:vectors", "train", f"item {i}") for i in range(start, start + len(chunk))]

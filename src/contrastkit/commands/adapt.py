@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .data_settings import add_data_settings, data_overrides
+
 
 def _alphas(text: str) -> list[float]:
     try:
@@ -76,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--shots", type=_ints, default=[1, 2, 4, 8, 16], help="shots per class (default 1,2,4,8,16)")
     f.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds of the shot draws (default 0,1,2)")
     f.add_argument("--max-records", type=int, default=2000, help="images embedded per split (default 2000)")
-    f.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="data settings over the run's")
+    add_data_settings(f, "data settings over the run's")
     f.add_argument("--out", required=True, metavar="DIR", help="output folder")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(func=run_few_shot)
@@ -114,7 +116,6 @@ def run_few_shot(args: argparse.Namespace) -> int:
     if args.max_records <= 0:
         raise ValueError(f"--max-records must be positive, got {args.max_records}")
     request = LadderRequest(args.run, args.data, args.task, args.shots, args.seeds, args.max_records)
-    overrides = [item if item.startswith("data.") else f"data.{item}" for item in args.set]
-    run_ladder(request, Path(args.out), data_overrides=overrides, progress=not args.no_progress)
+    run_ladder(request, Path(args.out), data_overrides=data_overrides(args.set), progress=not args.no_progress)
     print((Path(args.out) / "report.md").read_text())
     return 0

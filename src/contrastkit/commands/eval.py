@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .data_settings import add_data_settings, data_overrides
+
 if TYPE_CHECKING:
     from ..config import Config, DataConfig
     from ..evaluate.cache import FeatureCache
@@ -69,12 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _data_options(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--data", metavar="SPEC", help="data spec (default for a run: its training source)")
     data.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    data.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="data.KEY=VALUE",
-        help="data setting for reading --data (e.g. data.label_column=label, data.val_fraction=0.1); "
+    add_data_settings(
+        data,
+        "data setting for reading --data (e.g. data.label_column=label, data.val_fraction=0.1); "
         "for file sources the whole split is evaluated unless data.eval_size is set "
         "(webdataset shards: data.eval_size records)",
     )
@@ -173,7 +172,7 @@ def _data_config(cfg: Config | None, sets: list[str], spec: str | None, max_reco
 
     from ..config import Config, apply_overrides, config_from_dict
 
-    overrides = [item if item.startswith("data.") else f"data.{item}" for item in sets]
+    overrides = data_overrides(sets)
     data_cfg = config_from_dict(apply_overrides((cfg or Config()).to_dict(), overrides)).data
     if spec and not spec.startswith("synthetic:") and not any(o.startswith("data.eval_size=") for o in overrides):
         if max_records:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from .data_settings import add_data_settings, data_overrides
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -34,13 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="index at most this many records of the source")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--memory-gb", type=float, default=4.0, help="memory budget of the search structures (default 4)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="data.KEY=VALUE",
-        help="data settings over the run's (e.g. data.eval_size=5000, data.caption_columns=text)",
-    )
+    add_data_settings(p, "data settings over the run's (e.g. data.eval_size=5000, data.caption_columns=text)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -60,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         batch_size=args.batch_size,
         memory_budget_bytes=int(args.memory_gb * (1 << 30)),
-        data_overrides=[item if item.startswith("data.") else f"data.{item}" for item in args.set],
+        data_overrides=data_overrides(args.set),
         progress=not args.no_progress,
     )
     search = summary.images_index

@@ -44,13 +44,14 @@ class IndexSummary:
     captions_index: dict[str, Any]
 
 
-def _model_info(run_dir: Path) -> dict[str, str]:
+def model_info(run_dir: Path) -> dict[str, str]:
+    """Which model an index belongs to: the run directory and the sha256 of its latest weights."""
     return {"run": str(run_dir), "weights_sha256": sha256_file(latest_checkpoint(run_dir) / "model.safetensors")}
 
 
 def open_for_model(out: Path, run_dir: Path, dim: int) -> IndexFiles:
     """The index at ``out`` (created when missing); refuse one built with other weights."""
-    info = _model_info(run_dir)
+    info = model_info(run_dir)
     files = IndexFiles(out, dim, info)
     if files.info.get("weights_sha256") != info["weights_sha256"]:
         raise IndexFileError(

@@ -19,7 +19,7 @@ from PIL import Image
 from ..models.embedder import dual_encoder_embedder
 from ..models.load import load_run
 from . import faiss_index
-from .index_build import _model_info
+from .index_build import model_info
 from .index_files import IndexFileError, IndexFiles
 
 MAX_K = 200
@@ -43,7 +43,7 @@ class Searcher:
         if "search" not in info:
             raise IndexFileError(f"{index_dir}: the index was never completed; rerun `contrastkit index`")
         run_dir = Path(info["run"])
-        if _model_info(run_dir)["weights_sha256"] != info["weights_sha256"]:
+        if model_info(run_dir)["weights_sha256"] != info["weights_sha256"]:
             raise IndexFileError(f"{index_dir} was built with other weights than {run_dir} holds now; rebuild it")
         model, _ = load_run(run_dir)
         self.embedder = dual_encoder_embedder(model, batch_size=32)
