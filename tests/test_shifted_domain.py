@@ -8,7 +8,7 @@ import pytest
 from contrastkit.config import DataConfig
 from contrastkit.data.shapes import SyntheticShapes
 from contrastkit.data.shapes.grammar import caption_is_true, parse_caption
-from contrastkit.data.shapes.render import BACKGROUND, CLUTTER_NOISE, COLOUR_RGB, render_scene
+from contrastkit.data.shapes.render import BACKGROUND, CLUTTER_NOISE, COLOUR_RGB, DARK_GAIN, render_scene
 from contrastkit.data.sources import open_source
 
 N = 60
@@ -58,3 +58,16 @@ def test_rendering_is_deterministic_and_styles_are_checked(pairs):
         render_scene(clutter.scene(0), "clutter")
     with pytest.raises(ValueError, match="unknown synthetic world"):
         open_source("synthetic:shapes-fog", "train", DataConfig())
+
+
+def test_the_dark_domain_scales_every_pixel_and_keeps_the_captions():
+    plain = open_source("synthetic:shapes", "test", DataConfig(eval_size=20))
+    dark = open_source("synthetic:shapes-dark", "test", DataConfig(eval_size=20))
+    assert dark.name == "synthetic:shapes-dark"
+    for i in range(20):
+        a, b = plain[i], dark[i]
+        assert a.captions == b.captions and a.neg_captions == b.neg_captions
+        assert all(caption_is_true(dark.scene(i), parse_caption(c)) for c in b.captions)
+        pixels, darker = np.asarray(a.image, dtype=np.float64), np.asarray(b.image, dtype=np.float64)
+        assert np.abs(darker - np.round(pixels * DARK_GAIN)).max() == 0
+        assert darker.mean() < 0.4 * pixels.mean()

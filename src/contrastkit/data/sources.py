@@ -7,6 +7,7 @@ A data spec (``data.source``, or ``SPEC`` on the command line) names a source::
 
     synthetic:shapes                 the built-in world of coloured shapes (contrastkit.data.shapes)
     synthetic:shapes-clutter         the same scenes on cluttered backgrounds: the shifted domain
+    synthetic:shapes-dark            the same scenes underexposed (residual-direction example)
     csv:PATH  tsv:PATH               a manifest (contrastkit.data.manifest): image path column + caption
     jsonl:PATH  parquet:PATH         column(s), optional negatives / tags / rewrites / label columns
     folder:DIR                       image folders, one sub-folder per class (contrastkit.data.folders)
@@ -64,7 +65,11 @@ SOURCES = (
     "wds:SHARDS",
     "hf:TARGET",
 )
-SYNTHETIC = {"synthetic:shapes": "plain", "synthetic:shapes-clutter": "clutter"}  # spec -> rendering style
+SYNTHETIC = {  # spec -> rendering style
+    "synthetic:shapes": "plain",
+    "synthetic:shapes-clutter": "clutter",
+    "synthetic:shapes-dark": "dark",
+}
 KINDS = ("synthetic", "csv", "tsv", "jsonl", "parquet", "folder", "wds", "hf")
 SPLITS = ("train", "val", "test")
 

@@ -1,12 +1,16 @@
 """Drawing a shapes-world scene with PIL: flat colours, no antialiasing.
 
-Two renderings of the same scene (the domains ``synthetic:shapes`` and ``synthetic:shapes-clutter``):
+Three renderings of the same scene (the domains ``synthetic:shapes``, ``synthetic:shapes-clutter`` and
+``synthetic:shapes-dark``):
 
 - ``plain``: the objects on a flat grey background;
 - ``clutter``: the same objects, pixel for pixel, on a cluttered background: a random dark-to-light
   gradient in muted earth tones, per-pixel noise and a few thin lines in those tones. No background
   pixel takes an object colour's hue at full saturation and nothing in the clutter is a shape of
   the world, so every caption of the scene stays true; only the image statistics shift.
+- ``dark``: the plain image with every channel scaled by ``DARK_GAIN`` (an underexposed photo): the
+  colours keep their hue, so the captions stay true. The worked example of residual directions
+  (RAVE) moves dark images towards plain ones.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "cyan": (40, 210, 220),
 }
 MIN_IMAGE_SIZE = 32
-STYLES = ("plain", "clutter")
+STYLES = ("plain", "clutter", "dark")
+DARK_GAIN = 0.35  # brightness of the dark style relative to the plain one
 # Muted earth tones of the clutter: low saturation, far from every object colour.
 CLUTTER_TONES: tuple[tuple[int, int, int], ...] = (
     (70, 62, 55),
@@ -86,8 +91,10 @@ def clutter_background(size: int, rng: random.Random) -> Image.Image:
 def render_scene(scene: Scene, style: str = "plain", rng: random.Random | None = None) -> Image.Image:
     """Draw ``scene`` as an RGB image (no antialiasing: every object pixel has its exact colour).
 
-    ``style`` is ``plain`` or ``clutter``; the clutter is drawn from ``rng`` (needed for ``clutter``).
+    ``style`` is ``plain``, ``clutter`` or ``dark``; the clutter is drawn from ``rng`` (needed for ``clutter``).
     """
+    if style == "dark":
+        return Image.eval(render_scene(scene, "plain"), lambda v: round(v * DARK_GAIN))
     if style == "plain":
         image = Image.new("RGB", (scene.image_size, scene.image_size), BACKGROUND)
     elif style == "clutter":
