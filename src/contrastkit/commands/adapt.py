@@ -2,6 +2,9 @@
 
 contrastkit adapt wise-ft --start runs/base --finetuned runs/ft --out runs/ft-wise
     [--source synthetic:shapes] [--target synthetic:shapes-clutter] [--alphas 0,0.25,0.5,0.75,1]
+contrastkit adapt few-shot runs/demo --task shape --shots 1,2,4,8,16 --out runs/demo-few-shot
+contrastkit adapt text-only runs/demo --task shape --noise 0,0.05,0.1,0.2 --out runs/demo-text-only
+contrastkit adapt residual runs/demo --from synthetic:shapes-dark --to synthetic:shapes --out runs/demo-dark
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from pathlib import Path
 from .data_settings import add_data_settings, data_overrides
 
 
-def _alphas(text: str) -> list[float]:
+def _numbers(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1], got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _ints(text: str) -> list[int]:
@@ -29,11 +32,16 @@ def _ints(text: str) -> list[int]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "adapt",
-        help="adapt a trained model (WiSE-FT, the few-shot ladder)",
+        help="adapt a trained model (WiSE-FT, the few-shot ladder, text-only transfer, residual directions)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     methods = p.add_subparsers(dest="method", required=True)
+    for add in (_add_wise_ft, _add_few_shot, _add_text_only, _add_residual):
+        add(methods)
+
+
+def _add_wise_ft(methods: argparse._SubParsersAction) -> None:
     w = methods.add_parser(
         "wise-ft",
         help="weight-space ensembling of a fine-tuned run with its start",
@@ -49,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--target", metavar="SPEC", help="target data (default: the fine-tuned run's data.source)")
     w.add_argument(
         "--alphas",
-        type=_alphas,
+        type=_numbers,
         default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
         help="mixing coefficients, comma-separated (0 and 1 are always included; default: 0,0.1,...,1)",
     )
@@ -63,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--max-records", type=int, default=1000, help="records evaluated per split and data (default 1000)")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     w.set_defaults(func=run_wise_ft)
+
+
+def _add_few_shot(methods: argparse._SubParsersAction) -> None:
     f = methods.add_parser(
         "few-shot",
         help="zero-shot head, linear probe and Tip-Adapter at k shots per class, over seeds",
@@ -82,6 +93,57 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--out", required=True, metavar="DIR", help="output folder")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(func=run_few_shot)
+
+
+def _add_text_only(methods: argparse._SubParsersAction) -> None:
+    t = methods.add_parser(
+        "text-only",
+        help="train a classifier on caption embeddings only and test it on images (CLOSE / CapDec)",
+        description="Embed the task's captions of the train split and fit a linear classifier to them with Gaussian "
+        "noise of std w injected into every text embedding (and, in a second arm, the image-text mean shift "
+        "measured on val pairs); score it on the test split's images. Writes sweep.jsonl (rerun to continue), "
+        "report.md/json and text_only.png.",
+    )
+    t.add_argument("run", metavar="RUN_DIR", help="the trained run")
+    t.add_argument(
+        "--data", default="synthetic:shapes", metavar="SPEC", help="labelled data (default synthetic:shapes)"
+    )
+    t.add_argument("--task", default="shape", help="the data's classification task (default: shape)")
+    t.add_argument(
+        "--noise",
+        type=_numbers,
+        default=[0.0, 0.02, 0.05, 0.1, 0.2, 0.4],
+        help="noise levels w, comma-separated (default 0,0.02,0.05,0.1,0.2,0.4)",
+    )
+    t.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds of the noise and batches (default 0,1,2)")
+    t.add_argument("--steps", type=int, default=300, help="Adam steps of each classifier (default 300)")
+    t.add_argument("--max-records", type=int, default=2000, help="records read per split (default 2000)")
+    add_data_settings(t, "data settings over the run's")
+    t.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=run_text_only)
+
+
+def _add_residual(methods: argparse._SubParsersAction) -> None:
+    r = methods.add_parser(
+        "residual",
+        help="the residual direction between two image sets (RAVE): what names it, how it ranks, a guided network",
+        description="Fit v_res = normalize(v_to - v_from) on the train splits of two image sources, report the "
+        "held-out AUC of cos(e, v_res), the words and captions closest to it, and (unless --guide-steps 0) train "
+        "a small image-to-image network on the 'from' images with RAVE's guidance loss and show before / after "
+        "pictures. Writes direction.safetensors, report.md/json and plots.",
+    )
+    r.add_argument("run", metavar="RUN_DIR", help="the trained run whose image encoder defines the space")
+    r.add_argument("--from", dest="source_from", required=True, metavar="SPEC", help="the set the direction leaves")
+    r.add_argument("--to", dest="source_to", required=True, metavar="SPEC", help="the set the direction points to")
+    r.add_argument("--max-records", type=int, default=500, help="images per set and split (default 500)")
+    r.add_argument("--guide-steps", type=int, default=300, help="steps of the guided network (0: none; default 300)")
+    r.add_argument("--guide-lr", type=float, default=1e-3, help="its Adam learning rate (default 1e-3)")
+    r.add_argument("--reconstruction-weight", type=float, default=1.0, help="weight of ||Φ(x) - x||² (default 1.0)")
+    add_data_settings(r, "data settings over the run's")
+    r.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=run_residual)
 
 
 def run_wise_ft(args: argparse.Namespace) -> int:
@@ -117,5 +179,32 @@ def run_few_shot(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-records must be positive, got {args.max_records}")
     request = LadderRequest(args.run, args.data, args.task, args.shots, args.seeds, args.max_records)
     run_ladder(request, Path(args.out), data_overrides=data_overrides(args.set), progress=not args.no_progress)
+    print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def run_text_only(args: argparse.Namespace) -> int:
+    from ..adapt.text_only_run import TextOnlyRequest, run_text_only
+
+    for name in ("max_records", "steps"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    request = TextOnlyRequest(args.run, args.data, args.task, args.noise, args.seeds, args.max_records, args.steps)
+    run_text_only(request, Path(args.out), data_overrides=data_overrides(args.set), progress=not args.no_progress)
+    print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def run_residual(args: argparse.Namespace) -> int:
+    from ..adapt.residual_guide import GuideSettings
+    from ..adapt.residual_run import ResidualRequest, run_residual
+
+    if args.max_records <= 0:
+        raise ValueError(f"--max-records must be positive, got {args.max_records}")
+    if args.guide_steps < 0 or args.guide_lr <= 0 or args.reconstruction_weight < 0:
+        raise ValueError("--guide-steps and --reconstruction-weight must be >= 0 and --guide-lr > 0")
+    guide = GuideSettings(steps=args.guide_steps, lr=args.guide_lr, reconstruction_weight=args.reconstruction_weight)
+    request = ResidualRequest(args.run, args.source_from, args.source_to, args.max_records, guide)
+    run_residual(request, Path(args.out), data_overrides=data_overrides(args.set), progress=not args.no_progress)
     print((Path(args.out) / "report.md").read_text())
     return 0
