@@ -251,7 +251,23 @@ def _request(args: argparse.Namespace, model: LoadedModel) -> EvalRequest:
         progress=not args.no_progress,
         seed=args.seed,
         probe_max_iter=args.probe_max_iter,
+        training_captions=_training_captions(model) if "zeroshot" in tasks else None,
     )
+
+
+def _training_captions(model: LoadedModel, scan: int = 2000) -> list[str] | None:
+    """The captions of the first ``scan`` training records of a contrastkit run (None: not a run, or streamed data)."""
+    from ..data.sources import open_source
+
+    cfg = model.config
+    if model.kind != "contrastkit" or cfg is None or _is_shards(cfg.data.source):
+        return None
+    try:
+        train = open_source(cfg.data.source, "train", cfg.data)
+    except (OSError, ValueError) as err:  # the training data moved: evaluate without the check, and say so
+        print(f"class names not checked against the training captions: {err}")
+        return None
+    return [c for i in range(min(scan, len(train))) for c in train[i].captions]
 
 
 def _out_dir(args: argparse.Namespace, model: LoadedModel) -> Path:

@@ -87,6 +87,8 @@ def _header(report: Mapping[str, Any]) -> list[str]:
     skipped = report.get("skipped") or {}
     for task, why in skipped.items():
         out += [f"_Skipped {task}: {why}._", ""]
+    for warning in report.get("warnings") or []:
+        out += [f"**Warning:** {warning}.", ""]
     return out
 
 
@@ -278,6 +280,7 @@ def _training_and_more(report: Mapping[str, Any], plots: Mapping[str, str]) -> l
         "model",
         "feature_cache",
         "skipped",
+        "warnings",
         "result_files",
         "split",
     }

@@ -69,6 +69,7 @@ class EvalRequest:
     progress: bool = True
     seed: int = 0
     dataset: Any = None  # an already opened dataset (API use); overrides ``data``
+    training_captions: Sequence[str] | None = None  # a sample of the model's training captions (class coverage)
 
 
 @dataclass

@@ -61,6 +61,7 @@ from ..models.embedder import Embedder
 from ..models.loaded import LoadedModel
 from .benchmark_files import read_aro, read_sugarcrepe
 from .cache import FeatureCache
+from .class_coverage import coverage_warning, unseen_classnames
 from .compositional import evaluate_choices, evaluate_compositional, record_pairs
 from .features import Features
 from .geometry import geometry_metrics
@@ -190,6 +191,12 @@ def _dataset_tasks(
             log.add("zeroshot", task_dataset(task.name), metrics, split=req.split, templates=task.templates)
         if not zs_tasks:
             results.setdefault("skipped", {})["zeroshot"] = "the data defines no labelled task"
+        if req.training_captions is not None:
+            results["warnings"] = [
+                coverage_warning(task.name, unseen, len(task.classnames), len(req.training_captions))
+                for task in zs_tasks
+                if (unseen := unseen_classnames(task.classnames, req.training_captions))
+            ]
     if "retrieval" in tasks:
         if captions:
             t2i = [i for i, rec in enumerate(records) for _ in rec.captions]

@@ -63,6 +63,7 @@ def summarize_results(res: Mapping[str, Any], split: str | None = None, *, with_
             f"{cache.get('image_sets_computed', 0)} computed; {cache.get('texts_from_cache', 0)} texts read, "
             f"{cache.get('texts_embedded', 0)} embedded ({cache.get('dir')})"
         )
+    lines += [f"  WARNING: {warning}" for warning in res.get("warnings") or []]
     return "\n".join(lines)
 
 
