@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastkit.adapt import few_shot
+from contrastkit.adapt import few_shot, lp_ft
 from contrastkit.adapt.few_shot_run import LadderRequest, run_ladder
 from contrastkit.adapt.tip_adapter import affinity, choose_alpha_beta, tip_adapter_logits
 from contrastkit.cli import main
@@ -46,6 +46,41 @@ def test_alpha_and_beta_come_from_validation():
     assert (plain.argmax(1) == torch.tensor([0, 1])).float().mean() == 0.5
 
 
+def test_the_probe_head_scores_like_sklearn_also_for_two_classes():
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(0)
+    for n_present in (2, 3):
+        labels = torch.arange(30) % n_present
+        x = F.normalize(torch.randn(30, 5, generator=g) + F.one_hot(labels, 5).float() * 2, dim=-1)
+        weight, bias = lp_ft.probe_head(x, labels, 4, c=1.0)  # class 3 (and 2) have no shots
+        reference = LogisticRegression(C=1.0, max_iter=1000).fit(x.double().numpy(), labels.numpy())
+        ours = (x @ weight.T + bias).argmax(1)
+        assert torch.equal(ours, torch.from_numpy(reference.predict(x.double().numpy())))
+        assert (ours < n_present).all()
+        if n_present == 2:  # the two rows differ by sklearn's one row: same probabilities
+            assert torch.allclose(weight[1] - weight[0], torch.from_numpy(reference.coef_[0]).float(), atol=1e-5)
+
+
+def test_fine_tuning_starts_from_the_head_and_leaves_the_model_alone(run):
+    from contrastkit.models.load import load_run
+
+    model, _ = load_run(run)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(12) % 3
+    weight = F.normalize(torch.randn(3, 32), dim=-1)
+    untouched = lp_ft.fine_tune(model, weight, torch.zeros(3), 5.0, pixels, labels, lp_ft.FineTuneSettings(steps=0), 0)
+    with torch.no_grad():
+        direct = 5.0 * F.normalize(model.encode_image(pixels), dim=-1) @ weight.T
+    assert torch.allclose(untouched(pixels), direct, atol=1e-5)
+    tuned = lp_ft.fine_tune(
+        model, weight, torch.zeros(3), 5.0, pixels, labels, lp_ft.FineTuneSettings(steps=30, lr=1e-2), 0
+    )
+    assert lp_ft.accuracy(tuned, pixels, labels) > lp_ft.accuracy(untouched, pixels, labels)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy was tuned
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ladder")
@@ -54,7 +89,7 @@ def run(tmp_path_factory):
 
 
 def test_a_ladder_run_writes_the_report_and_resumes(run, tmp_path, monkeypatch):
-    request = LadderRequest(str(run), "synthetic:shapes", "colour", [1, 2], [0, 1], max_records=200)
+    request = LadderRequest(str(run), "synthetic:shapes", "colour", [1, 2], [0, 1], max_records=200, finetune_steps=3)
     settings = ["data.eval_size=200"]
     report = run_ladder(request, tmp_path, data_overrides=settings, progress=False)
     assert {(s["method"], s["k"], s["n"]) for s in report["summary"]} == {
@@ -65,7 +100,7 @@ def test_a_ladder_run_writes_the_report_and_resumes(run, tmp_path, monkeypatch):
     assert len(zero) == 1  # the zero-shot head does not depend on the shots
 
     lines = (tmp_path / "ladder.jsonl").read_text().splitlines()
-    (tmp_path / "ladder.jsonl").write_text("\n".join(lines[:6]) + "\n")  # killed after two (k, seed) points
+    (tmp_path / "ladder.jsonl").write_text("\n".join(lines[:10]) + "\n")  # killed after two (k, seed) points
     measured = []
     real = few_shot.ladder_rows
     monkeypatch.setattr("contrastkit.adapt.few_shot_run.ladder_rows", lambda *a: measured.append(a[-2:]) or real(*a))

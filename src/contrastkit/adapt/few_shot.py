@@ -7,7 +7,9 @@ mean text embedding (:func:`~contrastkit.evaluate.zeroshot.class_embeddings`). M
 
 - ``zero_shot``: argmax of f Wᵀ (no shots: the same for every k);
 - ``linear_probe``: CLIP's logistic-regression probe on the k shots (:mod:`~contrastkit.evaluate.linear_probe`);
-- ``tip_adapter``: the training-free cache model (:mod:`~contrastkit.adapt.tip_adapter`).
+- ``tip_adapter``: the training-free cache model (:mod:`~contrastkit.adapt.tip_adapter`);
+- ``ft`` / ``lp_ft``: the image tower fine-tuned on the k shots with the zero-shot head / with the linear
+  probe's head (:mod:`~contrastkit.adapt.lp_ft`), when fine-tuning steps are asked for.
 
 Rows are appended to ``OUT/ladder.jsonl`` as they are measured; a rerun with the same arguments measures
 only the missing ones. A class with fewer training images than k stops the run, naming the class.
@@ -16,28 +18,32 @@ only the missing ones. A class with fewer training images than k stops the run, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from ..data.records import Dataset, ZeroShotTask
 from ..evaluate.linear_probe import fewshot_indices, linear_probe
 from ..evaluate.zeroshot import class_embeddings
+from ..models.dual_encoder import DualEncoder
 from ..models.embedder import TorchEmbedder
+from .lp_ft import FineTuneSettings, accuracy, fine_tune, probe_head
 from .tip_adapter import choose_alpha_beta, tip_adapter_logits
 
-METHODS = ("zero_shot", "linear_probe", "tip_adapter")
+METHODS = ("zero_shot", "linear_probe", "tip_adapter", "lp_ft", "ft")
 
 
 @dataclass
 class TaskSplit:
-    """Image embeddings (N x D) and class labels (N) of one split of the task."""
+    """Image embeddings (N x D), class labels (N) and the images of one split of the task."""
 
     features: Tensor
     labels: Tensor
+    images: list[Image.Image] = field(default_factory=list)
 
 
 @dataclass
@@ -65,7 +71,8 @@ def embed_split(
     if max_records is not None and len(order) > max_records:
         order = np.sort(np.random.default_rng(seed).choice(len(order), max_records, replace=False))
     images = [dataset[task.indices[i]].load_image() for i in order]
-    return TaskSplit(embedder.embed_images(images).float(), torch.tensor([task.labels[i] for i in order]))
+    labels = torch.tensor([task.labels[i] for i in order])
+    return TaskSplit(embedder.embed_images(images).float(), labels, images)
 
 
 def check_shots(train: TaskSplit, classnames: Sequence[str], shots: Sequence[int]) -> None:
@@ -97,6 +104,33 @@ def ladder_rows(
         Row("zero_shot", k, seed, zero, {}),
         Row("linear_probe", k, seed, float(probe["acc1"]), {"C": float(probe["C"])}),
         Row("tip_adapter", k, seed, tip, {"alpha": alpha, "beta": beta}),
+    ]
+
+
+def finetune_rows(
+    model: DualEncoder,
+    embedder: TorchEmbedder,
+    train: TaskSplit,
+    test_pixels: Tensor,
+    test_labels: Tensor,
+    weights: Tensor,
+    chosen_c: float,
+    settings: FineTuneSettings,
+    k: int,
+    seed: int,
+) -> list[Row]:
+    """LP-FT and FT on the same k shots per class as the probe (drawn with ``seed``)."""
+    shots = torch.from_numpy(fewshot_indices(train.labels.numpy(), k, seed))
+    pixels = torch.stack([embedder.preprocess(train.images[i]) for i in shots.tolist()])
+    labels = train.labels[shots]
+    probe_w, probe_b = probe_head(train.features[shots], labels, len(weights), chosen_c)
+    lp_ft = fine_tune(model, probe_w, probe_b, 1.0, pixels, labels, settings, seed)
+    scale = float(model.logit_scale.detach())
+    ft = fine_tune(model, weights, torch.zeros(len(weights)), scale, pixels, labels, settings, seed)
+    knobs = {"steps": float(settings.steps), "lr": settings.lr}
+    return [
+        Row("lp_ft", k, seed, accuracy(lp_ft, test_pixels, test_labels), {"C": chosen_c, **knobs}),
+        Row("ft", k, seed, accuracy(ft, test_pixels, test_labels), knobs),
     ]
 
 

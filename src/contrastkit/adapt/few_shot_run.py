@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
@@ -22,7 +23,18 @@ from ..config import apply_overrides, config_from_dict
 from ..data.sources import open_source
 from ..models.embedder import dual_encoder_embedder
 from ..models.load import load_run
-from .few_shot import METHODS, Row, check_shots, embed_split, find_task, head_weights, ladder_rows, summarise
+from .few_shot import (
+    METHODS,
+    Row,
+    check_shots,
+    embed_split,
+    find_task,
+    finetune_rows,
+    head_weights,
+    ladder_rows,
+    summarise,
+)
+from .lp_ft import FineTuneSettings
 from .result_lines import ResultLines
 
 
@@ -34,6 +46,8 @@ class LadderRequest:
     shots: list[int]
     seeds: list[int]
     max_records: int = 2000
+    finetune_steps: int = 0  # > 0: also LP-FT and FT (the image tower fine-tuned on the shots)
+    finetune_lr: float = 1e-4
 
 
 def run_ladder(request: LadderRequest, out: Path, *, data_overrides: Sequence[str] = (), progress: bool = True):
@@ -55,8 +69,16 @@ def run_ladder(request: LadderRequest, out: Path, *, data_overrides: Sequence[st
         check_shots(train, task.classnames, request.shots)
         weights = head_weights(embedder, task)
         scale = float(model.logit_scale.detach())
+        tuning = FineTuneSettings(steps=request.finetune_steps, lr=request.finetune_lr)
+        test_pixels = torch.stack([embedder.preprocess(im) for im in test.images]) if tuning.steps else None
         for k, seed in tqdm(todo, desc="few-shot", disable=not progress):
-            for row in ladder_rows(train, val, test, weights, scale, k, seed):
+            found = ladder_rows(train, val, test, weights, scale, k, seed)
+            if test_pixels is not None:
+                chosen_c = next(r.chosen["C"] for r in found if r.method == "linear_probe")
+                found += finetune_rows(
+                    model, embedder, train, test_pixels, test.labels, weights, chosen_c, tuning, k, seed
+                )
+            for row in found:
                 lines.append(asdict(row))
                 rows.append(row)
     summary = summarise(rows)
@@ -80,6 +102,8 @@ def plot_ladder(summary: Sequence[Mapping[str, Any]], task: str, path: Path) -> 
     ax = fig.add_subplot()
     for method in METHODS:
         points = [s for s in summary if s["method"] == method]
+        if not points:
+            continue
         ks = [s["k"] for s in points]
         means = [100 * s["mean"] for s in points]
         sds = [100 * s["sd"] for s in points]
@@ -111,6 +135,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         cells = {
             s["k"]: f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}" for s in report["summary"] if s["method"] == method
         }
-        lines.append(f"| {method.replace('_', ' ')} | " + " | ".join(cells.get(k, "-") for k in ks) + " |")
+        if cells:
+            lines.append(f"| {method.replace('_', ' ')} | " + " | ".join(cells.get(k, "-") for k in ks) + " |")
     lines += ["", "![few-shot ladder](few_shot.png)", "", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)

@@ -76,9 +76,10 @@ def _add_wise_ft(methods: argparse._SubParsersAction) -> None:
 def _add_few_shot(methods: argparse._SubParsersAction) -> None:
     f = methods.add_parser(
         "few-shot",
-        help="zero-shot head, linear probe and Tip-Adapter at k shots per class, over seeds",
+        help="zero-shot head, linear probe, Tip-Adapter, LP-FT and FT at k shots per class, over seeds",
         description="Embed the task's images of the train / val / test splits once; for every k and seed draw k "
-        "shots per class from train, choose the probe's C and Tip-Adapter's alpha, beta on val, score on test. "
+        "shots per class from train, choose the probe's C and Tip-Adapter's alpha, beta on val, fine-tune the "
+        "image tower from the probe's head (LP-FT) and from the zero-shot head (FT), score on test. "
         "Writes ladder.jsonl (rerun to continue), report.md/json and few_shot.png.",
     )
     f.add_argument("run", metavar="RUN_DIR", help="the trained run to adapt")
@@ -89,6 +90,13 @@ def _add_few_shot(methods: argparse._SubParsersAction) -> None:
     f.add_argument("--shots", type=_ints, default=[1, 2, 4, 8, 16], help="shots per class (default 1,2,4,8,16)")
     f.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds of the shot draws (default 0,1,2)")
     f.add_argument("--max-records", type=int, default=2000, help="images embedded per split (default 2000)")
+    f.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=50,
+        help="steps of LP-FT and FT (image tower + head on the shots) per k and seed; 0: skip them (default 50)",
+    )
+    f.add_argument("--finetune-lr", type=float, default=1e-4, help="their AdamW learning rate (default 1e-4)")
     add_data_settings(f, "data settings over the run's")
     f.add_argument("--out", required=True, metavar="DIR", help="output folder")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -177,7 +185,11 @@ def run_few_shot(args: argparse.Namespace) -> int:
 
     if args.max_records <= 0:
         raise ValueError(f"--max-records must be positive, got {args.max_records}")
-    request = LadderRequest(args.run, args.data, args.task, args.shots, args.seeds, args.max_records)
+    if args.finetune_steps < 0 or args.finetune_lr <= 0:
+        raise ValueError("--finetune-steps must be >= 0 and --finetune-lr > 0")
+    request = LadderRequest(
+        args.run, args.data, args.task, args.shots, args.seeds, args.max_records, args.finetune_steps, args.finetune_lr
+    )
     run_ladder(request, Path(args.out), data_overrides=data_overrides(args.set), progress=not args.no_progress)
     print((Path(args.out) / "report.md").read_text())
     return 0
