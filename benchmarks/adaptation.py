@@ -1,0 +1,168 @@
+"""The adaptation benchmark: what each `contrastkit adapt` method does to the testbed's base model, over seeds.
+
+    make base                                # the testbed's base model (runs/testbed/base)
+    python benchmarks/recipes.py --claims "plain fine-tuning"   # the clutter fine-tuned runs, for WiSE-FT
+    python benchmarks/adaptation.py          # every part below; reruns measure only what is missing
+
+Parts (each writes its own output folder under --out, resumable; the report goes to RESULTS.md under
+"Adaptation on the testbed"):
+
+- ``few-shot``: the few-shot ladder on the held-out shape task (zero-shot head, linear probe,
+  Tip-Adapter, LP-FT, FT) at 1-16 shots per class, seeds 0-2;
+- ``text-only``: CLOSE / CapDec noise sweep (with and without the mean shift), seeds 0-2;
+- ``residual``: the RAVE direction from underexposed to plain images, its held-out AUC and the guided network;
+- ``wise-ft``: WiSE-FT between the base and each seed's plain fine-tuning on the cluttered domain
+  (``runs/testbed/clip_ft_clutter-s<seed>``, made by benchmarks/recipes.py); a part whose runs are
+  missing is reported as missing, not skipped silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contrastkit.adapt.few_shot_run import LadderRequest, run_ladder
+from contrastkit.adapt.residual_guide import GuideSettings
+from contrastkit.adapt.residual_run import ResidualRequest, run_residual
+from contrastkit.adapt.text_only_run import TextOnlyRequest, run_text_only
+from contrastkit.adapt.wise_ft_run import default_request, run_sweep
+from contrastkit.evaluate.verdicts import summarize
+from results_file import command_line, cpu_name, write_section
+
+SECTION = "Adaptation on the testbed"
+PARTS = ("few-shot", "text-only", "residual", "wise-ft")
+
+
+def few_shot(base: str, seeds: list[int], out: Path, records: int) -> list[str]:
+    request = LadderRequest(base, "synthetic:shapes", "shape", [1, 2, 4, 8, 16], seeds, records, finetune_steps=50)
+    report = run_ladder(request, out / "few-shot", progress=True)
+    ks = sorted({s["k"] for s in report["summary"]})
+    lines = [
+        "**Few-shot ladder** (held-out shape combinations; shots from seen combinations; test accuracy %, mean ± sd "
+        f"over seeds {', '.join(map(str, seeds))}):",
+        "",
+        "| method | " + " | ".join(f"k = {k}" for k in ks) + " |",
+        "|---|" + "---|" * len(ks),
+    ]
+    for method in dict.fromkeys(s["method"] for s in report["summary"]):
+        cells = {
+            s["k"]: f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}" for s in report["summary"] if s["method"] == method
+        }
+        lines.append(f"| {method.replace('_', ' ')} | " + " | ".join(cells.get(k, "-") for k in ks) + " |")
+    return lines
+
+
+def text_only(base: str, seeds: list[int], out: Path, records: int, noise: list[float]) -> list[str]:
+    report = run_text_only(TextOnlyRequest(base, "synthetic:shapes", "shape", noise, seeds, records), out / "text-only")
+    lines = [
+        "**Text-only transfer** (a classifier trained on caption embeddings only, scored on images; shape task, %):",
+        "",
+        "| setting | " + " | ".join(f"w = {w:g}" for w in noise) + " |",
+        "|---|" + "---|" * len(noise),
+    ]
+    for shifted, label in ((False, "noise only"), (True, "mean shift + noise")):
+        cells = {
+            s["w"]: f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}" for s in report["summary"] if s["shift"] == shifted
+        }
+        lines.append(f"| {label} | " + " | ".join(cells.get(w, "-") for w in noise) + " |")
+    best = report["best"]["noise_only"]
+    zero = report["rows"][0]["zero_shot"]
+    lines += [
+        "",
+        f"Best w = {best['w']:g}: {100 * best['gain_over_w0']:+.1f} points over w = 0 (the zero-shot head on the same "
+        f"images: {100 * zero:.1f}%).",
+    ]
+    return lines
+
+
+def residual(base: str, out: Path, records: int, guide_steps: int) -> list[str]:
+    request = ResidualRequest(base, "synthetic:shapes-dark", "synthetic:shapes", records, GuideSettings(guide_steps))
+    report = run_residual(request, out / "residual")
+    guided = report["guided"]
+    return [
+        f"**Residual direction** (underexposed -> plain, {records} images per set): held-out AUC "
+        f"{report['test_auc']:.3f}; the guided network moves held-out underexposed images from "
+        f"{guided['before']['mean']:.3f} to {guided['after']['mean']:.3f} along v_res (plain images: "
+        f"{report['scores']['to']['mean']:.3f}). Pictures: `{out / 'residual' / 'residual_examples.png'}`.",
+    ]
+
+
+def wise_ft(base: str, seeds: list[int], out: Path, runs: Path, records: int) -> list[str]:
+    tuned = {s: runs / f"clip_ft_clutter-s{s}" for s in seeds}
+    missing = [str(p) for p in tuned.values() if not (p / "report.json").exists()]
+    if missing:
+        return [f"**WiSE-FT**: not measured, missing fine-tuned runs {', '.join(missing)} (benchmarks/recipes.py)."]
+    reports: list[dict[str, Any]] = []
+    for seed, run in tuned.items():
+        request = default_request(base, str(run), alphas=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], max_records=records)
+        reports.append(run_sweep(request, out / f"wise-ft-s{seed}", progress=True))
+    alphas = sorted({p["alpha"] for p in reports[0]["points"]})
+    lines = [
+        "**WiSE-FT** (base -> plain fine-tuning on the cluttered domain; mean zero-shot accuracy over the tasks, "
+        "test split, %, mean ± sd over seeds):",
+        "",
+        "| α | " + " | ".join(f"{a:g}" for a in alphas) + " |",
+        "|---|" + "---|" * len(alphas),
+    ]
+    for role in ("source", "target"):
+        cells = []
+        for a in alphas:
+            values = [p[role]["mean"] for r in reports for p in r["points"] if p["alpha"] == a and p["split"] == "test"]
+            s = summarize(values)
+            cells.append(f"{100 * s.mean:.1f} ± {100 * s.sd:.1f}")
+        lines.append(f"| {role} | " + " | ".join(cells) + " |")
+    bends = [len(r["beats_both_ends_at"]) > 0 for r in reports]
+    chosen = [r["chosen_alpha"] for r in reports]
+    lines += [
+        "",
+        f"Some α beats both end points (source above the fine-tuned model, target above the base) in "
+        f"{sum(bends)} of {len(bends)} seeds; α chosen on validation: {', '.join(f'{a:g}' for a in chosen)} "
+        f"(mean {np.mean(chosen):.2f}).",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="runs/testbed/base", help="the model to adapt (default: the testbed's base)")
+    parser.add_argument("--runs-dir", default="runs/testbed", help="the testbed's runs (fine-tuned for WiSE-FT)")
+    parser.add_argument("--out", default="runs/adaptation", help="output folders of the parts")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
+    parser.add_argument("--max-records", type=int, default=1000, help="records per split (default 1000)")
+    parser.add_argument("--noise", default="0,0.05,0.1,0.2,0.4,0.6,0.8", help="text-only noise levels w")
+    parser.add_argument("--guide-steps", type=int, default=300, help="steps of the residual part's guided network")
+    parser.add_argument("--results", default="benchmarks/RESULTS.md", help="results file to update ('' to skip)")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    if not (Path(args.base) / "report.json").exists():
+        raise SystemExit(f"{args.base} is not a finished run: train the testbed's base first (make base)")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    body = [f"Command: `{command_line('adaptation.py', argv)}` (CPU: {cpu_name()}); model: `{args.base}`.", ""]
+    for part in parts:
+        if part == "few-shot":
+            body += few_shot(args.base, seeds, out, args.max_records)
+        elif part == "text-only":
+            body += text_only(args.base, seeds, out, args.max_records, [float(w) for w in args.noise.split(",")])
+        elif part == "residual":
+            body += residual(args.base, out, min(args.max_records, 500), args.guide_steps)
+        else:
+            body += wise_ft(args.base, seeds, out, Path(args.runs_dir), args.max_records)
+        body.append("")
+    text = "\n".join(body)
+    print(text)
+    if args.results:
+        write_section(args.results, SECTION, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
