@@ -5,6 +5,7 @@ contrastkit adapt wise-ft --start runs/base --finetuned runs/ft --out runs/ft-wi
 contrastkit adapt few-shot runs/demo --task shape --shots 1,2,4,8,16 --out runs/demo-few-shot
 contrastkit adapt text-only runs/demo --task shape --noise 0,0.05,0.1,0.2 --out runs/demo-text-only
 contrastkit adapt residual runs/demo --from synthetic:shapes-dark --to synthetic:shapes --out runs/demo-dark
+contrastkit adapt lora runs/demo --data synthetic:shapes-clutter --rank 8 --out runs/demo-lora
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ def _ints(text: str) -> list[int]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "adapt",
-        help="adapt a trained model (WiSE-FT, the few-shot ladder, text-only transfer, residual directions)",
+        help="adapt a trained model (WiSE-FT, few-shot ladder, text-only transfer, residual directions, LoRA)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     methods = p.add_subparsers(dest="method", required=True)
-    for add in (_add_wise_ft, _add_few_shot, _add_text_only, _add_residual):
+    for add in (_add_wise_ft, _add_few_shot, _add_text_only, _add_residual, _add_lora):
         add(methods)
 
 
@@ -219,4 +220,43 @@ def run_residual(args: argparse.Namespace) -> int:
     request = ResidualRequest(args.run, args.source_from, args.source_to, args.max_records, guide)
     run_residual(request, Path(args.out), data_overrides=data_overrides(args.set), progress=not args.no_progress)
     print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def _add_lora(methods: argparse._SubParsersAction) -> None:
+    lo = methods.add_parser(
+        "lora",
+        help="fine-tune a run with LoRA adapters (peft) on new data",
+        description="Train the run's recipe again from its weights on --data with low-rank adapters on the target "
+        "modules and every other parameter frozen. Writes a run directory (report, checkpoints, lora.json, "
+        "lora_adapter.safetensors); every command loads it with the adapters merged. Rerun to resume.",
+    )
+    lo.add_argument("run", metavar="RUN_DIR", help="the trained run to adapt")
+    lo.add_argument("--data", required=True, metavar="SPEC", help="the data to adapt to")
+    lo.add_argument("--rank", type=int, default=8, help="adapter rank r (default 8)")
+    lo.add_argument(
+        "--alpha", type=int, default=16, help="scaling alpha; the update is (alpha / r) B A (default 16)"
+    )
+    lo.add_argument(
+        "--targets",
+        default="self_attn,linear1,linear2",
+        help="comma-separated module names (default: the built-in towers' attention and MLP)",
+    )
+    lo.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    lo.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    lo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any recipe setting (repeatable)")
+    lo.add_argument("--out", required=True, metavar="DIR", help="output run directory")
+    lo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    lo.set_defaults(func=run_lora)
+
+
+def run_lora(args: argparse.Namespace) -> int:
+    from ..adapt.lora_run import LoraRequest, run_lora
+    from ..models.lora import LoraSettings
+
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    request = LoraRequest(args.run, args.data, LoraSettings(args.rank, args.alpha, targets), args.steps, args.lr)
+    run_lora(request, Path(args.out), overrides=args.set, progress=not args.no_progress)
+    summary = (Path(args.out) / "lora_summary.json").read_text()
+    print(f"LoRA run written to {args.out}; {summary}")
     return 0

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,8 +134,14 @@ def _start_or_resume(run: Run, teacher: DualEncoder | None, reference: DualEncod
         (run.run_dir / "config.json").write_text(json.dumps(run.cfg.to_dict(), indent=1))
 
 
-def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Run:
-    """Build the run of ``cfg`` in ``run_dir`` (see the module docstring)."""
+def prepare_run(
+    cfg: Config, run_dir: Path, resume: bool, model_hook: Callable[[DualEncoder], DualEncoder] | None = None
+) -> Run:
+    """Build the run of ``cfg`` in ``run_dir`` (see the module docstring).
+
+    ``model_hook`` changes the model after its start weights are loaded and before anything reads its
+    parameters (``contrastkit adapt lora`` adds adapters and freezes the rest).
+    """
     dist_utils.init_from_environment()
     rank, world = dist_utils.rank(), dist_utils.world_size()
     if rank == 0:
@@ -153,6 +159,8 @@ def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Run:
     cfg = _with_model_facts(cfg, model)
     if cfg.model.init_from:
         load_module(model, latest_checkpoint(Path(cfg.model.init_from)) / "model.safetensors")
+    if model_hook is not None:
+        model = model_hook(model)
     train_set = open_source(cfg.data.source, "train", cfg.data)
     problems = missing_inputs(objective, cfg, train_set, model)
     if problems:

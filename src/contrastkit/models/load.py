@@ -27,6 +27,7 @@ from .dual_encoder import DualEncoder
 from .embedder import resolve_device
 from .external import HF_PREFIX, OPEN_CLIP_PREFIX, load_hf_model, load_open_clip_model
 from .loaded import LoadedModel, file_hash
+from .lora import add_lora, merge_lora, read_lora_settings
 
 RUN_PREFIX = "run:"
 
@@ -40,7 +41,7 @@ def load_run(run_dir: str | Path) -> tuple[DualEncoder, Config]:
     """The newest checkpoint of ``run_dir`` as (model, config), model in eval mode.
 
     Runs written before config.json recorded ``model.logit_bias_init`` get their bias
-    parameter from the checkpoint's keys.
+    parameter from the checkpoint's keys. A LoRA run (``lora.json``) is returned with its adapters merged.
     """
     run_dir = Path(run_dir)
     cfg = config_from_dict(read_run_config(run_dir))
@@ -50,7 +51,13 @@ def load_run(run_dir: str | Path) -> tuple[DualEncoder, Config]:
     if model_cfg.logit_bias_init is None and _has_bias(weights):
         model_cfg = dataclasses.replace(model_cfg, logit_bias_init=0.0)  # its value is in the checkpoint
     model = build_model(model_cfg, cfg.data.image_size)
-    load_module(model, weights)
+    lora = read_lora_settings(run_dir)
+    if lora is None:
+        load_module(model, weights)
+    else:  # a LoRA run: its checkpoint holds base weights + adapters; merge them into a plain model
+        adapted = add_lora(model, lora)
+        load_module(model, weights)
+        model = merge_lora(adapted)
     model.eval()
     return model, cfg
 

@@ -1,0 +1,126 @@
+"""LoRA adapters on a dual encoder's towers (Hu et al. 2021, "LoRA: Low-Rank Adaptation"), through peft.
+
+A target layer with weight W gets a trainable low-rank update: W' = W + (alpha / r) B A, A (r x d_in)
+random, B (d_out x r) zero at the start, so the adapted model starts as the model itself. Every other
+parameter is frozen. After training, ``merge_lora`` folds B A into W and puts the plain layers back: the
+merged model has the original architecture and state-dict keys (any contrastkit command, export or
+open_clip reads it) and the same embeddings as the adapted one.
+
+A LoRA run directory holds ``lora.json`` (these settings); its checkpoints hold the base weights and the
+adapters, so training resumes as any run does, and :func:`~contrastkit.models.load.load_run` merges them
+on loading: every command reads a LoRA run as a plain model.
+
+Targets are module names as peft matches them (the last part of the module path): for the built-in towers
+``self_attn`` (attention in- and out-projections), ``linear1``, ``linear2`` (the MLP), ``image_proj``,
+``text_proj``; for open_clip towers e.g. ``c_fc``, ``c_proj``, ``out_proj``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .dual_encoder import DualEncoder
+
+DEFAULT_TARGETS = ("self_attn", "linear1", "linear2")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 8
+    alpha: int = 16
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    dropout: float = 0.0
+
+    def check(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+        if self.alpha <= 0:
+            raise ValueError(f"LoRA alpha must be > 0, got {self.alpha}")
+        if not self.targets:
+            raise ValueError("LoRA needs at least one target module name")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "targets": list(self.targets)}
+
+
+def add_lora(model: DualEncoder, settings: LoraSettings) -> nn.Module:
+    """Adds LoRA adapters to the target modules of ``model`` in place and freezes all else; returns peft's
+    wrapper, whose ``.model`` is ``model`` (train and save ``model`` as before; merge through the wrapper)."""
+    from peft import LoraConfig
+    from peft.tuners.lora import LoraModel
+
+    settings.check()
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in settings.targets if t not in present]
+    if missing:
+        raise ValueError(
+            f"LoRA targets {', '.join(missing)} match no module of this model; its module names include "
+            f"{', '.join(sorted(n for n in present if n)[:20])}"
+        )
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.targets),
+    )
+    wrapper = LoraModel(model, config, "default")
+    # nn.TransformerEncoderLayer's inference fast path reads the attention and MLP weights directly and would
+    # skip the adapters in eval mode; a layer whose activation_relu_or_gelu is 0 always takes the module path.
+    for module in model.modules():
+        if isinstance(module, nn.TransformerEncoderLayer):
+            module.activation_relu_or_gelu = 0
+    return wrapper
+
+
+def merge_lora(adapted: nn.Module) -> DualEncoder:
+    """Fold every adapter into its base weights and return the plain model (same embeddings)."""
+    merged = adapted.merge_and_unload()  # type: ignore[operator]  # peft's LoraModel method
+    for module in merged.modules():
+        if isinstance(module, nn.TransformerEncoderLayer):
+            module.activation_relu_or_gelu = _fast_path_code(module)
+    for param in merged.parameters():
+        param.requires_grad_(True)
+    return merged
+
+
+def _fast_path_code(layer: nn.TransformerEncoderLayer) -> int:
+    """What nn.TransformerEncoderLayer sets activation_relu_or_gelu to: 1 relu, 2 gelu, 0 other."""
+    act = layer.activation
+    if act is F.relu or isinstance(act, nn.ReLU):
+        return 1
+    if act is F.gelu or isinstance(act, nn.GELU):
+        return 2
+    return 0
+
+
+def adapter_state(adapted: nn.Module) -> dict[str, Any]:
+    """The adapter weights only (``lora_`` parameters), for saving next to the merged model."""
+    return {k: v.detach().contiguous() for k, v in adapted.state_dict().items() if "lora_" in k}
+
+
+def trainable_share(model: nn.Module) -> tuple[int, int]:
+    """(trainable parameters, all parameters) of ``model``."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+LORA_FILE = "lora.json"
+
+
+def write_lora_settings(run_dir: Path, settings: LoraSettings) -> None:
+    (Path(run_dir) / LORA_FILE).write_text(json.dumps(settings.to_dict(), indent=1))
+
+
+def read_lora_settings(run_dir: Path) -> LoraSettings | None:
+    """The LoRA settings a run was trained with (None: not a LoRA run)."""
+    path = Path(run_dir) / LORA_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return LoraSettings(int(data["rank"]), int(data["alpha"]), tuple(data["targets"]), float(data.get("dropout", 0)))
