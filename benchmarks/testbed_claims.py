@@ -33,6 +33,7 @@ NOISE = 0.02  # a loss smaller than 2 points of accuracy counts as "kept"
 
 SOURCE_AND_TARGET = ("shapes-test", "shapes-val", "clutter-test")
 CLUTTER = ("data.source=synthetic:shapes-clutter",)
+SWAPS = ("data.neg_categories=swap_attributes,swap_objects",)  # NegCLIP's negatives swap words of the caption
 FIXED_T100 = ("model.logit_scale_init=100.0", "model.learn_logit_scale=false")
 
 
@@ -63,8 +64,8 @@ ARMS: dict[str, Arm] = {
         Arm("base", "configs/base.yaml", start="own", evaluations=SOURCE_AND_TARGET),
         Arm("clip_ft", "configs/clip.yaml", start="base"),
         Arm("clip_ft_t100", "configs/clip.yaml", FIXED_T100, start="base"),
-        Arm("negclip", "configs/negclip.yaml", start="base"),
-        Arm("degla", "configs/degla.yaml", start="base"),
+        Arm("negclip", "configs/negclip.yaml", SWAPS, start="base"),
+        Arm("degla", "configs/degla.yaml", SWAPS, start="base"),
         Arm("gap_cuaxu", "configs/gap_cuaxu.yaml", start="base"),
         Arm("m2mix", "configs/m2mix.yaml", start="base"),
         Arm("meow", "configs/meow.yaml", start="base"),
@@ -227,7 +228,7 @@ SCHEDULE = Schedule(
         "data.eval_size=1000",
         "data.workers=1",
         "eval.max_records=1000",
-        "train.batch_size=128",
+        "train.batch_size=64",
         "train.eval_every=0",
         "train.checkpoint_every=100",
         "train.log_every=20",
@@ -235,5 +236,5 @@ SCHEDULE = Schedule(
     scratch_steps=400,
     scratch=("train.lr=2e-3", "train.warmup_steps=30"),
     finetune_steps=200,
-    finetune=("train.lr=2e-4", "train.warmup_steps=20"),
+    finetune=("train.lr=5e-4", "train.warmup_steps=20"),
 )

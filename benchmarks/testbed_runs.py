@@ -147,8 +147,11 @@ def evaluate_run(run_dir: Path, cfg: Config, name: str, max_records: int, reuse:
             _captioning(run_dir, cfg, max_records, out)
         scores = json.loads(report.read_text())["captioning"]
         return {f"{name}/captioning/{k}": float(scores[k]) for k in ("bleu4", "cider")}
+    spec, split = EVALUATIONS[name]
+    if (spec, split) == (cfg.data.source, cfg.eval.split) and cfg.eval.max_records == max_records:
+        # the evaluation training ended with (same data, split, records and seed): read it, do not redo it
+        return _flatten(name, json.loads((run_dir / "report.json").read_text()))
     if not (reuse and report.exists()):
-        spec, split = EVALUATIONS[name]
         model = load_run_model(run_dir)
         req = EvalRequest(
             data=spec,

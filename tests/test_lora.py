@@ -84,7 +84,7 @@ def test_adapt_lora_writes_a_run_that_loads_merged_and_resumes(run, tmp_path, ca
         and any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
     )
 
-    merged, cfg = load_run(out)  # every command reads it as a plain model
+    merged, _ = load_run(out)  # every command reads it as a plain model
     start, _ = load_run(run)
     assert set(merged.state_dict()) == set(start.state_dict())
     frozen = [k for k in start.state_dict() if k.startswith("image_tower.body") or k.endswith("embed.weight")]

@@ -234,9 +234,7 @@ def _add_lora(methods: argparse._SubParsersAction) -> None:
     lo.add_argument("run", metavar="RUN_DIR", help="the trained run to adapt")
     lo.add_argument("--data", required=True, metavar="SPEC", help="the data to adapt to")
     lo.add_argument("--rank", type=int, default=8, help="adapter rank r (default 8)")
-    lo.add_argument(
-        "--alpha", type=int, default=16, help="scaling alpha; the update is (alpha / r) B A (default 16)"
-    )
+    lo.add_argument("--alpha", type=int, default=16, help="scaling alpha; the update is (alpha / r) B A (default 16)")
     lo.add_argument(
         "--targets",
         default="self_attn,linear1,linear2",
