@@ -56,7 +56,11 @@ def test_adapters_start_as_identity_train_alone_and_merge_exactly(run):
     assert torch.allclose(again[0], tuned[0], atol=1e-5) and torch.allclose(again[1], tuned[1], atol=1e-5)
 
 
-def test_bad_settings_are_named(run):
+def test_targets_by_name_or_expression_and_bad_settings_are_named(run):
+    model, _ = load_run(run)
+    add_lora(model, LoraSettings(targets=("text_proj", r"re:image_tower\.body\.\d+\.0")))  # convolutions too
+    adapted = {k.split(".lora_")[0] for k in model.state_dict() if ".lora_A." in k}
+    assert "text_proj" in adapted and "image_tower.body.0.0" in adapted and "image_proj" not in adapted
     model, _ = load_run(run)
     with pytest.raises(ValueError, match="LoRA targets c_fc match no module of this model; its module names include"):
         add_lora(model, LoraSettings(targets=("c_fc",)))

@@ -1,4 +1,4 @@
-"""LoRA adapters on a dual encoder's towers (Hu et al. 2021, "LoRA: Low-Rank Adaptation"), through peft.
+r"""LoRA adapters on a dual encoder's towers (Hu et al. 2021, "LoRA: Low-Rank Adaptation"), through peft.
 
 A target layer with weight W gets a trainable low-rank update: W' = W + (alpha / r) B A, A (r x d_in)
 random, B (d_out x r) zero at the start, so the adapted model starts as the model itself. Every other
@@ -12,12 +12,15 @@ on loading: every command reads a LoRA run as a plain model.
 
 Targets are module names as peft matches them (the last part of the module path): for the built-in towers
 ``self_attn`` (attention in- and out-projections), ``linear1``, ``linear2`` (the MLP), ``image_proj``,
-``text_proj``; for open_clip towers e.g. ``c_fc``, ``c_proj``, ``out_proj``.
+``text_proj``; for open_clip towers e.g. ``c_fc``, ``c_proj``, ``out_proj``. ``re:EXPR`` is a regular
+expression over full module names, e.g. ``re:image_tower\.body\.\d+\.0`` for the tiny CNN's convolutions
+(peft adapts Conv2d layers too).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,18 +59,20 @@ def add_lora(model: DualEncoder, settings: LoraSettings) -> nn.Module:
     from peft.tuners.lora import LoraModel
 
     settings.check()
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [t for t in settings.targets if t not in present]
+    names = [name for name, _ in model.named_modules() if name]
+    patterns = {t: _target_pattern(t) for t in settings.targets}
+    missing = [t for t, p in patterns.items() if not any(re.fullmatch(p, n) for n in names)]
     if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if not n.rsplit(".", 1)[-1].isdigit()})
         raise ValueError(
             f"LoRA targets {', '.join(missing)} match no module of this model; its module names include "
-            f"{', '.join(sorted(n for n in present if n)[:20])}"
+            f"{', '.join(leaves[:20])} (or give a regular expression over full names: re:image_tower\\.body\\..*)"
         )
     config = LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=list(settings.targets),
+        target_modules="|".join(f"(?:{p})" for p in patterns.values()),  # peft full-matches a string
     )
     wrapper = LoraModel(model, config, "default")
     # nn.TransformerEncoderLayer's inference fast path reads the attention and MLP weights directly and would
@@ -76,6 +81,13 @@ def add_lora(model: DualEncoder, settings: LoraSettings) -> nn.Module:
         if isinstance(module, nn.TransformerEncoderLayer):
             module.activation_relu_or_gelu = 0
     return wrapper
+
+
+def _target_pattern(target: str) -> str:
+    """A target as a regular expression over full module names: ``re:EXPR`` as given, a plain name as the last part."""
+    if target.startswith("re:"):
+        return target[3:]
+    return rf"(?:.*\.)?{re.escape(target)}"
 
 
 def merge_lora(adapted: nn.Module) -> DualEncoder:
