@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..data.records import Dataset, ZeroShotTask
 from ..evaluate.linear_probe import fewshot_indices, linear_probe
+from ..evaluate.verdicts import summarize
 from ..evaluate.zeroshot import class_embeddings
 from ..models.dual_encoder import DualEncoder
 from ..models.embedder import TorchEmbedder
@@ -145,6 +146,6 @@ def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
         for k in sorted({r.k for r in rows}):
             values = [r.acc1 for r in rows if r.method == method and r.k == k]
             if values:
-                sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-                out.append({"method": method, "k": k, "mean": float(np.mean(values)), "sd": sd, "n": len(values)})
+                stats = summarize(values)
+                out.append({"method": method, "k": k, "mean": stats.mean, "sd": stats.sd, "n": stats.n})
     return out

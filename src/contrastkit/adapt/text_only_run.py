@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from ..config import apply_overrides, config_from_dict
 from ..data.records import Dataset
 from ..data.sources import open_source
+from ..evaluate.verdicts import summarize
 from ..models.embedder import TorchEmbedder, dual_encoder_embedder
 from ..models.load import load_run
 from .few_shot import embed_split, find_task, head_weights
@@ -154,8 +154,8 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for w in sorted({r["w"] for r in rows}):
             values = [r["acc1"] for r in rows if r["w"] == w and r["shift"] == shifted]
             if values:
-                sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-                out.append({"shift": shifted, "w": w, "mean": float(np.mean(values)), "sd": sd, "n": len(values)})
+                stats = summarize(values)
+                out.append({"shift": shifted, "w": w, "mean": stats.mean, "sd": stats.sd, "n": stats.n})
     return out
 
 
