@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 
 from contrastkit.adapt.few_shot_run import LadderRequest, run_ladder
+from contrastkit.adapt.few_shot_run import summary_table as few_shot_table
 from contrastkit.adapt.residual_guide import GuideSettings
 from contrastkit.adapt.residual_run import ResidualRequest, run_residual
 from contrastkit.adapt.text_only_run import TextOnlyRequest, run_text_only
+from contrastkit.adapt.text_only_run import summary_table as text_only_table
 from contrastkit.adapt.wise_ft_run import default_request, run_sweep
 from contrastkit.evaluate.verdicts import summarize
 from results_file import command_line, cpu_name, write_section
@@ -40,20 +42,12 @@ PARTS = ("few-shot", "text-only", "residual", "wise-ft")
 def few_shot(base: str, seeds: list[int], out: Path, records: int) -> list[str]:
     request = LadderRequest(base, "synthetic:shapes", "shape", [1, 2, 4, 8, 16], seeds, records, finetune_steps=50)
     report = run_ladder(request, out / "few-shot", progress=True)
-    ks = sorted({s["k"] for s in report["summary"]})
-    lines = [
+    return [
         "**Few-shot ladder** (held-out shape combinations; shots from seen combinations; test accuracy %, mean ± sd "
         f"over seeds {', '.join(map(str, seeds))}):",
         "",
-        "| method | " + " | ".join(f"k = {k}" for k in ks) + " |",
-        "|---|" + "---|" * len(ks),
+        *few_shot_table(report),
     ]
-    for method in dict.fromkeys(s["method"] for s in report["summary"]):
-        cells = {
-            s["k"]: f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}" for s in report["summary"] if s["method"] == method
-        }
-        lines.append(f"| {method.replace('_', ' ')} | " + " | ".join(cells.get(k, "-") for k in ks) + " |")
-    return lines
 
 
 def text_only(base: str, seeds: list[int], out: Path, records: int, noise: list[float]) -> list[str]:
@@ -61,14 +55,8 @@ def text_only(base: str, seeds: list[int], out: Path, records: int, noise: list[
     lines = [
         "**Text-only transfer** (a classifier trained on caption embeddings only, scored on images; shape task, %):",
         "",
-        "| setting | " + " | ".join(f"w = {w:g}" for w in noise) + " |",
-        "|---|" + "---|" * len(noise),
+        *text_only_table(report),
     ]
-    for shifted, label in ((False, "noise only"), (True, "mean shift + noise")):
-        cells = {
-            s["w"]: f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}" for s in report["summary"] if s["shift"] == shifted
-        }
-        lines.append(f"| {label} | " + " | ".join(cells.get(w, "-") for w in noise) + " |")
     best = report["best"]["noise_only"]
     zero = report["rows"][0]["zero_shot"]
     lines += [

@@ -119,23 +119,28 @@ def plot_ladder(summary: Sequence[Mapping[str, Any]], task: str, path: Path) -> 
     fig.savefig(path, dpi=110)
 
 
-def markdown(report: Mapping[str, Any]) -> str:
-    request = report["request"]
+def summary_table(report: Mapping[str, Any]) -> list[str]:
+    """Test accuracy (%) per method and k, mean ± sd over seeds, as Markdown table lines."""
     ks = sorted({s["k"] for s in report["summary"]})
-    lines = [
-        "# Few-shot ladder",
-        "",
-        f"run `{request['run']}`, data `{request['data']}`, task `{request['task']}`; test accuracy, mean ± sd over "
-        f"seeds {', '.join(map(str, request['seeds']))} (shots drawn from the train split, choices made on val).",
-        "",
-        "| method | " + " | ".join(f"k = {k}" for k in ks) + " |",
-        "|---|" + "---|" * len(ks),
-    ]
+    lines = ["| method | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for method in METHODS:
         cells = {
             s["k"]: f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}" for s in report["summary"] if s["method"] == method
         }
         if cells:
             lines.append(f"| {method.replace('_', ' ')} | " + " | ".join(cells.get(k, "-") for k in ks) + " |")
+    return lines
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    request = report["request"]
+    lines = [
+        "# Few-shot ladder",
+        "",
+        f"run `{request['run']}`, data `{request['data']}`, task `{request['task']}`; test accuracy, mean ± sd over "
+        f"seeds {', '.join(map(str, request['seeds']))} (shots drawn from the train split, choices made on val).",
+        "",
+        *summary_table(report),
+    ]
     lines += ["", "![few-shot ladder](few_shot.png)", "", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)

@@ -198,9 +198,20 @@ def plot_sweep(summary: Sequence[Mapping[str, Any]], zero_shot: float | None, ta
     fig.savefig(path, dpi=110)
 
 
+def summary_table(report: Mapping[str, Any]) -> list[str]:
+    """Image accuracy (%) per setting and w, mean ± sd over seeds, as Markdown table lines."""
+    ws = sorted({s["w"] for s in report["summary"]})
+    lines = ["| setting | " + " | ".join(f"w = {w:g}" for w in ws) + " |", "|---|" + "---|" * len(ws)]
+    for shifted, label in ((False, "noise only"), (True, "mean shift + noise")):
+        cells = {
+            s["w"]: f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}" for s in report["summary"] if s["shift"] == shifted
+        }
+        lines.append(f"| {label} | " + " | ".join(cells.get(w, "-") for w in ws) + " |")
+    return lines
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     request = report["request"]
-    ws = sorted({s["w"] for s in report["summary"]})
     zero = report["rows"][0]["zero_shot"] if report["rows"] else float("nan")
     lines = [
         "# Text-only transfer (CLOSE / CapDec)",
@@ -209,14 +220,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"the train split's caption embeddings only, scored on the test split's images; mean ± sd over seeds "
         f"{', '.join(map(str, request['seeds']))}. Zero-shot head on the same images: {100 * zero:.1f}%.",
         "",
-        "| setting | " + " | ".join(f"w = {w:g}" for w in ws) + " |",
-        "|---|" + "---|" * len(ws),
+        *summary_table(report),
     ]
-    for shifted, label in ((False, "noise only"), (True, "mean shift + noise")):
-        cells = {
-            s["w"]: f"{100 * s['mean']:.1f} ± {100 * s['sd']:.1f}" for s in report["summary"] if s["shift"] == shifted
-        }
-        lines.append(f"| {label} | " + " | ".join(cells.get(w, "-") for w in ws) + " |")
     for key, best in report["best"].items():
         gain = "" if best["gain_over_w0"] is None else f", {100 * best['gain_over_w0']:+.1f} points over w = 0"
         lines.append(f"\nBest {key.replace('_', ' ')}: w = {best['w']:g}, {100 * best['mean']:.1f}%{gain}.")
