@@ -39,8 +39,14 @@ class ColourEmbedder:
 
 def test_classnames_and_templates_files(tmp_path):
     names = tmp_path / "classes.txt"
-    names.write_text("tench\ngoldfish\n\ngreat white shark\n")
+    names.write_text("tench\ngoldfish\ngreat white shark\n\n")
     assert read_classnames(names) == ["tench", "goldfish", "great white shark"]
+    names.write_text("tench\n\ngoldfish\n")  # line i is class i: a gap would shift every later label
+    with pytest.raises(ValueError, match="line 2 is empty"):
+        read_classnames(names)
+    names.write_text("tench\ngoldfish\ntench\n")
+    with pytest.raises(ValueError, match="'tench' is on lines 1 and 3"):
+        read_classnames(names)
     plain = tmp_path / "t.txt"
     plain.write_text("a photo of a {}.\nitap of a {c}.\n")
     assert read_templates(plain) == ["a photo of a {}.", "itap of a {c}."]

@@ -48,8 +48,28 @@ def read_lines(path: str | Path, what: str) -> list[str]:
 
 
 def read_classnames(path: str | Path) -> list[str]:
-    """Class names, one per line."""
-    return read_lines(path, "class names")
+    """Class names, one per line: line i names class i, so an empty line inside or a repeated name stops."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"class names: {path} does not exist")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise ValueError(f"class names: {path} has no non-empty line")
+    empty = [n for n, line in enumerate(lines, 1) if not line]
+    if empty:
+        raise ValueError(
+            f"class names: {path} line {empty[0]} is empty; line i names class i, so name the class or remove the line"
+        )
+    first: dict[str, int] = {}
+    for n, line in enumerate(lines, 1):
+        if line in first:
+            raise ValueError(
+                f"class names: {path}: {line!r} is on lines {first[line]} and {n}; give each class its own name"
+            )
+        first[line] = n
+    return lines
 
 
 def read_templates(spec: str | Path) -> list[str]:
