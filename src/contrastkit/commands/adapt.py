@@ -6,6 +6,7 @@ contrastkit adapt few-shot runs/demo --task shape --shots 1,2,4,8,16 --out runs/
 contrastkit adapt text-only runs/demo --task shape --noise 0,0.05,0.1,0.2 --out runs/demo-text-only
 contrastkit adapt residual runs/demo --from synthetic:shapes-dark --to synthetic:shapes --out runs/demo-dark
 contrastkit adapt lora runs/demo --data synthetic:shapes-clutter --rank 8 --out runs/demo-lora
+contrastkit adapt prompt runs/demo --task colour --methods coop,cocoop --shots 16 --out runs/demo-prompts
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .adapt_prompt import add_prompt
 from .data_settings import add_data_settings, data_overrides
 
 
@@ -33,12 +35,12 @@ def _ints(text: str) -> list[int]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "adapt",
-        help="adapt a trained model (WiSE-FT, few-shot ladder, text-only transfer, residual directions, LoRA)",
+        help="adapt a trained model (WiSE-FT, few-shot, prompt learning, text-only, residual directions, LoRA)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     methods = p.add_subparsers(dest="method", required=True)
-    for add in (_add_wise_ft, _add_few_shot, _add_text_only, _add_residual, _add_lora):
+    for add in (_add_wise_ft, _add_few_shot, add_prompt, _add_text_only, _add_residual, _add_lora):
         add(methods)
 
 

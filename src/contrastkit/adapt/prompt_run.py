@@ -1,0 +1,203 @@
+"""``contrastkit adapt prompt``: CoOp, CoCoOp, TOMM-style and GOPro over shots and seeds, with a report.
+
+For every (method, k, seed) the k shots per class are drawn from the train split (with ``seed``), the
+learner is fitted with the model frozen, its parameters are saved to ``OUT/prompts/<method>-k<k>-s<seed>
+.safetensors`` and it is scored on the test split. ``--protocol base-to-new`` trains on the base half of
+the classes and reports base accuracy, new accuracy and their harmonic mean (:mod:`.base_to_new`);
+``--protocol all`` trains and scores on every class (the k-shot curve). The zero-shot head (the task's
+templates, averaged) is scored the same way. Rows go to ``OUT/prompts.jsonl`` as they are measured; a
+rerun with the same arguments measures only what is missing.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from ..config import apply_overrides, config_from_dict
+from ..data.records import Dataset, ZeroShotTask
+from ..data.sources import open_source
+from ..data.transforms import image_augment
+from ..evaluate.benchmark_files import read_classnames
+from ..evaluate.linear_probe import fewshot_indices
+from ..models.dual_encoder import DualEncoder
+from ..models.embedder import dual_encoder_embedder
+from ..models.load import load_run
+from .base_to_new import among, harmonic_mean, split_classes
+from .few_shot import find_task, head_weights
+from .prompt_inputs import PromptInputs, prompt_inputs
+from .prompt_report import write_report
+from .prompt_tokens import PromptedText
+from .prompt_training import METHODS, PromptSettings, build_learner, prompt_accuracy, train_prompts
+from .result_lines import ResultLines
+
+PROTOCOLS = ("base-to-new", "all")
+
+
+@dataclass
+class PromptRequest:
+    run: str
+    data: str
+    task: str
+    methods: list[str]
+    shots: list[int]
+    seeds: list[int]
+    protocol: str = "base-to-new"
+    max_records: int = 1000  # test images of the task
+    eval_split: str = "test"
+    settings: PromptSettings = field(default_factory=PromptSettings)
+    views: int = 4  # augmented views per shot (GOPro)
+    view_augment: str = "shapes_safe"
+    classnames: str | None = None  # a file naming the task's classes, line i for class i
+
+
+@dataclass
+class Scene:
+    """What every (method, k, seed) shares: the frozen model, the prompts, the task and its test inputs."""
+
+    model: DualEncoder
+    text: PromptedText
+    task: ZeroShotTask
+    train: Dataset
+    train_indices: list[int]  # the task's train records (dataset indices)
+    train_labels: np.ndarray
+    test: PromptInputs
+    test_labels: torch.Tensor
+    groups: dict[str, torch.Tensor]  # "base"/"new" (or "all") -> class ids
+
+
+def check_request(request: PromptRequest) -> None:
+    if request.protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol {request.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    unknown = [m for m in request.methods if m not in METHODS]
+    if unknown or not request.methods:
+        raise ValueError(f"--methods {','.join(unknown) or '(none)'}: choose from {', '.join(METHODS)}")
+    if not request.shots or min(request.shots) < 1:
+        raise ValueError(f"--shots: give positive numbers of shots per class, got {request.shots}")
+    if "gopro" in request.methods and request.views < 2:
+        raise ValueError(f"--views {request.views}: GOPro needs at least 2 augmented views per shot")
+
+
+def run_prompts(request: PromptRequest, out: Path, *, data_overrides: Sequence[str] = (), progress: bool = True):
+    """Measure what ``out/prompts.jsonl`` lacks, then write the report; returns the report."""
+    check_request(request)
+    # rows are per (method, k, seed): a rerun may add methods, shots or seeds to the same folder
+    spec = {**asdict(request), "data_overrides": list(data_overrides)}
+    lines = ResultLines(out, "prompts.jsonl", spec, free=("methods", "shots", "seeds"))
+    wanted = [(m, k, s) for m in ("zero_shot", *request.methods) for k in request.shots for s in request.seeds]
+    rows = [r for r in lines.read() if (r["method"], r["k"], r["seed"]) in set(wanted)]  # the report is the request's
+    done = {(r["method"], r["k"], r["seed"]) for r in rows}
+    todo = [key for key in wanted if key not in done]
+    if todo:
+        scene = _scene(request, data_overrides)
+        for method, k, seed in tqdm(todo, desc="prompt learning", disable=not progress):
+            row = _measure(scene, request, method, k, seed, out)
+            lines.append(row)
+            rows.append(row)
+    return write_report(request, rows, out, shlex.join(["contrastkit", *sys.argv[1:]]))
+
+
+def _scene(request: PromptRequest, data_overrides: Sequence[str]) -> Scene:
+    model, cfg = load_run(request.run)
+    model.eval().requires_grad_(False)
+    data_cfg = config_from_dict(apply_overrides(cfg.to_dict(), [f"data.source={request.data}", *data_overrides])).data
+    train, test = (open_source(request.data, split, data_cfg) for split in ("train", request.eval_split))
+    task = _named(find_task(test, request.task), request.classnames)
+    train_task = find_task(train, request.task)
+    n = len(task.classnames)
+    base, new = split_classes(n)
+    groups = {"base": base, "new": new} if request.protocol == "base-to-new" else {"all": torch.arange(n)}
+    trained = groups["base"] if "base" in groups else groups["all"]
+    train_labels = np.array(train_task.labels)
+    _check_shots(train_labels, trained, task.classnames, max(request.shots))
+    order = np.arange(len(task.indices))
+    if len(order) > request.max_records:
+        order = np.sort(np.random.default_rng(0).choice(len(order), request.max_records, replace=False))
+    images = [test[task.indices[i]].load_image() for i in order]
+    test_inputs = prompt_inputs(model, images, model.image_transform(False))
+    text = PromptedText(model, task.classnames, request.settings.n_ctx, request.settings.position)
+    labels = torch.tensor([task.labels[i] for i in order])
+    return Scene(model, text, task, train, list(train_task.indices), train_labels, test_inputs, labels, groups)
+
+
+def _named(task: ZeroShotTask, classnames: str | None) -> ZeroShotTask:
+    """The task with its classes renamed from ``classnames`` (a file, one name per class, in class order)."""
+    if classnames is None:
+        return task
+    names = read_classnames(classnames)
+    if len(names) != len(task.classnames):
+        raise ValueError(
+            f"--classnames {classnames}: {len(names)} names for the {len(task.classnames)} classes of task "
+            f"{task.name!r} ({', '.join(task.classnames)})"
+        )
+    return replace(task, classnames=names)
+
+
+def _check_shots(labels: np.ndarray, classes: torch.Tensor, names: Sequence[str], k: int) -> None:
+    counts = np.bincount(labels, minlength=len(names))
+    short = [f"{names[c]} ({counts[c]})" for c in classes.tolist() if counts[c] < k]
+    if short:
+        raise ValueError(
+            f"--shots {k}: these classes have fewer training images: {', '.join(short)}; "
+            "lower --shots or give more data"
+        )
+
+
+def _measure(scene: Scene, request: PromptRequest, method: str, k: int, seed: int, out: Path) -> dict[str, Any]:
+    if method == "zero_shot":
+        weights = head_weights(dual_encoder_embedder(scene.model), scene.task)
+        scores = {
+            name: _zero_shot(scene.test.features, scene.test_labels, weights, classes)
+            for name, classes in scene.groups.items()
+        }
+        return _row(method, k, seed, scores, [])
+    trained = scene.groups["base"] if "base" in scene.groups else scene.groups["all"]
+    pool = np.flatnonzero(np.isin(scene.train_labels, trained.numpy()))
+    shots = pool[fewshot_indices(scene.train_labels[pool], k, seed)]
+    images = [scene.train[scene.train_indices[i]].load_image() for i in shots]
+    shot_inputs = prompt_inputs(scene.model, images, scene.model.image_transform(False))
+    views = _views(scene, images, request, seed) if method == "gopro" else []
+    learner = build_learner(
+        method, scene.text, len(scene.task.classnames), shot_inputs.stats.shape[1], request.settings, seed
+    )
+    labels = torch.from_numpy(scene.train_labels[shots])
+    losses = train_prompts(learner, scene.text, shot_inputs, labels, trained, request.settings, seed, views)
+    (out / "prompts").mkdir(exist_ok=True)
+    state = {name: value.detach().contiguous() for name, value in learner.state_dict().items()}
+    save_file(state, str(out / "prompts" / f"{method}-k{k}-s{seed}.safetensors"))
+    scores = {}
+    for name, classes in scene.groups.items():
+        rows = among(scene.test_labels, classes)
+        scores[name] = prompt_accuracy(learner, scene.text, scene.test[rows], scene.test_labels[rows], classes)
+    return _row(method, k, seed, scores, losses)
+
+
+def _views(scene: Scene, images: Sequence[Image.Image], request: PromptRequest, seed: int) -> list[PromptInputs]:
+    """``request.views`` augmented views of every shot (seeded), as prompt inputs."""
+    size = images[0].size[0]
+    augment, transform = image_augment(request.view_augment, size), scene.model.image_transform(False)
+    torch.manual_seed(seed)
+    return [prompt_inputs(scene.model, [augment(im) for im in images], transform) for _ in range(request.views)]
+
+
+def _zero_shot(features: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, classes: torch.Tensor) -> float:
+    """Accuracy of the zero-shot head over ``classes`` on the images of those classes."""
+    rows = among(labels, classes)
+    predicted = classes[(features[rows] @ weights[classes].T).argmax(1)]
+    return float((predicted == labels[rows]).float().mean())
+
+
+def _row(method: str, k: int, seed: int, scores: dict[str, float], losses: list[float]) -> dict[str, Any]:
+    if "base" in scores:
+        scores["harmonic"] = harmonic_mean(scores["base"], scores["new"])
+    return {"method": method, "k": k, "seed": seed, **scores, "final_loss": losses[-1] if losses else None}
