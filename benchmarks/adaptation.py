@@ -9,6 +9,8 @@ Parts (each writes its own output folder under --out, resumable; the report goes
 
 - ``few-shot``: the few-shot ladder on the held-out shape task (zero-shot head, linear probe,
   Tip-Adapter, LP-FT, FT) at 1-16 shots per class, seeds 0-2;
+- ``base-to-new``: CoOp, CoCoOp, the TOMM-style learner and GOPro against the zero-shot head on the cluttered
+  domain (shots from its train split, scored on its val split), 16 shots, base / new / harmonic mean, seeds 0-2;
 - ``text-only``: CLOSE / CapDec noise sweep (with and without the mean shift), seeds 0-2;
 - ``residual``: the RAVE direction from underexposed to plain images, its held-out AUC and the guided network;
 - ``wise-ft``: WiSE-FT between the base and each seed's plain fine-tuning on the cluttered domain
@@ -27,6 +29,10 @@ import numpy as np
 
 from contrastkit.adapt.few_shot_run import LadderRequest, run_ladder
 from contrastkit.adapt.few_shot_run import summary_table as few_shot_table
+from contrastkit.adapt.prompt_report import comparison_lines
+from contrastkit.adapt.prompt_report import summary_table as prompt_table
+from contrastkit.adapt.prompt_run import PromptRequest, run_prompts
+from contrastkit.adapt.prompt_training import PromptSettings
 from contrastkit.adapt.residual_guide import GuideSettings
 from contrastkit.adapt.residual_run import ResidualRequest, run_residual
 from contrastkit.adapt.text_only_run import TextOnlyRequest, run_text_only
@@ -36,7 +42,7 @@ from contrastkit.evaluate.verdicts import summarize
 from results_file import command_line, cpu_name, write_section
 
 SECTION = "Adaptation on the testbed"
-PARTS = ("few-shot", "text-only", "residual", "wise-ft")
+PARTS = ("few-shot", "base-to-new", "text-only", "residual", "wise-ft")
 
 
 def few_shot(base: str, seeds: list[int], out: Path, records: int) -> list[str]:
@@ -47,6 +53,23 @@ def few_shot(base: str, seeds: list[int], out: Path, records: int) -> list[str]:
         f"over seeds {', '.join(map(str, seeds))}):",
         "",
         *few_shot_table(report),
+    ]
+
+
+def base_to_new(base: str, seeds: list[int], out: Path, records: int, shots: int, steps: int) -> list[str]:
+    request = PromptRequest(
+        base, "synthetic:shapes-clutter", "shape", ["coop", "cocoop", "tomm", "gopro"], [shots], seeds,
+        max_records=records, eval_split="val", settings=PromptSettings(steps=steps),
+    )  # fmt: skip
+    report = run_prompts(request, out / "base-to-new", data_overrides=[f"data.eval_size={3 * records}"])
+    return [
+        "**Base-to-new prompt learning** (cluttered domain, shape task: 3 base and 3 new classes; "
+        f"{shots} shots per base class from the train split, scored on the val split; %, mean ± sd over seeds "
+        f"{', '.join(map(str, seeds))}):",
+        "",
+        *prompt_table(report),
+        "",
+        *comparison_lines(report),
     ]
 
 
@@ -123,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
     parser.add_argument("--max-records", type=int, default=1000, help="records per split (default 1000)")
     parser.add_argument("--noise", default="0,0.05,0.1,0.2,0.4,0.6,0.8", help="text-only noise levels w")
+    parser.add_argument("--prompt-shots", type=int, default=16, help="shots per base class (base-to-new)")
+    parser.add_argument("--prompt-steps", type=int, default=200, help="steps of each prompt learner (base-to-new)")
     parser.add_argument("--guide-steps", type=int, default=300, help="steps of the residual part's guided network")
     parser.add_argument("--results", default="benchmarks/RESULTS.md", help="results file to update ('' to skip)")
     args = parser.parse_args(argv)
@@ -138,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         if part == "few-shot":
             body += few_shot(args.base, seeds, out, args.max_records)
+        elif part == "base-to-new":
+            body += base_to_new(args.base, seeds, out, args.max_records, args.prompt_shots, args.prompt_steps)
         elif part == "text-only":
             body += text_only(args.base, seeds, out, args.max_records, [float(w) for w in args.noise.split(",")])
         elif part == "residual":

@@ -22,12 +22,25 @@ def test_the_benchmark_writes_its_section_and_names_what_is_missing(tmp_path, ca
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## Other\n\nkept\n")
     args = ["--base", str(base), "--runs-dir", str(tmp_path / "none"), "--out", str(tmp_path / "out")]
-    args += ["--parts", "text-only,residual,wise-ft", "--seeds", "0", "--max-records", "60", "--noise", "0,0.2"]
-    args += ["--guide-steps", "5", "--results", str(results)]
+    args += ["--parts", "base-to-new,text-only,residual,wise-ft", "--seeds", "0,1", "--max-records", "60"]
+    args += [
+        "--noise",
+        "0,0.2",
+        "--guide-steps",
+        "5",
+        "--prompt-steps",
+        "2",
+        "--prompt-shots",
+        "2",
+        "--results",
+        str(results),
+    ]
     assert adaptation.main(args) == 0
     text = results.read_text()
     assert "## Other\n\nkept" in text and "## Adaptation on the testbed" in text
     assert "**Text-only transfer**" in text and "| noise only |" in text
+    assert "**Base-to-new prompt learning**" in text and "| gopro | 2 |" in text
+    assert "k = 2: coop base" in text  # the paired comparison with the zero-shot head, over the two seeds
     assert "**Residual direction**" in text and "held-out AUC" in text
     assert "WiSE-FT**: not measured, missing fine-tuned runs" in text
     assert (tmp_path / "out" / "residual" / "residual_examples.png").exists()
