@@ -9,12 +9,14 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from contrastkit.cli import main
 from contrastkit.config import load_config
 from contrastkit.engine.trainer import train
 from contrastkit.export import ExportError, export_run
+from contrastkit.export.hf_format import hf_config, projected
 from contrastkit.export.open_clip_format import load_exported
 from contrastkit.models.load import load_run
 from contrastkit.models.tokenizer import HashedWordTokenizer
@@ -61,6 +63,43 @@ def test_open_clip_export_loads_with_open_clips_factory_and_embeds_the_same(open
 
 
 @pytest.mark.slow
+def test_hf_export_loads_with_from_pretrained_and_embeds_the_same(tmp_path_factory, open_clip_run, tmp_path):
+    from transformers import CLIPModel, CLIPTokenizer
+
+    root = tmp_path_factory.mktemp("export_hf")
+    name, weights = save_tiny_open_clip(root, seed=1)
+    towers = [f"model.image_tower=open_clip:{name}", f"model.text_tower=open_clip:{name}", "model.embed_dim=32"]
+    train(
+        load_config(
+            "configs/demo.yaml", [*TINY_TRAINING, "data.train_size=32", *towers, f"model.pretrained={weights}"]
+        ),
+        root / "run",
+    )
+    summary = export_run(root / "run", "hf", tmp_path / "hf")
+    assert summary["max_abs_diff"] <= 1e-4
+    theirs = CLIPModel.from_pretrained(str(tmp_path / "hf")).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(str(tmp_path / "hf"))
+    ours, _ = load_run(root / "run")
+    ids = tokenizer(CAPTIONS, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
+    mine = ours.tokenize(CAPTIONS)
+    assert torch.equal(ids[mine != 0], mine[mine != 0])  # open_clip's ids; HF pads with end-of-text, open_clip with 0
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        image = F.normalize(projected(theirs.get_image_features(pixel_values=pixels)), dim=-1)
+        text = F.normalize(projected(theirs.get_text_features(input_ids=ids)), dim=-1)
+        image, text = image - ours.encode_image(pixels), text - ours.encode_text(mine)
+    assert float(image.abs().max()) <= 1e-4 and float(text.abs().max()) <= 1e-4
+    assert float(theirs.logit_scale.detach().exp()) == pytest.approx(float(ours.logit_scale.detach()), rel=1e-5)
+    assert "CLIPModel.from_pretrained" in (tmp_path / "hf" / "README.md").read_text()
+    with pytest.raises(ExportError, match="--format hf: this run has a logit bias"):
+        export_run(open_clip_run[0], "hf", tmp_path / "siglip")
+    arch = json.loads((root / "cfg" / f"{name}.json").read_text())
+    arch["vision_cfg"]["attentional_pool"] = True
+    with pytest.raises(ExportError, match="sets vision_cfg.attentional_pool=True, which CLIPModel has no place for"):
+        hf_config(arch, name)
+
+
+@pytest.mark.slow
 def test_onnx_export_matches_in_onnxruntime_and_describes_its_inputs(tiny_run, tmp_path):
     summary = export_run(tiny_run, "onnx", tmp_path / "onnx")
     assert summary["max_abs_diff"] <= 1e-4
@@ -89,7 +128,7 @@ def test_onnx_export_matches_in_onnxruntime_and_describes_its_inputs(tiny_run, t
 def test_what_cannot_be_exported_is_refused_with_the_reason(tiny_run, tmp_path, capsys, monkeypatch):
     with pytest.raises(ExportError, match="needs both towers from one open_clip model"):
         export_run(tiny_run, "open_clip", tmp_path / "a")
-    with pytest.raises(ExportError, match="--format hf: not available yet"):
+    with pytest.raises(ExportError, match="--format hf needs both towers from one open_clip model"):
         export_run(tiny_run, "hf", tmp_path / "b")
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "onnxscript", None)  # as if not installed

@@ -2,6 +2,7 @@
 
 contrastkit export runs/mine --format onnx --out exports/mine-onnx
 contrastkit export runs/openclip-ft --format open_clip --out exports/ft
+contrastkit export runs/openclip-ft --format hf --out exports/ft-hf
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a run as open_clip weights or ONNX graphs, with a model card",
+        help="export a run as open_clip weights, a Hugging Face CLIPModel or ONNX graphs, with a model card",
         description="open_clip: <arch>.json + open_clip_model.safetensors that open_clip's own factory loads "
         "(runs with open_clip towers). onnx: image_encoder.onnx + text_encoder.onnx + preprocessing.json, "
-        "checked with onnxruntime. hf: refused for now (no tower maps to a transformers CLIPModel yet). "
+        "checked with onnxruntime. hf: a transformers CLIPModel folder (config, weights, CLIPTokenizer files) that "
+        "from_pretrained loads offline (runs with a plain open_clip CLIP). "
         "Every export is checked against contrastkit's embeddings and writes README.md, the model card.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,

@@ -1,11 +1,12 @@
-"""Export a trained run for other tools: open_clip's checkpoint format or ONNX graphs, each with a model card.
+"""Export a trained run for other tools: open_clip's checkpoint, a Hugging Face CLIPModel or ONNX graphs, with a card.
 
     from contrastkit.export import export_run
     summary = export_run("runs/demo", "onnx", "exports/demo-onnx")
 
 Every export is checked before it is reported done: the exported model (open_clip's own factory, or
 onnxruntime) embeds probe images and captions, and the largest difference to contrastkit's embeddings
-is written in the model card and returned.
+is written in the model card and returned. (open_clip's own factory, transformers' ``from_pretrained`` or
+onnxruntime.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from ..models.load import load_run
+from .hf_format import export_hf, verify_hf
 from .model_card import write_model_card
 from .onnx_format import export_onnx, verify_onnx
 from .open_clip_format import ExportError, export_open_clip, open_clip_name, verify_open_clip
@@ -31,14 +33,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
     if fmt not in FORMATS:
         raise ExportError(f"--format: {fmt!r} is not a format; choose one of {', '.join(FORMATS)}")
     model, cfg = load_run(run_dir)
-    if fmt == "hf":
-        raise ExportError(
-            "--format hf: not available yet for any tower: contrastkit has no mapping of its towers "
-            f"({cfg.model.image_tower}, {cfg.model.text_tower}) to a transformers CLIPModel; "
-            "use --format open_clip (open_clip towers) or --format onnx"
-        )
-    if fmt == "open_clip":
-        open_clip_name(cfg)  # refuse before writing anything
+    if fmt in ("open_clip", "hf"):
+        open_clip_name(cfg, fmt)  # refuse before writing anything
     if fmt == "onnx":
         for package in ("onnx", "onnxscript", "onnxruntime"):
             try:
@@ -51,6 +47,10 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
         files = export_open_clip(model, cfg, out)
         diff = verify_open_clip(model, out, open_clip_name(cfg), PROBE_TEXTS, pixels)
         checked = "open_clip.create_model_and_transforms on the exported files"
+    elif fmt == "hf":
+        files = export_hf(model, cfg, out)
+        diff = verify_hf(model, out, PROBE_TEXTS, pixels)
+        checked = "transformers CLIPModel.from_pretrained and CLIPTokenizer.from_pretrained on the exported folder"
     else:
         files = export_onnx(model, cfg, out, PROBE_TEXTS)
         diff = verify_onnx(model, out, PROBE_TEXTS, pixels)

@@ -39,12 +39,12 @@ class ExportError(ValueError):
     """The run cannot be written in the asked format; the message says why."""
 
 
-def open_clip_name(cfg: Config) -> str:
+def open_clip_name(cfg: Config, fmt: str = "open_clip") -> str:
     """The open_clip architecture of a run whose two towers are one open_clip model, else :class:`ExportError`."""
     towers = (cfg.model.image_tower, cfg.model.text_tower)
     if not all(t.startswith(OPEN_CLIP_PREFIX) for t in towers) or towers[0] != towers[1]:
         raise ExportError(
-            f"--format open_clip needs both towers from one open_clip model; this run has image tower "
+            f"--format {fmt} needs both towers from one open_clip model; this run has image tower "
             f"{towers[0]!r} and text tower {towers[1]!r} (try --format onnx)"
         )
     return towers[0][len(OPEN_CLIP_PREFIX) :]
