@@ -247,3 +247,25 @@ def test_bad_prompt_inputs_are_named(run, tmp_path, capsys):
         names.write_text(text)
         assert main([*base, "--classnames", str(names), "--shots", "1", "--out", str(tmp_path / "e")]) == 2
         assert re.search(message, capsys.readouterr().err)
+
+
+def test_open_clip_towers_take_prompt_context_like_written_words(tmp_path):
+    from contrastkit.config import ModelConfig
+    from contrastkit.models.build import build_model
+    from helpers import save_tiny_open_clip
+
+    name, weights = save_tiny_open_clip(tmp_path)
+    spec = f"open_clip:{name}"
+    model = build_model(ModelConfig(image_tower=spec, text_tower=spec, embed_dim=32, pretrained=str(weights)))
+    model.eval().requires_grad_(False)
+    text = PromptedText(model, CLASSES, 4, "end")
+    assert text.table is model.text_tower.model.token_embedding
+    ctx = text.initial_context("a photo of a", torch.Generator())
+    got = text.encode(ctx.expand(len(CLASSES), -1, -1), torch.arange(len(CLASSES)))
+    with torch.no_grad():
+        direct = F.normalize(model.encode_text(model.tokenize([f"a photo of a {c}." for c in CLASSES])), dim=-1)
+    assert torch.allclose(got, direct, atol=1e-5)
+    coop = CoOp(text, len(CLASSES), seed=0)
+    shots = PromptInputs(F.normalize(torch.randn(8, 32), dim=-1), torch.zeros(8, 64))
+    losses = train_prompts(coop, text, shots, torch.arange(8) % 4, torch.arange(4), PromptSettings(steps=5), 0)
+    assert len(losses) == 5 and all(math.isfinite(v) for v in losses)
