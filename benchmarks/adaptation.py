@@ -10,7 +10,9 @@ Parts (each writes its own output folder under --out, resumable; the report goes
 - ``few-shot``: the few-shot ladder on the held-out shape task (zero-shot head, linear probe,
   Tip-Adapter, LP-FT, FT) at 1-16 shots per class, seeds 0-2;
 - ``base-to-new``: CoOp, CoCoOp, the TOMM-style learner and GOPro against the zero-shot head on the cluttered
-  domain (shots from its train split, scored on its val split), 16 shots, base / new / harmonic mean, seeds 0-2;
+  domain (shots from its train split, scored on its val split), 16 shots, base / new / harmonic mean, seeds 0-2,
+  at the base-to-new literature's context (M = 4 from "a photo of a"); CoOp and CoCoOp also at CoOp's own
+  (M = 16, random start);
 - ``text-only``: CLOSE / CapDec noise sweep (with and without the mean shift), seeds 0-2;
 - ``residual``: the RAVE direction from underexposed to plain images, its held-out AUC and the guided network;
 - ``wise-ft``: WiSE-FT between the base and each seed's plain fine-tuning on the cluttered domain
@@ -57,20 +59,30 @@ def few_shot(base: str, seeds: list[int], out: Path, records: int) -> list[str]:
 
 
 def base_to_new(base: str, seeds: list[int], out: Path, records: int, shots: int, steps: int) -> list[str]:
-    request = PromptRequest(
-        base, "synthetic:shapes-clutter", "shape", ["coop", "cocoop", "tomm", "gopro"], [shots], seeds,
-        max_records=records, eval_split="val", settings=PromptSettings(steps=steps),
-    )  # fmt: skip
-    report = run_prompts(request, out / "base-to-new", data_overrides=[f"data.eval_size={3 * records}"])
-    return [
-        "**Base-to-new prompt learning** (cluttered domain, shape task: 3 base and 3 new classes; "
-        f"{shots} shots per base class from the train split, scored on the val split; %, mean ± sd over seeds "
-        f"{', '.join(map(str, seeds))}):",
-        "",
-        *prompt_table(report),
-        "",
-        *comparison_lines(report),
-    ]
+    """Two settings: the base-to-new literature's (M = 4 from "a photo of a") and CoOp's own (M = 16, random)."""
+    settings = {
+        "literature": (["coop", "cocoop", "tomm", "gopro"], PromptSettings(steps=steps)),
+        "coop16": (["coop", "cocoop"], PromptSettings(n_ctx=16, ctx_init=None, steps=steps)),
+    }
+    lines = []
+    for name, (methods, setting) in settings.items():
+        request = PromptRequest(
+            base, "synthetic:shapes-clutter", "shape", methods, [shots], seeds,
+            max_records=records, eval_split="val", settings=setting,
+        )  # fmt: skip
+        report = run_prompts(request, out / f"base-to-new-{name}", data_overrides=[f"data.eval_size={3 * records}"])
+        start = f"from {setting.ctx_init!r}" if setting.ctx_init else "random start"
+        lines += [
+            f"**Base-to-new prompt learning, M = {setting.n_ctx} context vectors, {start}** (cluttered domain, "
+            f"shape task: 3 base and 3 new classes; {shots} shots per base class from the train split, {steps} "
+            f"Adam steps, scored on the val split; %, mean ± sd over seeds {', '.join(map(str, seeds))}):",
+            "",
+            *prompt_table(report),
+            "",
+            *comparison_lines(report),
+            "",
+        ]
+    return lines[:-1]
 
 
 def text_only(base: str, seeds: list[int], out: Path, records: int, noise: list[float]) -> list[str]:

@@ -39,7 +39,8 @@ def test_the_benchmark_writes_its_section_and_names_what_is_missing(tmp_path, ca
     text = results.read_text()
     assert "## Other\n\nkept" in text and "## Adaptation on the testbed" in text
     assert "**Text-only transfer**" in text and "| noise only |" in text
-    assert "**Base-to-new prompt learning**" in text and "| gopro | 2 |" in text
+    assert "**Base-to-new prompt learning, M = 4 context vectors, from 'a photo of a'**" in text
+    assert "**Base-to-new prompt learning, M = 16 context vectors, random start**" in text and "| gopro | 2 |" in text
     assert "k = 2: coop base" in text  # the paired comparison with the zero-shot head, over the two seeds
     assert "**Residual direction**" in text and "held-out AUC" in text
     assert "WiSE-FT**: not measured, missing fine-tuned runs" in text
