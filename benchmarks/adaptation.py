@@ -14,6 +14,8 @@ Parts (each writes its own output folder under --out, resumable; the report goes
   at the base-to-new literature's context (M = 4 from "a photo of a"); CoOp and CoCoOp also at CoOp's own
   (M = 16, random start);
 - ``text-only``: CLOSE / CapDec noise sweep (with and without the mean shift), seeds 0-2;
+- ``text-caption``: CapDec's caption decoder trained on caption embeddings only, captioning test images (BLEU-4,
+  CIDEr-D), over w with and without the mean shift, seeds 0-2;
 - ``residual``: the RAVE direction from underexposed to plain images, its held-out AUC and the guided network;
 - ``wise-ft``: WiSE-FT between the base and each seed's plain fine-tuning on the cluttered domain
   (``runs/testbed/clip_ft_clutter-s<seed>``, made by benchmarks/recipes.py); a part whose runs are
@@ -29,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from contrastkit.adapt.capdec import DecoderSettings
+from contrastkit.adapt.capdec_run import CaptionRequest, run_text_caption
+from contrastkit.adapt.capdec_run import summary_table as caption_table
 from contrastkit.adapt.few_shot_run import LadderRequest, run_ladder
 from contrastkit.adapt.few_shot_run import summary_table as few_shot_table
 from contrastkit.adapt.prompt_report import comparison_lines
@@ -44,7 +49,7 @@ from contrastkit.evaluate.verdicts import summarize
 from results_file import command_line, cpu_name, write_section
 
 SECTION = "Adaptation on the testbed"
-PARTS = ("few-shot", "base-to-new", "text-only", "residual", "wise-ft")
+PARTS = ("few-shot", "base-to-new", "text-only", "text-caption", "residual", "wise-ft")
 
 
 def few_shot(base: str, seeds: list[int], out: Path, records: int) -> list[str]:
@@ -100,6 +105,17 @@ def text_only(base: str, seeds: list[int], out: Path, records: int, noise: list[
         f"images: {100 * zero:.1f}%).",
     ]
     return lines
+
+
+def text_caption(base: str, seeds: list[int], out: Path, records: int, noise: list[float], steps: int) -> list[str]:
+    request = CaptionRequest(base, "synthetic:shapes", noise, seeds, records, DecoderSettings(steps=steps))
+    report = run_text_caption(request, out / "text-caption")
+    return [
+        "**Text-only captioning (CapDec)** (a decoder trained on caption embeddings only, captioning the test "
+        f"split's images from their embeddings; mean ± sd over seeds {', '.join(map(str, seeds))}):",
+        "",
+        *caption_table(report),
+    ]
 
 
 def residual(base: str, out: Path, records: int, guide_steps: int) -> list[str]:
@@ -160,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", default="0,0.05,0.1,0.2,0.4,0.6,0.8", help="text-only noise levels w")
     parser.add_argument("--prompt-shots", type=int, default=16, help="shots per base class (base-to-new)")
     parser.add_argument("--prompt-steps", type=int, default=200, help="steps of each prompt learner (base-to-new)")
+    parser.add_argument("--caption-noise", default="0,0.1,0.2,0.4", help="noise levels w of the text-caption part")
+    parser.add_argument("--caption-steps", type=int, default=300, help="steps of each caption decoder")
     parser.add_argument("--guide-steps", type=int, default=300, help="steps of the residual part's guided network")
     parser.add_argument("--results", default="benchmarks/RESULTS.md", help="results file to update ('' to skip)")
     args = parser.parse_args(argv)
@@ -179,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             body += base_to_new(args.base, seeds, out, args.max_records, args.prompt_shots, args.prompt_steps)
         elif part == "text-only":
             body += text_only(args.base, seeds, out, args.max_records, [float(w) for w in args.noise.split(",")])
+        elif part == "text-caption":
+            noise = [float(w) for w in args.caption_noise.split(",")]
+            body += text_caption(args.base, seeds, out, args.max_records, noise, args.caption_steps)
         elif part == "residual":
             body += residual(args.base, out, min(args.max_records, 500), args.guide_steps)
         else:

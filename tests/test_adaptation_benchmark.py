@@ -22,7 +22,7 @@ def test_the_benchmark_writes_its_section_and_names_what_is_missing(tmp_path, ca
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## Other\n\nkept\n")
     args = ["--base", str(base), "--runs-dir", str(tmp_path / "none"), "--out", str(tmp_path / "out")]
-    args += ["--parts", "base-to-new,text-only,residual,wise-ft", "--seeds", "0,1", "--max-records", "60"]
+    args += ["--parts", "base-to-new,text-only,text-caption,residual,wise-ft", "--seeds", "0,1", "--max-records", "60"]
     args += [
         "--noise",
         "0,0.2",
@@ -32,6 +32,10 @@ def test_the_benchmark_writes_its_section_and_names_what_is_missing(tmp_path, ca
         "2",
         "--prompt-shots",
         "2",
+        "--caption-steps",
+        "3",
+        "--caption-noise",
+        "0,0.2",
         "--results",
         str(results),
     ]
@@ -42,6 +46,7 @@ def test_the_benchmark_writes_its_section_and_names_what_is_missing(tmp_path, ca
     assert "**Base-to-new prompt learning, M = 4 context vectors, from 'a photo of a'**" in text
     assert "**Base-to-new prompt learning, M = 16 context vectors, random start**" in text and "| gopro | 2 |" in text
     assert "k = 2: coop base" in text  # the paired comparison with the zero-shot head, over the two seeds
+    assert "**Text-only captioning (CapDec)**" in text and "| mean shift + noise | CIDEr-D |" in text
     assert "**Residual direction**" in text and "held-out AUC" in text
     assert "WiSE-FT**: not measured, missing fine-tuned runs" in text
     assert (tmp_path / "out" / "residual" / "residual_examples.png").exists()

@@ -111,7 +111,7 @@ def caption_loss(model: PrefixCaptioner, embedding: Tensor, tokens: Tensor) -> T
 
 @dataclass(frozen=True)
 class DecoderSettings:
-    steps: int = 600
+    steps: int = 300
     lr: float = 1e-3
     batch_size: int = 64
     width: int = 128

@@ -151,7 +151,7 @@ def _add_text_caption(methods: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--noise", type=_numbers, default=[0.0, 0.05, 0.1, 0.2, 0.4], help="noise levels w (0,0.05,...,0.4)")
     t.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds (default 0,1,2)")
-    t.add_argument("--steps", type=int, default=600, help="Adam steps of each decoder (default 600)")
+    t.add_argument("--steps", type=int, default=300, help="Adam steps of each decoder (default 300)")
     t.add_argument("--max-records", type=int, default=1000, help="records read per split (default 1000)")
     add_data_settings(t, "data settings over the run's")
     t.add_argument("--out", required=True, metavar="DIR", help="output folder")
