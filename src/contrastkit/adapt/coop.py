@@ -58,7 +58,7 @@ class CoOp(nn.Module):
 
     def logits(self, text: PromptedText, inputs: PromptInputs, classes: Tensor) -> Tensor:
         """B x C: s · cos(f(x), t_c) over the given classes."""
-        return _scores(self.scale, inputs.features, self.class_text(text, inputs, classes))
+        return scores(self.scale, inputs.features, self.class_text(text, inputs, classes))
 
     def loss(
         self,
@@ -107,7 +107,8 @@ class CoCoOp(CoOp):
         return text.encode(per_prompt, classes.repeat(n)).view(n, c, -1)
 
 
-def _scores(scale: float, features: Tensor, class_text: Tensor) -> Tensor:
+def scores(scale: float, features: Tensor, class_text: Tensor) -> Tensor:
+    """s · f tᵀ: B x C from class embeddings shared by the images (C x D) or per image (B x C x D)."""
     if class_text.dim() == 2:
         return scale * features @ class_text.T
     return scale * torch.einsum("bd,bcd->bc", features, class_text)

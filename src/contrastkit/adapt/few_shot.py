@@ -76,10 +76,14 @@ def embed_split(
     return TaskSplit(embedder.embed_images(images).float(), labels, images)
 
 
-def check_shots(train: TaskSplit, classnames: Sequence[str], shots: Sequence[int]) -> None:
-    """Every class needs at least max(shots) training images; else name the classes that do not have them."""
-    counts = torch.bincount(train.labels, minlength=len(classnames))
-    short = [f"{classnames[c]} ({int(n)})" for c, n in enumerate(counts) if n < max(shots)]
+def check_shots(
+    labels: Tensor, classnames: Sequence[str], shots: Sequence[int], classes: Sequence[int] | None = None
+) -> None:
+    """Every class (of ``classes``, default all) needs at least max(shots) training images; else name the
+    classes that do not have them."""
+    counts = torch.bincount(labels, minlength=len(classnames))
+    wanted = range(len(classnames)) if classes is None else classes
+    short = [f"{classnames[c]} ({int(counts[c])})" for c in wanted if counts[c] < max(shots)]
     if short:
         raise ValueError(
             f"--shots {max(shots)}: these classes have fewer training images: {', '.join(short)}; "

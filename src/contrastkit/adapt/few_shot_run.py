@@ -66,7 +66,7 @@ def run_ladder(request: LadderRequest, out: Path, *, data_overrides: Sequence[st
         splits = {s: open_source(request.data, s, data_cfg) for s in ("train", "val", "test")}
         task = find_task(splits["test"], request.task)
         train, val, test = (embed_split(splits[s], request.task, embedder, request.max_records) for s in splits)
-        check_shots(train, task.classnames, request.shots)
+        check_shots(train.labels, task.classnames, request.shots)
         weights = head_weights(embedder, task)
         scale = float(model.logit_scale.detach())
         tuning = FineTuneSettings(steps=request.finetune_steps, lr=request.finetune_lr)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .coop import CoCoOp
+from .coop import CoCoOp, scores
 from .prompt_inputs import PromptInputs
 from .prompt_tokens import PromptedText
 
@@ -68,7 +68,7 @@ class GOPro(CoCoOp):
         if views is None:
             raise ValueError("GOPro needs two augmented views of every training image")
         t = self.class_text(text, inputs, classes)
-        ce = F.cross_entropy(torch.einsum("bd,bcd->bc", inputs.features, t) * self.scale, labels)
+        ce = F.cross_entropy(scores(self.scale, inputs.features, t), labels)
         consistency = sum(F.mse_loss(t, self.class_text(text, v, classes)) for v in views)
         contrast = nt_xent(self.projector(inputs.features), self.projector(views[0].features))
         return ce + consistency + SIMCLR_WEIGHT * contrast

@@ -34,7 +34,7 @@ from ..models.dual_encoder import DualEncoder
 from ..models.embedder import dual_encoder_embedder
 from ..models.load import load_run
 from .base_to_new import among, harmonic_mean, split_classes
-from .few_shot import find_task, head_weights
+from .few_shot import check_shots, find_task, head_weights
 from .prompt_inputs import PromptInputs, prompt_inputs
 from .prompt_report import write_report
 from .prompt_tokens import PromptedText
@@ -74,6 +74,8 @@ class Scene:
     test: PromptInputs
     test_labels: torch.Tensor
     groups: dict[str, torch.Tensor]  # "base"/"new" (or "all") -> class ids
+    trained: torch.Tensor  # the classes the shots are drawn from: "base" (or "all")
+    zero_shot_head: torch.Tensor  # C x D, the task's templates averaged
 
 
 def check_request(request: PromptRequest) -> None:
@@ -119,7 +121,7 @@ def _scene(request: PromptRequest, data_overrides: Sequence[str]) -> Scene:
     groups = {"base": base, "new": new} if request.protocol == "base-to-new" else {"all": torch.arange(n)}
     trained = groups["base"] if "base" in groups else groups["all"]
     train_labels = np.array(train_task.labels)
-    _check_shots(train_labels, trained, task.classnames, max(request.shots))
+    check_shots(torch.from_numpy(train_labels), task.classnames, request.shots, trained.tolist())
     order = np.arange(len(task.indices))
     if len(order) > request.max_records:
         order = np.sort(np.random.default_rng(0).choice(len(order), request.max_records, replace=False))
@@ -127,7 +129,10 @@ def _scene(request: PromptRequest, data_overrides: Sequence[str]) -> Scene:
     test_inputs = prompt_inputs(model, images, model.image_transform(False))
     text = PromptedText(model, task.classnames, request.settings.n_ctx, request.settings.position)
     labels = torch.tensor([task.labels[i] for i in order])
-    return Scene(model, text, task, train, list(train_task.indices), train_labels, test_inputs, labels, groups)
+    head = head_weights(dual_encoder_embedder(model), task)
+    return Scene(
+        model, text, task, train, list(train_task.indices), train_labels, test_inputs, labels, groups, trained, head
+    )
 
 
 def _named(task: ZeroShotTask, classnames: str | None) -> ZeroShotTask:
@@ -143,26 +148,14 @@ def _named(task: ZeroShotTask, classnames: str | None) -> ZeroShotTask:
     return replace(task, classnames=names)
 
 
-def _check_shots(labels: np.ndarray, classes: torch.Tensor, names: Sequence[str], k: int) -> None:
-    counts = np.bincount(labels, minlength=len(names))
-    short = [f"{names[c]} ({counts[c]})" for c in classes.tolist() if counts[c] < k]
-    if short:
-        raise ValueError(
-            f"--shots {k}: these classes have fewer training images: {', '.join(short)}; "
-            "lower --shots or give more data"
-        )
-
-
 def _measure(scene: Scene, request: PromptRequest, method: str, k: int, seed: int, out: Path) -> dict[str, Any]:
     if method == "zero_shot":
-        weights = head_weights(dual_encoder_embedder(scene.model), scene.task)
         scores = {
-            name: _zero_shot(scene.test.features, scene.test_labels, weights, classes)
+            name: _zero_shot(scene.test.features, scene.test_labels, scene.zero_shot_head, classes)
             for name, classes in scene.groups.items()
         }
         return _row(method, k, seed, scores, [])
-    trained = scene.groups["base"] if "base" in scene.groups else scene.groups["all"]
-    pool = np.flatnonzero(np.isin(scene.train_labels, trained.numpy()))
+    pool = np.flatnonzero(np.isin(scene.train_labels, scene.trained.numpy()))
     shots = pool[fewshot_indices(scene.train_labels[pool], k, seed)]
     images = [scene.train[scene.train_indices[i]].load_image() for i in shots]
     shot_inputs = prompt_inputs(scene.model, images, scene.model.image_transform(False))
@@ -171,7 +164,7 @@ def _measure(scene: Scene, request: PromptRequest, method: str, k: int, seed: in
         method, scene.text, len(scene.task.classnames), shot_inputs.stats.shape[1], request.settings, seed
     )
     labels = torch.from_numpy(scene.train_labels[shots])
-    losses = train_prompts(learner, scene.text, shot_inputs, labels, trained, request.settings, seed, views)
+    losses = train_prompts(learner, scene.text, shot_inputs, labels, scene.trained, request.settings, seed, views)
     (out / "prompts").mkdir(exist_ok=True)
     state = {name: value.detach().contiguous() for name, value in learner.state_dict().items()}
     save_file(state, str(out / "prompts" / f"{method}-k{k}-s{seed}.safetensors"))

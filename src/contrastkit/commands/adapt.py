@@ -16,21 +16,8 @@ import argparse
 from pathlib import Path
 
 from .adapt_prompt import add_prompt
+from .arg_types import ints, numbers
 from .data_settings import add_data_settings, data_overrides
-
-
-def _numbers(text: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +48,7 @@ def _add_wise_ft(methods: argparse._SubParsersAction) -> None:
     w.add_argument("--target", metavar="SPEC", help="target data (default: the fine-tuned run's data.source)")
     w.add_argument(
         "--alphas",
-        type=_numbers,
+        type=numbers,
         default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
         help="mixing coefficients, comma-separated (0 and 1 are always included; default: 0,0.1,...,1)",
     )
@@ -91,8 +78,8 @@ def _add_few_shot(methods: argparse._SubParsersAction) -> None:
         "--data", default="synthetic:shapes", metavar="SPEC", help="labelled data (default synthetic:shapes)"
     )
     f.add_argument("--task", default="shape", help="the data's classification task (default: shape)")
-    f.add_argument("--shots", type=_ints, default=[1, 2, 4, 8, 16], help="shots per class (default 1,2,4,8,16)")
-    f.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds of the shot draws (default 0,1,2)")
+    f.add_argument("--shots", type=ints, default=[1, 2, 4, 8, 16], help="shots per class (default 1,2,4,8,16)")
+    f.add_argument("--seeds", type=ints, default=[0, 1, 2], help="seeds of the shot draws (default 0,1,2)")
     f.add_argument("--max-records", type=int, default=2000, help="images embedded per split (default 2000)")
     f.add_argument(
         "--finetune-steps",
@@ -123,11 +110,11 @@ def _add_text_only(methods: argparse._SubParsersAction) -> None:
     t.add_argument("--task", default="shape", help="the data's classification task (default: shape)")
     t.add_argument(
         "--noise",
-        type=_numbers,
+        type=numbers,
         default=[0.0, 0.02, 0.05, 0.1, 0.2, 0.4],
         help="noise levels w, comma-separated (default 0,0.02,0.05,0.1,0.2,0.4)",
     )
-    t.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds of the noise and batches (default 0,1,2)")
+    t.add_argument("--seeds", type=ints, default=[0, 1, 2], help="seeds of the noise and batches (default 0,1,2)")
     t.add_argument("--steps", type=int, default=300, help="Adam steps of each classifier (default 300)")
     t.add_argument("--max-records", type=int, default=2000, help="records read per split (default 2000)")
     add_data_settings(t, "data settings over the run's")
@@ -149,8 +136,8 @@ def _add_text_caption(methods: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--data", default="synthetic:shapes", metavar="SPEC", help="captioned data (default synthetic:shapes)"
     )
-    t.add_argument("--noise", type=_numbers, default=[0.0, 0.05, 0.1, 0.2, 0.4], help="noise levels w (0,0.05,...,0.4)")
-    t.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds (default 0,1,2)")
+    t.add_argument("--noise", type=numbers, default=[0.0, 0.05, 0.1, 0.2, 0.4], help="noise levels w (0,0.05,...,0.4)")
+    t.add_argument("--seeds", type=ints, default=[0, 1, 2], help="seeds (default 0,1,2)")
     t.add_argument("--steps", type=int, default=300, help="Adam steps of each decoder (default 300)")
     t.add_argument("--max-records", type=int, default=1000, help="records read per split (default 1000)")
     add_data_settings(t, "data settings over the run's")

@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .arg_types import ints
 from .data_settings import add_data_settings, data_overrides
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def add_prompt(methods: argparse._SubParsersAction) -> None:
@@ -32,8 +26,8 @@ def add_prompt(methods: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default="shape", help="the data's classification task (default: shape)")
     p.add_argument("--methods", default="coop,cocoop,tomm,gopro", help="comma-separated (default: all four)")
     p.add_argument("--protocol", default="base-to-new", choices=("base-to-new", "all"), help="default base-to-new")
-    p.add_argument("--shots", type=_ints, default=[16], help="shots per class, comma-separated (default 16)")
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds of the shot draws and inits (default 0,1,2)")
+    p.add_argument("--shots", type=ints, default=[16], help="shots per class, comma-separated (default 16)")
+    p.add_argument("--seeds", type=ints, default=[0, 1, 2], help="seeds of the shot draws and inits (default 0,1,2)")
     p.add_argument("--classnames", metavar="FILE", help="the task's class names, one per line in class order")
     p.add_argument("--n-ctx", type=int, default=4, help="context vectors M (default 4)")
     p.add_argument("--class-position", default="end", choices=("end", "middle", "front"), help="class token (end)")
