@@ -36,6 +36,7 @@ SMALL_HEADS = {
     "hq_tags": {"num_tags": T},
     "mochi": {"num_hard": 4, "num_mix": 3, "num_self_mix": 2},
     "ema_distill": {"batch_rows": 4},
+    "matryoshka": {"dims": [2, 5], "term": "negclip"},
 }
 # score_contrastive reads a caller-supplied score matrix (extras), which the engine does not gather.
 TERM_NAMES = [n for n in TERMS.names() if n != "score_contrastive"]

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig
-from .manifest import MISSING, TableSource, check_columns, class_names
+from .manifest import TableSource, check_columns, class_names
 from .splits import fallback_split, split_of
+from .table_files import MISSING
 
 SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
 

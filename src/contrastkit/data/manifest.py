@@ -18,9 +18,7 @@ column, a row that is not JSON, an empty caption, or a caption that is not UTF-8
 
 from __future__ import annotations
 
-import csv
 import difflib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +27,9 @@ from ..config import DataConfig, column_list
 from .problems import TEXT_ERRORS, DataError, Problem, SourceRecord, check_captions, text_items, text_of
 from .records import ZeroShotTask
 from .splits import split_of
+from .table_files import MISSING, TABLE_KINDS, read_columns
 
-MANIFEST_KINDS = ("csv", "tsv", "jsonl", "parquet")
-MISSING = object()  # a JSONL row without the key
+MANIFEST_KINDS = TABLE_KINDS
 
 
 class ColumnError(ValueError):
@@ -237,83 +235,12 @@ class ManifestSource(TableSource):
         self.name = f"{kind}:{path}"
         self.base = self.path.parent
         self.wanted = [c for _, c in configured_columns(cfg)]
-        self.lines: list[int] = []
-        self.bad_rows: dict[int, DataError] = {}
-        self.columns: dict[str, list[Any]] = {c: [] for c in dict.fromkeys(self.wanted)}
-        reader = {
-            "csv": self._read_delimited,
-            "tsv": self._read_delimited,
-            "jsonl": self._read_jsonl,
-            "parquet": self._read_parquet,
-        }[kind]
-        present = reader()
+        table = read_columns(self.path, kind, self.wanted, self.name)
+        self.lines, self.bad_rows, self.columns = table.lines, table.bad_rows, table.columns
+        present = table.present
         check_columns(self.name, present, cfg)
         self.n_rows = len(self.lines)
         self.rows = self._select_rows(self.n_rows)
-
-    # -- readers: fill self.columns (configured columns only) and self.lines; return the columns present
-    def _read_delimited(self) -> list[str]:
-        delimiter = "\t" if self.kind == "tsv" else ","
-        with self.path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{self.name}: the file is empty (expected a header row of column names)")
-            header = [h.strip() for h in header]
-            at = {c: header.index(c) for c in self.columns if c in header}
-            if len(at) < len(self.columns):
-                return header  # check_columns names the missing one
-            line = reader.line_num
-            for cells in reader:
-                if not cells or all(not c.strip() for c in cells):
-                    line = reader.line_num
-                    continue
-                self.lines.append(line + 1)
-                for column, i in at.items():
-                    self.columns[column].append(cells[i] if i < len(cells) else MISSING)
-                line = reader.line_num
-        return header
-
-    def _read_jsonl(self) -> list[str]:
-        present: dict[str, None] = {}
-        with self.path.open("rb") as f:
-            for number, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                row_index = len(self.lines)
-                self.lines.append(number)
-                where = f"{self.path.name} line {number}"
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    text = raw.decode("utf-8", "surrogateescape")  # bad bytes surface as invalid_utf8 text
-                try:
-                    obj = json.loads(text)
-                    if not isinstance(obj, dict):
-                        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-                except ValueError as err:
-                    self.bad_rows[row_index] = DataError("invalid_row", where, f"not a JSON object: {err}")
-                    obj = {}
-                present.update(dict.fromkeys(obj))
-                for column in self.columns:
-                    self.columns[column].append(obj.get(column, MISSING))
-        return list(present)
-
-    def _read_parquet(self) -> list[str]:
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ImportError("reading parquet manifests needs pyarrow: pip install pyarrow") from None
-        schema = pq.read_schema(self.path)
-        present = list(schema.names)
-        if any(c not in present for c in self.columns):
-            return present
-        table = pq.read_table(self.path, columns=list(self.columns))
-        data = table.to_pydict()
-        for column in self.columns:
-            self.columns[column] = data[column]
-        self.lines = list(range(1, table.num_rows + 1))
-        return present
 
     # -- TableSource hooks
     def _cell(self, row: int, column: str) -> Any:
