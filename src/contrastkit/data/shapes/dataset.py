@@ -28,7 +28,7 @@ import random
 
 from ..records import Record, ZeroShotTask
 from .describe import describe_scene
-from .grammar import COLOURS, SHAPES, SIZES, Scene
+from .grammar import COLOURS, SHAPES, SIZES, Description, Scene
 from .layout import all_combos, choose_held_out, sample_scene
 from .render import STYLES, render_scene
 
@@ -114,10 +114,15 @@ class SyntheticShapes:
         rng = self._stream(self._index(index), "scene")
         return sample_scene(rng, self.image_size, self._allowed, self._must_include)
 
+    def describe(self, index: int) -> Description:
+        """What record ``index`` says about its scene (captions, negatives, tags), without drawing it."""
+        index = self._index(index)
+        return describe_scene(self.scene(index), self._stream(index, "words"), self.negatives_per_category)
+
     def __getitem__(self, index: int) -> Record:
         index = self._index(index)
         scene = self.scene(index)
-        words = describe_scene(scene, self._stream(index, "words"), self.negatives_per_category)
+        words = self.describe(index)
         meta = scene.to_meta()
         meta["split"] = self.split
         for obj in meta["objects"]:
