@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 from contrastkit.encoded import Encoded
@@ -25,7 +24,8 @@ def naive_simcse(h, p, n, mask, tau, symmetric):
     for i in range(b):
         cols = [float(h[i] @ p[j]) / tau for j in range(b)]
         if n is not None:
-            cols += [float(h[i] @ n[j, k]) / tau for j in range(b) for k in range(n.shape[1]) if mask is None or mask[j, k]]
+            valid = [(j, k) for j in range(b) for k in range(n.shape[1]) if mask is None or mask[j, k]]
+            cols += [float(h[i] @ n[j, k]) / tau for j, k in valid]
         forward += -cols[i] + math.log(sum(math.exp(c) for c in cols))
     forward /= b
     if not symmetric:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -40,7 +40,7 @@ EMBEDDING_FIELDS = (
 
 def prefix(enc: Encoded, width: int) -> Encoded:
     """``enc`` with every embedding field cut to its first ``width`` dims and re-normalised."""
-    cut = {
+    cut: dict[str, Any] = {
         name: F.normalize(value[..., :width], dim=-1)
         for name in EMBEDDING_FIELDS
         if (value := getattr(enc, name)) is not None
@@ -73,21 +73,22 @@ class MatryoshkaTerm(Term):
         if len(self.weights) != len(widths):
             raise ValueError(f"weights: {len(self.weights)} values for {len(widths)} dims")
         where = f"matryoshka.term {term!r}"
-        self.inner = nn.ModuleList(build_term({"name": term, **(params or {})}, where=where)[0] for _ in widths)
-        self.requires = tuple(self.inner[0].requires)
-        self.model_defaults = dict(self.inner[0].model_defaults)
+        inner = [build_term({"name": term, **(params or {})}, where=where)[0] for _ in widths]
+        self.inner = nn.ModuleList(inner)
+        self.requires = tuple(inner[0].requires)
+        self.model_defaults = dict(inner[0].model_defaults)
 
     def loss(self, enc: Encoded) -> Tensor:
         width = enc.image.shape[-1]
         if self.dims[-1] > width:
             raise ValueError(f"objective term 'matryoshka': dims go up to {self.dims[-1]} but embeddings have {width}")
         total: Tensor | None = None
-        for m, weight, term in zip(self.dims, self.weights, self.inner):
+        for m, weight, term in zip(self.dims, self.weights, cast(Sequence[Term], self.inner)):
             value = weight * term(prefix(enc, m))
             total = value if total is None else total + value
         assert total is not None
         return total
 
     def on_step_end(self) -> None:
-        for term in self.inner:
+        for term in cast(Sequence[Term], self.inner):
             term.on_step_end()
