@@ -103,16 +103,20 @@ def test_graded_pairs_are_reproducible_and_spread_over_the_scale():
     assert all(math.isclose(p.score, graded_similarity(p.text_a, p.text_b)) for p in pairs)
 
 
-def test_paraphrase_pairs_are_two_true_captions_of_one_scene_and_a_false_one():
+def test_paraphrase_pairs_state_the_same_facts_and_their_negative_is_false():
     from contrastkit.data.shapes import SyntheticShapes
+    from contrastkit.data.shapes.grammar import caption_is_true, parse_caption
 
     world = SyntheticShapes("train", size=50, seed=0)
     pairs = paraphrase_pairs(50, seed=0)
-    assert len(pairs) >= 45
+    assert len(pairs) == 50
     for pair in pairs:
         index = int(pair.key.rsplit("-", 1)[1])
         words = world.describe(index)
-        assert pair.anchor != pair.positive
-        assert {pair.anchor, pair.positive} <= set(words.captions)
+        assert pair.anchor == words.captions[0] != pair.positive
+        assert pair.positive in words.rewrites
+        assert caption_is_true(world.scene(index), parse_caption(pair.positive))
+        assert graded_similarity(pair.anchor, pair.positive) == 5.0
         assert len(pair.negatives) == 1
         assert pair.negatives[0] not in words.captions
+        assert graded_similarity(pair.anchor, pair.negatives[0]) < 5.0

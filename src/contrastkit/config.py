@@ -54,6 +54,7 @@ class DataConfig:
     # Manifest / Hugging Face columns (docs: contrastkit.data.sources). Lists may be written "a,b".
     image_column: str = "image"  # column with the image path (relative to the manifest) or image data
     caption_columns: str | list[str] = "caption"  # caption column(s); every non-empty one is a correct caption
+    anchor_column: str = "anchor"  # text pairs (pairs:FILE): the anchor; the positive is the first caption column
     neg_caption_columns: str | list[str] = ""  # hard-negative caption column(s); the column name is the category
     tag_column: str = ""  # short tags true for the image
     neg_tag_column: str = ""  # short tags false for the image
@@ -72,7 +73,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    image_tower: str = "tiny_cnn"  # tiny_cnn | tiny_vit | open_clip:<model-name>
+    image_tower: str = "tiny_cnn"  # tiny_cnn | tiny_vit | open_clip:<model-name> | none (a text model: text pairs)
     text_tower: str = "tiny_transformer"  # tiny_transformer | open_clip:<model-name> | hf:minilm | hf:<folder>
     embed_dim: int = 128  # joint embedding size (projection output)
     width: int = 128  # width of the built-in tiny towers

@@ -4,6 +4,7 @@
     contrastkit eval --model open_clip:ViT-B-32 --pretrained vit_b32.safetensors \\
         --task zeroshot --data /data/imagenet/val --classnames imagenet_classes.txt --templates openai_imagenet
     contrastkit eval --model hf:/models/siglip-base --task compositional --sugarcrepe sugarcrepe/ --images val2017/
+    contrastkit eval --model text:hf:minilm --task sts --sts builtin stsbenchmark-test.tsv
     contrastkit eval --compare RUN_A RUN_B
 """
 
@@ -14,6 +15,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .arg_types import column_triple
 from .data_settings import add_data_settings, data_overrides
 
 if TYPE_CHECKING:
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 
 EPILOG = """\
 tasks: zeroshot, retrieval, linear_probe, compositional, geometry; 'default' = all but linear_probe,
-'all' = every task (comma-separated or repeated --task). Data specs go to contrastkit.data.sources:
+'all' = every image task (comma-separated or repeated --task); text models: sts, text_retrieval,
+text_geometry (the default on pairs: data; --sts FILE adds STS sets). Data specs go to contrastkit.data.sources:
 synthetic:shapes, folder:DIR (one sub-folder per class), csv:/tsv:/jsonl:/parquet: manifests, wds:
 shards, hf: datasets (column names and splits via --set data.KEY=VALUE). Features are cached on disk
 (see --cache-dir): a second evaluation of the same model on the same data reads them back.
@@ -46,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument(
         "--model",
         metavar="SPEC",
-        help="open_clip:<name> (with --pretrained FILE), hf:<local CLIP/SigLIP folder>, or a run dir",
+        help="open_clip:<name> (with --pretrained FILE), hf:<local CLIP/SigLIP folder>, a run dir, "
+        "or text:hf:<text encoder> (text:hf:minilm: texts only)",
     )
     which.add_argument(
         "--compare",
@@ -89,6 +93,16 @@ def _data_options(data: argparse._ArgumentGroup) -> None:
     )
     data.add_argument("--aro", nargs="+", metavar="JSON", help="ARO-style JSON / JSONL sets (needs --images)")
     data.add_argument("--images", metavar="DIR", help="folder the image paths of --sugarcrepe / --aro are relative to")
+    data.add_argument(
+        "--sts", nargs="+", metavar="FILE", help="STS files of scored sentence pairs, or 'builtin' (the shapes world's)"
+    )
+    data.add_argument(
+        "--sts-columns",
+        type=column_triple,
+        default=("sentence1", "sentence2", "score"),
+        metavar="A,B,SCORE",
+        help="the STS files' two text columns and gold-score column (default: sentence1,sentence2,score)",
+    )
 
 
 def _probe_options(probe: argparse._ArgumentGroup) -> None:
@@ -215,7 +229,7 @@ def _cache(args: argparse.Namespace, model: LoadedModel) -> FeatureCache | None:
         return None
     if args.cache_dir:
         return FeatureCache(args.cache_dir)
-    if model.kind == "contrastkit":
+    if model.kind == "contrastkit" and Path(model.name).is_dir():  # a run directory
         return FeatureCache(Path(model.name) / "feature-cache")
     return FeatureCache()
 
@@ -228,7 +242,7 @@ def _request(args: argparse.Namespace, model: LoadedModel) -> EvalRequest:
     data = args.data or (cfg.data.source if cfg is not None else None)
     tasks = parse_tasks(args.task or ["default"])
     if not args.task and data is None:
-        tasks = ["compositional"]  # only benchmark sets given
+        tasks = ["sts"] if args.sts else ["compositional"]  # only benchmark sets given
     return EvalRequest(
         tasks=tasks,
         data=data,
@@ -243,6 +257,8 @@ def _request(args: argparse.Namespace, model: LoadedModel) -> EvalRequest:
         fewshot=args.fewshot,
         sugarcrepe=args.sugarcrepe or (),
         aro=args.aro or (),
+        sts=args.sts or (),
+        sts_columns=args.sts_columns,
         images=args.images,
         recall_ks=args.recall_k,
         temperature=args.temperature,

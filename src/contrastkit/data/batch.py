@@ -32,6 +32,7 @@ class Batch:
     neg_captions: list[list[str]] = field(default_factory=list)  # B lists of up to K hard negatives
     image_views: Tensor | None = None  # V x B x C x H x W
     text_views: list[list[str]] | None = None  # V lists of B captions
+    anchors: list[str] | None = None  # text pairs: B anchor texts, encoded by the text tower (pixels is B x 0)
     rows: dict[str, Tensor] = field(default_factory=dict)
     events: dict[str, Tensor] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -62,6 +63,7 @@ class Batch:
             neg_captions=lists(self.neg_captions),
             image_views=None if self.image_views is None else tensors(self.image_views, 1),
             text_views=None if self.text_views is None else [lists(view) for view in self.text_views],
+            anchors=None if self.anchors is None else lists(self.anchors),
             rows={k: tensors(v, 0) for k, v in self.rows.items()},
             events={k: tensors(v, 0) for k, v in self.events.items()},
             skipped=skipped,
@@ -124,5 +126,8 @@ def collate(samples: Sequence[Sample | Skipped], skipped: Counter[str] | None = 
     views = [s.image_views for s in good if s.image_views is not None]
     if views:
         batch.image_views = torch.stack(views, dim=1)
+    if good[0].text_views is not None:  # image views, or a text pair's dropout views of its positive
         batch.text_views = [list(view) for view in zip(*[s.text_views or [] for s in good])]
+    if good[0].anchor is not None:
+        batch.anchors = [s.anchor or "" for s in good]
     return batch

@@ -15,6 +15,8 @@ A data spec (``data.source``, or ``SPEC`` on the command line) names a source::
                                      pattern "d/{00000..00009}.tar", patterns joined by "::", or a folder
     hf:TARGET                        Hugging Face datasets (contrastkit.data.hf): a save_to_disk folder,
                                      a local data file, or a Hub name
+    pairs:shapes  pairs:FILE         text pairs for text models (contrastkit.data.text_pair_source): the
+                                     shapes world's paraphrase pairs, or a CSV/TSV/JSONL/parquet file
 
 Without a KIND: a path ending in ``.csv``/``.tsv``/``.jsonl``/``.parquet`` is that manifest, one ending in
 ``.tar`` (brace patterns included) is ``wds``, and an existing directory is ``folder`` (or ``wds`` when it
@@ -64,13 +66,14 @@ SOURCES = (
     "folder:DIR",
     "wds:SHARDS",
     "hf:TARGET",
+    "pairs:FILE",
 )
 SYNTHETIC = {  # spec -> rendering style
     "synthetic:shapes": "plain",
     "synthetic:shapes-clutter": "clutter",
     "synthetic:shapes-dark": "dark",
 }
-KINDS = ("synthetic", "csv", "tsv", "jsonl", "parquet", "folder", "wds", "hf")
+KINDS = ("synthetic", "csv", "tsv", "jsonl", "parquet", "folder", "wds", "hf", "pairs")
 SPLITS = ("train", "val", "test")
 
 
@@ -154,6 +157,13 @@ def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) ->
     hashed = not per_file and cfg.val_fraction + cfg.test_fraction > 0
     part = fallback_split(split, cfg) if hashed else split
     dataset: Dataset
+    if kind == "pairs":
+        from .text_pair_source import TextPairSource
+
+        limit = None if split == "train" or raw else cfg.eval_size
+        dataset = TextPairSource(target, part, cfg, split_by_hash=hashed, limit=limit)
+        _attach_options(dataset, cfg)
+        return dataset
     if kind in ("csv", "tsv", "jsonl", "parquet"):
         from .manifest import ManifestSource
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .problems import TEXT_ERRORS, DataError, text_items
-from .table_files import MISSING, TABLE_KINDS, read_columns
+from .table_files import MISSING, TABLE_KINDS, ColumnTable, read_columns
 
 ON_ERROR = ("raise", "skip")
 
@@ -65,7 +65,10 @@ def table_kind(path: Path, kind: str | None = None) -> str:
     return chosen
 
 
-def _open(path: str | Path, kind: str | None, wanted: Sequence[str], on_error: str) -> tuple[Path, Any]:
+def open_table(
+    path: str | Path, kind: str | None, wanted: Sequence[str], on_error: str = "raise"
+) -> tuple[Path, ColumnTable]:
+    """The ``wanted`` columns of a file; an error names a column the file lacks, with the columns it has."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     path = Path(path)
@@ -92,6 +95,18 @@ def _text(value: Any, where: str, column: str, required: bool) -> list[str]:
     return texts
 
 
+def pair_of_row(
+    table: ColumnTable, row: int, where: str, anchor: str, positive: str | None, negatives: Sequence[str]
+) -> TextPair:
+    """Row ``row`` of ``table`` as a :class:`TextPair`, or the :class:`DataError` that names what is wrong."""
+    if row in table.bad_rows:
+        raise table.bad_rows[row]
+    first = _text(table.columns[anchor][row], where, anchor, True)[0]
+    second = _text(table.columns[positive][row], where, positive, True)[0] if positive else first
+    negs = tuple(t for column in negatives for t in _text(table.columns[column][row], where, column, False))
+    return TextPair(first, second, negs, where)
+
+
 def read_text_pairs(
     path: str | Path,
     anchor: str = "anchor",
@@ -102,18 +117,11 @@ def read_text_pairs(
     on_error: str = "raise",
 ) -> TextRows:
     """:class:`TextPair` rows of a file; see the module docstring."""
-    wanted = [anchor, *([positive] if positive else []), *negatives]
-    path, table = _open(path, kind, wanted, on_error)
+    path, table = open_table(path, kind, [anchor, *([positive] if positive else []), *negatives], on_error)
     out = TextRows([])
     for row, line in enumerate(table.lines):
-        where = f"{path.name} line {line}"
         try:
-            if row in table.bad_rows:
-                raise table.bad_rows[row]
-            first = _text(table.columns[anchor][row], where, anchor, True)[0]
-            second = _text(table.columns[positive][row], where, positive, True)[0] if positive else first
-            negs = tuple(t for column in negatives for t in _text(table.columns[column][row], where, column, False))
-            out.rows.append(TextPair(first, second, negs, where))
+            out.rows.append(pair_of_row(table, row, f"{path.name} line {line}", anchor, positive, negatives))
         except DataError as err:
             if on_error == "raise":
                 raise
@@ -132,7 +140,7 @@ def read_scored_pairs(
     if len(columns) != 3:
         raise ValueError(f"columns: name three (text a, text b, score), got {list(columns)}")
     a, b, score = columns
-    path, table = _open(path, kind, columns, on_error)
+    path, table = open_table(path, kind, columns, on_error)
     out = TextRows([])
     for row, line in enumerate(table.lines):
         where = f"{path.name} line {line}"

@@ -26,6 +26,8 @@ from .records import Dataset, Record
 from .row_values import ROW_VALUES, RowContext
 from .transforms import TextAugment, load_lexicon, seeded, to_tensor_views
 
+EMPTY_PIXELS = torch.zeros(0)  # a text pair's pixels
+
 
 @dataclass
 class Sample:
@@ -38,6 +40,7 @@ class Sample:
     rows: dict[str, Tensor] = field(default_factory=dict)  # per-row objective inputs (row_values)
     counts: dict[str, int] = field(default_factory=dict)  # augmentation events (e.g. synonym_skipped)
     epoch: int = 0  # the pass over the data this sample belongs to
+    anchor: str | None = None  # a text pair's first text (the record has no image; pixels is empty)
 
 
 @dataclass
@@ -162,6 +165,9 @@ class TrainingSet(torch.utils.data.Dataset):
                 for c in group
             ]
             negatives = rng.sample(pool, min(self.neg_per_image, len(pool)))
+        anchor = getattr(record, "anchor", None)
+        if anchor is not None:
+            return self._text_pair(record, anchor, caption, negatives, index, epoch, rng)
         try:
             image = record.load_image()
         except DataError as err:
@@ -180,6 +186,23 @@ class TrainingSet(torch.utils.data.Dataset):
             ]
             if text_aug and text_aug.kind == "eda":
                 sample.counts["synonym_skipped"] = text_aug.skipped_synonyms - before
+        sample.rows = {key: ROW_VALUES[key](record, self.row_context) for key in self.rows}
+        return sample
+
+    def _text_pair(
+        self,
+        record: Record,
+        anchor: str,
+        caption: str,
+        negatives: list[str],
+        index: int,
+        epoch: int,
+        rng: random.Random,
+    ) -> Sample:
+        """A text pair's sample: no pixels; its views are copies of the positive (the towers' dropout varies them)."""
+        sample = Sample(EMPTY_PIXELS, caption, negatives, index, epoch=epoch, anchor=anchor)
+        if self.views.count:
+            sample.text_views = [caption] * self.views.count
         sample.rows = {key: ROW_VALUES[key](record, self.row_context) for key in self.rows}
         return sample
 

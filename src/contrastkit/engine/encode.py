@@ -1,5 +1,8 @@
 """One batch through the models: a collated :class:`~contrastkit.data.batch.Batch` -> :class:`Encoded`.
 
+The first side of a pair is the image through the image tower, or, in a text-pair batch (``anchors``), the
+anchor text through the text tower (``Encoded.image`` then holds the anchors' embeddings).
+
 Only what the objective requires is computed (the field table of ``encoded.py`` says who
 produces what): hard-negative captions when a term reads ``neg_text`` (or its mask), extra
 views when it reads a view field, cell features for ``image_tokens``, token ids for
@@ -50,13 +53,23 @@ def _negative_tokens(model: DualEncoder, negatives: list[list[str]], device: tor
     return model.tokenize(flat).to(device), mask
 
 
+def _first_side(model: DualEncoder, first: Tensor, text_pairs: bool) -> Tensor:
+    """Features of the pair's first side: the image tower on pixels, or the text tower on a text pair's anchors."""
+    return model.text_features(first) if text_pairs else model.image_features(first)
+
+
+def _project_first(model: DualEncoder, features: Tensor, text_pairs: bool) -> Tensor:
+    return model.project_text(features) if text_pairs else model.project_image(features)
+
+
 def _frozen_copy_fields(
     model: DualEncoder,
-    pixels: Tensor,
+    first: Tensor,
     tokens: Tensor,
     neg_tokens: Tensor | None,
     neg_shape: tuple[int, ...],
     prefix: str,
+    text_pairs: bool,
 ) -> dict[str, Tensor]:
     """Embeddings of a frozen copy (teacher / reference) of the same batch, without gradient.
 
@@ -64,7 +77,7 @@ def _frozen_copy_fields(
     """
     with torch.no_grad():
         out = {
-            f"{prefix}_image": model.encode_image(pixels),
+            f"{prefix}_image": _project_first(model, _first_side(model, first, text_pairs), text_pairs),
             f"{prefix}_text": model.encode_text(tokens),
             f"{prefix}_logit_scale": model.logit_scale.detach(),
         }
@@ -74,17 +87,26 @@ def _frozen_copy_fields(
 
 
 def _view_fields(model: DualEncoder, batch: Batch, device: torch.device) -> dict[str, Tensor]:
-    """The V extra views of every row through the student: embeddings and raw features, V x B x ..."""
-    if batch.image_views is None or batch.text_views is None:
+    """The V extra views of every row through the student: embeddings and raw features, V x B x ...
+
+    A text pair's views are its anchor and positive encoded again: the towers' dropout makes them differ
+    (SimCSE's and WhitenedCSE's augmentation).
+    """
+    if batch.text_views is None or (batch.image_views is None and batch.anchors is None):
         raise ValueError("a term reads extra views but the batch has none; set data.views (e.g. 2)")
-    views = batch.image_views.to(device)  # V x B x C x H x W
-    v, b = views.shape[:2]
-    features = model.image_features(views.flatten(0, 1))
+    v, b = len(batch.text_views), len(batch)
+    if batch.anchors is not None:
+        features = model.text_features(model.tokenize(batch.anchors * v).to(device))
+        first = model.project_text(features)
+    else:
+        assert batch.image_views is not None
+        features = model.image_features(batch.image_views.to(device).flatten(0, 1))  # V x B x C x H x W in
+        first = model.project_image(features)
     captions = [c for view in batch.text_views for c in view]
     text_features = model.text_features(model.tokenize(captions).to(device))
     return {
         "image_view_features": features.view(v, b, -1),
-        "image_views": model.project_image(features).view(v, b, -1),
+        "image_views": first.view(v, b, -1),
         "text_view_features": text_features.view(v, b, -1),
         "text_views": model.project_text(text_features).view(v, b, -1),
     }
@@ -99,12 +121,16 @@ def encode_batch(
 ) -> Encoded:
     """The :class:`Encoded` of ``batch``: what ``requires`` names, plus the always-present fields."""
     device = model.log_logit_scale.device
-    pixels = batch.pixels.to(device, non_blocking=True)
+    text_pairs = batch.anchors is not None
+    if text_pairs:
+        first = model.tokenize(cast(list[str], batch.anchors)).to(device)
+    else:
+        first = batch.pixels.to(device, non_blocking=True)
     tokens = model.tokenize(batch.captions).to(device)
-    image_features = model.image_features(pixels)
+    image_features = _first_side(model, first, text_pairs)
     text_features = model.text_features(tokens)
     enc = Encoded(
-        image=model.project_image(image_features),
+        image=_project_first(model, image_features, text_pairs),
         text=model.project_text(text_features),
         image_features=image_features,
         text_features=text_features,
@@ -117,8 +143,8 @@ def encode_batch(
     if "caption_tokens" in requires:
         enc.caption_tokens = tokens
     if "image_tokens" in requires:
-        # preflight checked that the image tower has forward_tokens (the field's model_attr)
-        enc.image_tokens = cast(TokenFeatures, model.image_tower).forward_tokens(pixels)
+        # preflight checked that the image tower has forward_tokens (the field's model_attr) and the data has images
+        enc.image_tokens = cast(TokenFeatures, model.image_tower).forward_tokens(first)
     neg_tokens = None
     if NEGATIVE_FIELDS & set(requires):
         neg_tokens, enc.neg_text_mask = _negative_tokens(model, batch.neg_captions, device)
@@ -129,6 +155,7 @@ def encode_batch(
     neg_shape = tuple(enc.neg_text_mask.shape) if enc.neg_text_mask is not None else (0, 0)
     for copy, prefix, negatives in ((teacher, "teacher", neg_tokens), (reference, "reference", None)):
         if copy is not None:
-            for key, value in _frozen_copy_fields(copy, pixels, tokens, negatives, neg_shape, prefix).items():
+            fields = _frozen_copy_fields(copy, first, tokens, negatives, neg_shape, prefix, text_pairs)
+            for key, value in fields.items():
                 setattr(enc, key, value)
     return enc

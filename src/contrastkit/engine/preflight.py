@@ -39,6 +39,8 @@ def why_missing(name: str, cfg: Config, dataset: Dataset, model: DualEncoder) ->
             return "the recipe has no clusters; add a clusters section, e.g. clusters: {sizes: [100, 300], every: 500}"
         return None
     spec = FIELDS.get(name)
+    if name == "image_tokens" and getattr(dataset, "text_pairs", False):
+        return f"the data ({cfg.data.source}) is text pairs: there are no image cells"
     if spec is None:
         return f"{name!r} is not something the engine computes (extras keys must be supplied by your own training loop)"
     if spec.setting and not _lookup(cfg, spec.setting):
@@ -60,3 +62,16 @@ def missing_inputs(objective: Objective, cfg: Config, dataset: Dataset, model: D
             if reason:
                 problems.append(f"objective term {label!r} needs {name}: {reason}")
     return problems
+
+
+def mismatch(cfg: Config, dataset: Dataset) -> str | None:
+    """Why the data and the model's kind do not go together (text pairs need a text model), or None."""
+    text_pairs = bool(getattr(dataset, "text_pairs", False))
+    if text_pairs and cfg.model.image_tower != "none":
+        return f"data.source {cfg.data.source} is text pairs, which train a text model: set model.image_tower=none"
+    if not text_pairs and cfg.model.image_tower == "none":
+        return (
+            f"model.image_tower=none makes a text model, which trains on text pairs, but data.source "
+            f"{cfg.data.source} has images: use pairs:FILE or pairs:shapes, or name an image tower"
+        )
+    return None

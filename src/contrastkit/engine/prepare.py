@@ -35,7 +35,7 @@ from .clusters import ClusterTable, cluster_table_for
 from .experiment_log import RunLog
 from .host_memory import keep_freed_host_memory
 from .optim import make_optimizer
-from .preflight import missing_inputs
+from .preflight import mismatch, missing_inputs
 from .recipe import check_recipe
 from .setup import apply_speed_switches, autocast_for, frozen_copy, pick_device, training_set_for
 from .state import restore_state, resume_step
@@ -162,7 +162,7 @@ def prepare_run(
     if model_hook is not None:
         model = model_hook(model)
     train_set = open_source(cfg.data.source, "train", cfg.data)
-    problems = missing_inputs(objective, cfg, train_set, model)
+    problems = [p for p in [mismatch(cfg, train_set)] if p] + missing_inputs(objective, cfg, train_set, model)
     if problems:
         raise ValueError("the recipe cannot run on this data/model:\n  " + "\n  ".join(problems))
     model.to(device)

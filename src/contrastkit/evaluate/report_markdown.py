@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 TASK_KEYS = ("zeroshot", "retrieval", "compositional", "geometry")
+TEXT_KEYS = ("sts", "text_retrieval", "text_geometry")
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -60,9 +61,45 @@ _GEOMETRY_NOTES = {
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The Markdown text of a report dict (as written to report.json, with ``plots``)."""
     plots: Mapping[str, str] = report.get("plots", {})
+    if any(report.get(key) for key in TEXT_KEYS):  # a text model's evaluation
+        return "\n".join(_header(report) + _text_tasks(report) + _training_and_more(report, plots))
     out = _header(report) + _zeroshot(report, plots) + _retrieval(report, plots) + _linear_probe(report)
     out += _compositional(report) + _geometry(report, plots) + _training_and_more(report, plots)
     return "\n".join(out)
+
+
+def _text_tasks(report: Mapping[str, Any]) -> list[str]:
+    """STS per set, text retrieval and text geometry tables."""
+    out: list[str] = []
+    sts = report.get("sts") or {}
+    if sts:
+        out += [
+            "## Semantic textual similarity",
+            "",
+            "Spearman / Pearson correlation of cosine with the gold scores; alignment over the pairs scored at least "
+            "0.8 x the top score, uniformity over every sentence of the set (SimCSE's protocol).",
+            "",
+        ]
+        keys = ("spearman_cosine", "pearson_cosine", "alignment", "uniformity", "pairs")
+        out += _table(["set", *keys], [[name, *(_fmt(m.get(k)) for k in keys)] for name, m in sts.items()])
+    retrieval = report.get("text_retrieval") or {}
+    if retrieval:
+        out += ["## Text retrieval", "", "Each anchor a query, the distinct positives the corpus.", ""]
+        out += _table(["metric", "value"], [[k, _fmt(v)] for k, v in retrieval.items()])
+    geometry = report.get("text_geometry") or {}
+    if geometry:
+        out += ["## Text embedding geometry", ""]
+        out += _table(
+            ["metric", "value", "meaning"], [[k, _fmt(v), _TEXT_GEOMETRY_NOTES.get(k, "")] for k, v in geometry.items()]
+        )
+    return out
+
+
+_TEXT_GEOMETRY_NOTES = {
+    "alignment": "mean squared distance of anchor and positive (lower: pairs closer)",
+    "uniformity": "log mean exp(-2 d^2) over all texts (lower: more spread)",
+    "anisotropy": "mean cosine between distinct texts (0: no shared direction)",
+}
 
 
 def _header(report: Mapping[str, Any]) -> list[str]:
@@ -267,23 +304,27 @@ def _training_and_more(report: Mapping[str, Any], plots: Mapping[str, str]) -> l
     if files:
         out += ["## Result files (CLIP_benchmark format)", ""] + [f"- [{f}]({f})" for f in files] + [""]
 
-    known = set(TASK_KEYS) | {
-        "config",
-        "timing",
-        "plots",
-        "dataset",
-        "n_images",
-        "n_captions",
-        "n_unique_texts",
-        "linear_probe",
-        "compositional_benchmarks",
-        "model",
-        "feature_cache",
-        "skipped",
-        "warnings",
-        "result_files",
-        "split",
-    }
+    known = (
+        set(TASK_KEYS)
+        | set(TEXT_KEYS)
+        | {
+            "config",
+            "timing",
+            "plots",
+            "dataset",
+            "n_images",
+            "n_captions",
+            "n_unique_texts",
+            "linear_probe",
+            "compositional_benchmarks",
+            "model",
+            "feature_cache",
+            "skipped",
+            "warnings",
+            "result_files",
+            "split",
+        }
+    )
     extra = {k: v for k, v in report.items() if k not in known}
     if extra:
         out += ["## Other results", ""]

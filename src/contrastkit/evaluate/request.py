@@ -15,7 +15,8 @@ from ..data.sources import open_source
 from ..models.loaded import LoadedModel
 from .retrieval import CURVE_KS, DEFAULT_KS
 
-TASKS = ("zeroshot", "retrieval", "linear_probe", "compositional", "geometry")
+IMAGE_TASKS = ("zeroshot", "retrieval", "linear_probe", "compositional", "geometry")
+TASKS = (*IMAGE_TASKS, "sts", "text_retrieval", "text_geometry")
 DEFAULT_TASKS = ("zeroshot", "retrieval", "compositional", "geometry")
 BENCHMARK_TASK = {
     "zeroshot": "zeroshot_classification",
@@ -23,15 +24,18 @@ BENCHMARK_TASK = {
     "linear_probe": "linear_probe",
     "compositional": "compositional",
     "geometry": "geometry",
+    "sts": "sts",
+    "text_retrieval": "text_retrieval",
+    "text_geometry": "text_geometry",
 }
 
 
 def parse_tasks(spec: str | Sequence[str]) -> list[str]:
-    """``"all"``, ``"default"`` or a comma-separated subset of :data:`TASKS` -> task list."""
+    """``"all"`` (the image tasks), ``"default"`` or a comma-separated subset of :data:`TASKS` -> task list."""
     names = [s.strip() for part in ([spec] if isinstance(spec, str) else spec) for s in part.split(",") if s.strip()]
     out: list[str] = []
     for name in names:
-        expand = TASKS if name == "all" else DEFAULT_TASKS if name == "default" else (name,)
+        expand = IMAGE_TASKS if name == "all" else DEFAULT_TASKS if name == "default" else (name,)
         for task in expand:
             if task not in TASKS:
                 raise ValueError(f"--task: unknown task {task!r}; choose from {', '.join(TASKS)}, default, all")
@@ -70,6 +74,8 @@ class EvalRequest:
     seed: int = 0
     dataset: Any = None  # an already opened dataset (API use); overrides ``data``
     training_captions: Sequence[str] | None = None  # a sample of the model's training captions (class coverage)
+    sts: Sequence[str | Path] = ()  # STS files of scored sentence pairs, or "builtin" (the shapes world's)
+    sts_columns: Sequence[str] = ("sentence1", "sentence2", "score")  # text a, text b, gold score
 
 
 @dataclass

@@ -69,6 +69,7 @@ from .probe_task import linear_probe_task
 from .request import (
     BENCHMARK_TASK,
     DEFAULT_TASKS,
+    IMAGE_TASKS,
     TASKS,
     EvalRequest,
     SuiteOutput,
@@ -78,6 +79,7 @@ from .request import (
     parse_tasks,
 )
 from .retrieval import retrieval_metrics
+from .text_suite import TEXT_TASKS, run_text_tasks
 from .zeroshot import evaluate_zeroshot, format_template, zeroshot_tasks_for
 
 __all__ = [
@@ -113,14 +115,13 @@ def run_suite(model: LoadedModel, req: EvalRequest, cache: FeatureCache | None =
     dataset = req.dataset
     if dataset is None and req.data is not None:
         dataset = open_split(req, req.split)
-    needs_data = [t for t in tasks if t != "compositional"]
-    if dataset is None and needs_data:
-        raise ValueError(f"tasks {', '.join(needs_data)} need a dataset: give --data SPEC")
-    if dataset is None and not (req.sugarcrepe or req.aro):
-        raise ValueError("nothing to evaluate: give --data SPEC, --sugarcrepe or --aro")
-    if (req.sugarcrepe or req.aro) and "compositional" not in tasks:
-        raise ValueError("--sugarcrepe / --aro are inputs of the compositional task: add it to --task")
-    if dataset is not None:
+    tasks = _tasks_for(tasks, req, dataset)
+    text_tasks = [t for t in tasks if t in TEXT_TASKS]
+    if text_tasks:
+        t0 = time.perf_counter()
+        run_text_tasks(dataset, text_tasks, req, feats.texts, log, out)
+        seconds["text_tasks"] = time.perf_counter() - t0
+    elif dataset is not None:
         _dataset_tasks(dataset, tasks, req, feats, log, out, seconds)
     if "compositional" in tasks and (req.sugarcrepe or req.aro):
         t0 = time.perf_counter()
@@ -144,6 +145,28 @@ def run_suite(model: LoadedModel, req: EvalRequest, cache: FeatureCache | None =
     for entry in out.task_results:
         entry["model_fingerprint"] = fingerprint
     return out
+
+
+def _tasks_for(tasks: list[str], req: EvalRequest, dataset: Dataset | None) -> list[str]:
+    """The tasks to run: a text-pair dataset's default is the text tasks; image and text tasks do not mix."""
+    text_pairs = bool(getattr(dataset, "text_pairs", False))
+    if text_pairs and tuple(tasks) in (DEFAULT_TASKS, IMAGE_TASKS):
+        tasks = list(TEXT_TASKS)
+    image_tasks = [t for t in tasks if t not in TEXT_TASKS]
+    if image_tasks and (text_pairs or len(image_tasks) < len(tasks)):
+        raise ValueError(
+            f"tasks {', '.join(image_tasks)} need images; text pairs and STS files take {', '.join(TEXT_TASKS)}"
+        )
+    needs_data = [t for t in tasks if t not in ("compositional", "sts")]
+    if dataset is None and needs_data:
+        raise ValueError(f"tasks {', '.join(needs_data)} need a dataset: give --data SPEC")
+    if dataset is None and not (req.sugarcrepe or req.aro or req.sts):
+        raise ValueError("nothing to evaluate: give --data SPEC, --sugarcrepe, --aro or --sts")
+    if (req.sugarcrepe or req.aro) and "compositional" not in tasks:
+        raise ValueError("--sugarcrepe / --aro are inputs of the compositional task: add it to --task")
+    if req.sts and "sts" not in tasks:
+        raise ValueError("--sts names inputs of the sts task: add it to --task")
+    return tasks
 
 
 def _dataset_tasks(

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 SUMMARY_RECALL = ("image_retrieval_recall@1", "text_retrieval_recall@1")
+TEXT_SUMMARY = ("cosine_accuracy@1", "cosine_mrr@10", "cosine_ndcg@10")
 
 
 def _pct(v: Any) -> str:
@@ -56,6 +57,17 @@ def summarize_results(res: Mapping[str, Any], split: str | None = None, *, with_
             f"  effective negatives at tau {geometry.get('temperature', float('nan')):.3g}"
             f"{'':<8}{geometry['effective_negatives']:.1f} of {max(0, int(geometry.get('n_pairs', 1)) - 1)}"
         )
+    for name, metrics in (res.get("sts") or {}).items():
+        lines.append(
+            f"  STS {name:<34} spearman {metrics.get('spearman_cosine', float('nan')):.4f}  "
+            f"pearson {metrics.get('pearson_cosine', float('nan')):.4f}"
+        )
+    text_retrieval = res.get("text_retrieval") or {}
+    for key in TEXT_SUMMARY:
+        if key in text_retrieval:
+            lines.append(f"  text retrieval {key:<23} {text_retrieval[key]:.4f}")
+    for key, value in (res.get("text_geometry") or {}).items():
+        lines.append(f"  text {key:<33} {value:.4f}")
     cache = res.get("feature_cache")
     if isinstance(cache, Mapping):
         lines.append(
@@ -68,13 +80,20 @@ def summarize_results(res: Mapping[str, Any], split: str | None = None, *, with_
 
 
 def headline_metrics(res: Mapping[str, Any], prefix: str = "val") -> dict[str, float]:
-    """A few headline numbers for the metrics log: zero-shot acc1 per task, recall@1, gap."""
+    """A few headline numbers for the metrics log: zero-shot acc1 per task, recall@1, gap; STS, text retrieval."""
     flat: dict[str, float] = {}
-    for task, metrics in res["zeroshot"].items():
+    for task, metrics in (res.get("zeroshot") or {}).items():
         flat[f"{prefix}/zeroshot/{task}/acc1"] = float(metrics["acc1"])
     for key in SUMMARY_RECALL:
-        if key in res["retrieval"]:
+        if key in (res.get("retrieval") or {}):
             flat[f"{prefix}/{key}"] = float(res["retrieval"][key])
-    if "modality_gap" in res["geometry"]:
+    if "modality_gap" in (res.get("geometry") or {}):
         flat[f"{prefix}/modality_gap"] = float(res["geometry"]["modality_gap"])
+    for name, metrics in (res.get("sts") or {}).items():
+        flat[f"{prefix}/sts/{name}/spearman_cosine"] = float(metrics["spearman_cosine"])
+    for key in TEXT_SUMMARY:
+        if key in (res.get("text_retrieval") or {}):
+            flat[f"{prefix}/text_retrieval/{key}"] = float(res["text_retrieval"][key])
+    if "anisotropy" in (res.get("text_geometry") or {}):
+        flat[f"{prefix}/text_anisotropy"] = float(res["text_geometry"]["anisotropy"])
     return flat

@@ -10,11 +10,11 @@ from ..config import ModelConfig
 from .dual_encoder import DualEncoder
 from .hf_towers import HF_PREFIX, HFTextTower
 from .tiny import TinyCNN, TinyTextTransformer
-from .towers import ImageTower, TextTower
+from .towers import ImageTower, NoImageTower, TextTower
 
 OPEN_CLIP_PREFIX = "open_clip:"
 DEFAULT_LOGIT_SCALE = 1 / 0.07
-IMAGE_TOWERS = ("tiny_cnn", OPEN_CLIP_PREFIX + "<model-name>")
+IMAGE_TOWERS = ("tiny_cnn", OPEN_CLIP_PREFIX + "<model-name>", "none")
 TEXT_TOWERS = ("tiny_transformer", OPEN_CLIP_PREFIX + "<model-name>", "hf:minilm", "hf:<local-folder>")
 
 
@@ -56,6 +56,8 @@ def build_model(
 
     if cfg.image_tower == "tiny_cnn":
         image_tower = TinyCNN(cfg.width, image_size)
+    elif cfg.image_tower == "none":  # a text model: text pairs go through the text tower on both sides
+        image_tower = NoImageTower(cfg.embed_dim)
     elif parts is not None and cfg.image_tower.startswith(OPEN_CLIP_PREFIX):
         image_tower = parts.image
     else:
@@ -90,6 +92,8 @@ def build_model(
             model.image_proj = nn.Identity()
     if cfg.lock_text:
         _freeze(model.text_tower)
-        if model.text_tower.output_dim == cfg.embed_dim:
-            model.text_proj = nn.Identity()
+    # A locked text tower (LiT) or the text tower of a text model (as sentence-transformers) whose width
+    # equals embed_dim keeps its pretrained space: no projection.
+    if (cfg.lock_text or cfg.image_tower == "none") and model.text_tower.output_dim == cfg.embed_dim:
+        model.text_proj = nn.Identity()
     return model

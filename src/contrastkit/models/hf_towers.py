@@ -51,8 +51,9 @@ class HFTextTower(TextTower):
         self.output_dim = int(self.model.config.hidden_size)
 
     def tokenize(self, texts: list[str]) -> Tensor:
+        """Token ids padded to the batch's longest text (at most ``context_length``): short captions cost less."""
         return self._tokenizer(
-            list(texts), padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
+            list(texts), padding="longest", truncation=True, max_length=self.context_length, return_tensors="pt"
         )["input_ids"]
 
     def forward(self, tokens: Tensor) -> Tensor:

@@ -4,6 +4,7 @@
     model = load_model("open_clip:ViT-B-32", pretrained="weights/vit_b32.safetensors")
     model = load_model("hf:/models/clip-vit-base-patch32")           # CLIPModel / SiglipModel folder
     model = load_model("runs/demo")                                  # a contrastkit run directory
+    model = load_model("text:hf:minilm")                             # a text encoder (texts only)
     model.embedder.embed_images([...]); model.embedder.embed_texts([...])
 
 A run directory (or ``run:DIR``) is rebuilt from its ``config.json`` and the safetensors of
@@ -20,16 +21,18 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..config import Config, config_from_dict
+from ..config import Config, ModelConfig, config_from_dict
 from .build import build_model
 from .checkpoint import latest_checkpoint, load_module, read_run_config
 from .dual_encoder import DualEncoder
 from .embedder import resolve_device
 from .external import HF_PREFIX, OPEN_CLIP_PREFIX, load_hf_model, load_open_clip_model
+from .hf_towers import resolve_hf_path
 from .loaded import LoadedModel, file_hash
 from .lora import add_lora, merge_lora, read_lora_settings
 
 RUN_PREFIX = "run:"
+TEXT_PREFIX = "text:"
 
 
 def _has_bias(weights: Path) -> bool:
@@ -87,6 +90,31 @@ def load_run_model(
     return loaded
 
 
+def load_text_model(
+    tower: str, *, device: str | torch.device = "auto", precision: str = "fp32", batch_size: int | None = None
+) -> LoadedModel:
+    """A text tower as it comes (``text:hf:minilm``, ``text:hf:<folder>``): a text model in the tower's own space."""
+    if not tower.startswith(HF_PREFIX):
+        raise ValueError(
+            f"--model text:{tower}: name a Hugging Face text tower, e.g. text:hf:minilm or text:hf:<folder>"
+        )
+    from transformers import AutoConfig
+
+    folder = resolve_hf_path(tower[len(HF_PREFIX) :])
+    width = int(AutoConfig.from_pretrained(str(folder)).hidden_size)
+    model = build_model(ModelConfig(image_tower="none", text_tower=tower, embed_dim=width, context_length=64))
+    model.to(resolve_device(device)).eval()
+    weights = sorted(folder.glob("*.safetensors"))
+    return LoadedModel.of_dual_encoder(
+        model,
+        f"text:{tower}",
+        batch_size=batch_size or 256,
+        precision=precision,
+        info={"text_tower": tower, "context_length": 64},
+        weights_hash=lambda hasher: ",".join(file_hash(hasher, w) for w in weights),
+    )
+
+
 def load_model(
     spec: str,
     pretrained: str | Path | None = None,
@@ -104,7 +132,9 @@ def load_model(
         raise ValueError("--pretrained applies to open_clip:<name> models only")
     if spec.startswith(HF_PREFIX):
         return load_hf_model(spec[len(HF_PREFIX) :], device=device, precision=precision, batch_size=batch_size)
+    if spec.startswith(TEXT_PREFIX):
+        return load_text_model(spec[len(TEXT_PREFIX) :], device=device, precision=precision, batch_size=batch_size)
     run_dir = spec[len(RUN_PREFIX) :] if spec.startswith(RUN_PREFIX) else spec
     if Path(run_dir).is_dir():
         return load_run_model(run_dir, device=device, precision=precision, batch_size=batch_size)
-    raise ValueError(f"--model: {spec!r} is not a run directory, open_clip:<name> or hf:<folder>")
+    raise ValueError(f"--model: {spec!r} is not a run directory, open_clip:<name>, hf:<folder> or text:<text tower>")

@@ -57,3 +57,23 @@ class GradCheckpointing(Protocol):
 def truncated_captions(tower: nn.Module) -> int | None:
     """How many captions the tower's tokenizer has cut to fit its context so far; None when it does not count."""
     return getattr(getattr(tower, "tokenizer", None), "truncated", None)
+
+
+class NoImageTower(ImageTower):
+    """The image side of a text model (``model.image_tower: none``): text pairs encode both sides with the
+    text tower, so nothing may call this one."""
+
+    projected = True
+
+    def __init__(self, output_dim: int) -> None:
+        super().__init__()
+        self.output_dim = output_dim
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        raise TypeError("this model has no image tower (model.image_tower: none): it embeds texts only")
+
+    def image_transform(self, train: bool) -> Callable[[Image.Image], Tensor]:
+        def refuse(image: Image.Image) -> Tensor:
+            raise TypeError("this model has no image tower (model.image_tower: none): it takes no images")
+
+        return refuse

@@ -13,8 +13,12 @@ negatives (a minimal edit: swapped attributes, objects or relation, a replaced w
 another scene. Gold scores then spread over [0, 5], with the hard negatives in the middle: a model scores
 well only if it tells which words bind to which object.
 
-**Paraphrase pairs** (:func:`paraphrase_pairs`): two different true captions of one training scene as
-(anchor, positive), with one hard negative of the scene when ``negatives``.
+**Paraphrase pairs** (:func:`paraphrase_pairs`): a scene's canonical caption and one of its rewrites (the
+inverse relation chain, "a photo of ...", "there is ..."), which state the same facts (gold 5), as
+(anchor, positive), with one hard negative of the scene (a minimal edit, false for it) when ``negatives``.
+
+**Sentences** (:func:`sentences`): one true caption per scene, paired with itself (unsupervised SimCSE and
+WhitenedCSE, whose two views differ by the encoder's dropout).
 """
 
 from __future__ import annotations
@@ -82,17 +86,26 @@ def graded_pairs(n: int = 600, seed: int = 0) -> list[ScoredPair]:
     return out
 
 
-def paraphrase_pairs(size: int = 5000, seed: int = 0, negatives: bool = True) -> list[TextPair]:
-    """(caption, another caption of the same training scene[, a hard negative]) for ``size`` scenes."""
-    world = SyntheticShapes("train", size=size, seed=seed)
-    rng = random.Random(f"shapes-paraphrases/{seed}")
+def paraphrase_pairs(size: int = 5000, seed: int = 0, negatives: bool = True, split: str = "train") -> list[TextPair]:
+    """(canonical caption, a rewrite of it[, a hard negative]) for the ``size`` scenes of ``split``."""
+    world = SyntheticShapes(split, size=size, seed=seed)
+    rng = random.Random(f"shapes-paraphrases/{seed}/{split}")
     out: list[TextPair] = []
     for i in range(size):
         words = world.describe(i)
-        if len(words.captions) < 2:
-            continue
-        anchor, positive = rng.sample(words.captions, 2)
+        anchor, positive = words.captions[0], rng.choice(words.rewrites)
         pool = [t for group in words.neg_captions.values() for t in group]
         negs = (rng.choice(pool),) if negatives and pool else ()
-        out.append(TextPair(anchor, positive, negs, f"shapes-train-{i:05d}"))
+        out.append(TextPair(anchor, positive, negs, f"shapes-{split}-{i:05d}"))
+    return out
+
+
+def sentences(size: int = 5000, seed: int = 0, split: str = "train") -> list[TextPair]:
+    """One true caption of each of the ``size`` scenes of ``split``, as its own positive (unsupervised SimCSE)."""
+    world = SyntheticShapes(split, size=size, seed=seed)
+    rng = random.Random(f"shapes-sentences/{seed}/{split}")
+    out = []
+    for i in range(size):
+        caption = rng.choice(world.describe(i).captions)
+        out.append(TextPair(caption, caption, (), f"shapes-{split}-{i:05d}"))
     return out

@@ -1,0 +1,102 @@
+"""Text pairs as a training source (``data.source: pairs:...``): records with an anchor text instead of an image.
+
+    pairs:shapes          the shapes world's paraphrase pairs (a scene's caption, a rewrite stating the same
+                          facts, a hard negative; train / val / test from the world's splits, ``train_size`` /
+                          ``eval_size`` scenes)
+    pairs:shapes-sentences one caption per scene as its own positive (unsupervised SimCSE / WhitenedCSE)
+    pairs:FILE            a CSV / TSV / JSONL / parquet file: the anchor in ``data.anchor_column``, the
+                          positive in the first of ``data.caption_columns`` (the same column as the anchor:
+                          single sentences, SimCSE), hard negatives in ``data.neg_caption_columns``
+
+A record's ``anchor`` is encoded by the text tower as the first side of the pair (``Encoded.image``), its
+caption (the positive) as the second (``Encoded.text``), its negatives as ``neg_text``: every objective term
+applies unchanged. Splits follow the data spec rules of :mod:`~contrastkit.data.sources` (``{split}`` in the
+path, ``data.val_source`` / ``test_source``, the hash split on the anchor text, else the whole file). A bad
+row (empty anchor or positive, not JSON, not UTF-8) raises naming the file, line and column, or in
+``data.on_error: skip`` mode is a record with ``problem`` set, which training skips and counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..config import DataConfig, column_list
+from .problems import DataError, Problem, SourceRecord
+from .records import ZeroShotTask
+from .splits import split_of
+from .text_pairs import TextPair, open_table, pair_of_row
+
+BUILTIN = ("shapes", "shapes-sentences")
+
+
+@dataclass
+class TextPairRecord(SourceRecord):
+    """A text pair: ``anchor`` and its positive (``captions[0]``); ``neg_captions["hard"]`` its negatives."""
+
+    anchor: str = ""
+
+    def load_image(self) -> Image.Image:
+        raise TypeError(f"record {self.key}: a text pair has no image (data.source pairs:... trains text models)")
+
+
+def record_of(pair: TextPair) -> TextPairRecord:
+    negatives = {"hard": list(pair.negatives)} if pair.negatives else {}
+    return TextPairRecord(
+        image=pair.key, captions=[pair.positive], neg_captions=negatives, key=pair.key, anchor=pair.anchor
+    )
+
+
+class TextPairSource:
+    """One split of a text-pair source; see the module docstring."""
+
+    text_pairs = True  # what the engine and the evaluation suite look for
+
+    def __init__(self, target: str, split: str, cfg: DataConfig, split_by_hash: bool, limit: int | None = None) -> None:
+        self.split, self.cfg = split, cfg
+        self.name = f"pairs:{target}"
+        self.records: list[TextPairRecord | None] = []
+        if target in BUILTIN:
+            from .shapes.similarity import paraphrase_pairs, sentences
+
+            size = cfg.train_size if split == "train" else cfg.eval_size
+            make = paraphrase_pairs if target == "shapes" else sentences
+            self.records = [record_of(p) for p in make(size, cfg.seed, split=split)]
+            self.rows = list(range(len(self.records)))[:limit]
+            return
+        captions = column_list(cfg.caption_columns)
+        self.anchor = cfg.anchor_column
+        self.positive = captions[0] if captions and captions[0] != cfg.anchor_column else None
+        self.negatives = column_list(cfg.neg_caption_columns)
+        wanted = [self.anchor, *([self.positive] if self.positive else []), *self.negatives]
+        self.path, self.table = open_table(Path(target), None, wanted)
+        self.records = [None] * len(self.table.lines)
+        rows = list(range(len(self.table.lines)))
+        if split_by_hash:
+            anchors = self.table.columns[self.anchor]
+            rows = [
+                r for r in rows if split_of(str(anchors[r]), cfg.seed, cfg.val_fraction, cfg.test_fraction) == split
+            ]
+        self.rows = list(rows)[:limit]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> TextPairRecord:
+        row = self.rows[index]
+        record = self.records[row]
+        if record is None:
+            where = f"{self.path.name} line {self.table.lines[row]}"
+            try:
+                record = record_of(pair_of_row(self.table, row, where, self.anchor, self.positive, self.negatives))
+            except DataError as err:
+                if self.cfg.on_error == "raise":
+                    raise
+                record = TextPairRecord(image=where, captions=[], key=where, problem=Problem.of(err))
+            self.records[row] = record
+        return record
+
+    def zeroshot_tasks(self) -> list[ZeroShotTask]:
+        return []
