@@ -188,7 +188,9 @@ def _data_config(cfg: Config | None, sets: list[str], spec: str | None, max_reco
 
     overrides = data_overrides(sets)
     data_cfg = config_from_dict(apply_overrides((cfg or Config()).to_dict(), overrides)).data
-    if spec and not spec.startswith("synthetic:") and not any(o.startswith("data.eval_size=") for o in overrides):
+    from ..data.sources import is_generated
+
+    if spec and not is_generated(spec) and not any(o.startswith("data.eval_size=") for o in overrides):
         if max_records:
             data_cfg = dataclasses.replace(data_cfg, eval_size=max_records)
         elif not _is_shards(spec):

@@ -92,6 +92,11 @@ class DataOptions:
         return cls(cfg.on_error, cfg.rewrite_sampling, cfg.synonyms, cfg.resample, cfg.shuffle_buffer)
 
 
+def is_generated(spec: str) -> bool:
+    """Whether ``spec`` names a built-in generated source (its splits are made to size, not read from files)."""
+    return spec in SYNTHETIC or spec in ("pairs:shapes", "pairs:shapes-sentences")
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """``"csv:data/a.csv"`` -> ``("csv", "data/a.csv")``; infers the kind of a bare path."""
     spec = spec.strip()

@@ -29,7 +29,7 @@ from .records import ZeroShotTask
 from .splits import split_of
 from .text_pairs import TextPair, open_table, pair_of_row
 
-BUILTIN = ("shapes", "shapes-sentences")
+BUILTIN = ("shapes", "shapes-sentences")  # sources.is_generated knows them too
 
 
 @dataclass

@@ -79,7 +79,7 @@ from .request import (
     parse_tasks,
 )
 from .retrieval import retrieval_metrics
-from .text_suite import TEXT_TASKS, run_text_tasks
+from .text_suite import TEXT_TASKS, run_text_tasks, sts_specs
 from .zeroshot import evaluate_zeroshot, format_template, zeroshot_tasks_for
 
 __all__ = [
@@ -150,8 +150,8 @@ def run_suite(model: LoadedModel, req: EvalRequest, cache: FeatureCache | None =
 def _tasks_for(tasks: list[str], req: EvalRequest, dataset: Dataset | None) -> list[str]:
     """The tasks to run: a text-pair dataset's default is the text tasks; image and text tasks do not mix."""
     text_pairs = bool(getattr(dataset, "text_pairs", False))
-    if text_pairs and tuple(tasks) in (DEFAULT_TASKS, IMAGE_TASKS):
-        tasks = list(TEXT_TASKS)
+    if text_pairs and tuple(tasks) in (DEFAULT_TASKS, IMAGE_TASKS):  # the text tasks it can run
+        tasks = [t for t in TEXT_TASKS if t != "sts" or sts_specs(req, dataset)]
     image_tasks = [t for t in tasks if t not in TEXT_TASKS]
     if image_tasks and (text_pairs or len(image_tasks) < len(tasks)):
         raise ValueError(

@@ -31,11 +31,17 @@ BUILTIN_STS_NAME = "shapes-sts"
 BUILTIN_STS_PAIRS = 600
 
 
-def sts_sets(req: EvalRequest, dataset: Dataset | None) -> dict[str, list[ScoredPair]]:
-    """The request's STS sets by name (a ``pairs:shapes`` dataset brings the built-in one)."""
+def sts_specs(req: EvalRequest, dataset: Dataset | None) -> list[str]:
+    """The request's STS files (and ``builtin``); a ``pairs:shapes...`` dataset brings the built-in set."""
     specs = [str(s) for s in req.sts]
     if str(getattr(dataset, "name", "")).startswith("pairs:shapes") and BUILTIN_STS not in specs:
         specs.insert(0, BUILTIN_STS)
+    return specs
+
+
+def sts_sets(req: EvalRequest, dataset: Dataset | None) -> dict[str, list[ScoredPair]]:
+    """The STS sets of :func:`sts_specs` by name, read."""
+    specs = sts_specs(req, dataset)
     sets: dict[str, list[ScoredPair]] = {}
     for spec in specs:
         if spec == BUILTIN_STS:
