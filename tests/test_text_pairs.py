@@ -45,9 +45,7 @@ def test_single_sentences_are_their_own_positive(tmp_path):
 
 def test_a_missing_positive_column_is_named_with_the_columns_present(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"anchor": "a", "positve": "b"}])
-    with pytest.raises(
-        ValueError, match=r"no column 'positive' \(did you mean 'positve'\?\); the file has anchor, positve"
-    ):
+    with pytest.raises(ValueError, match=r"no column 'positive' \(did you mean 'positve'\?\); it has anchor, positve"):
         read_text_pairs(path)
 
 
@@ -78,7 +76,7 @@ def test_sts_files_with_a_header_and_their_bad_scores(tmp_path):
     path.write_text("sentence1\tsentence2\tscore\na cat\ta dog\thigh\n")
     with pytest.raises(DataError, match=r"at sts.tsv line 2: score column 'score' holds 'high', not a number"):
         read_scored_pairs(path)
-    with pytest.raises(ValueError, match=r"no column 'similarity'.*the file has sentence1, sentence2, score"):
+    with pytest.raises(ValueError, match=r"no column 'similarity'.*it has sentence1, sentence2, score"):
         read_scored_pairs(path, columns=("sentence1", "sentence2", "similarity"))
 
 
@@ -88,3 +86,28 @@ def test_unknown_suffix_and_missing_file_are_named(tmp_path):
     (tmp_path / "p.txt").write_text("x")
     with pytest.raises(ValueError, match="cannot tell the file kind from '.txt'"):
         read_text_pairs(tmp_path / "p.txt")
+
+
+def test_text_pairs_from_a_hugging_face_dataset_with_its_own_splits(tmp_path):
+    import datasets
+
+    from contrastkit.config import DataConfig
+    from contrastkit.data.sources import open_source
+
+    rows = {"q": ["a red circle", "a star"], "d": ["a photo of a red circle", "there is a star"]}
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(rows),
+            "test": datasets.Dataset.from_dict({k: v[:1] for k, v in rows.items()}),
+        }
+    ).save_to_disk(str(tmp_path / "ds"))
+    cfg = DataConfig(anchor_column="q", caption_columns="d")
+    train = open_source(f"pairs:hf:{tmp_path / 'ds'}", "train", cfg)
+    test = open_source(f"pairs:hf:{tmp_path / 'ds'}", "test", cfg)
+    assert [(r.anchor, r.captions) for r in (train[0], train[1])] == [
+        ("a red circle", ["a photo of a red circle"]),
+        ("a star", ["there is a star"]),
+    ]
+    assert len(test) == 1
+    with pytest.raises(ValueError, match=r"no column 'anchor'; it has q, d"):
+        open_source(f"pairs:hf:{tmp_path / 'ds'}", "train", DataConfig(caption_columns="d"))

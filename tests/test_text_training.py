@@ -187,4 +187,4 @@ def test_eval_scores_an_sts_file_with_its_columns_named(tmp_path, capsys):
     assert report["sts"]["sts"]["spearman_cosine"] == pytest.approx(expected["spearman_cosine"], abs=1e-6)
     assert "STS sts" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(run), "--task", "sts", "--sts", str(path), "--out", str(out)]) == 2
-    assert "no column 'sentence1'; the file has a, b, gold" in capsys.readouterr().err
+    assert "no column 'sentence1'; it has a, b, gold" in capsys.readouterr().err

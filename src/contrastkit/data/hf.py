@@ -48,29 +48,35 @@ def _load(target: str) -> Any:
     return datasets.load_dataset(target)
 
 
+def hf_split(target: str, split: str, cfg: DataConfig) -> tuple[Any, str, bool]:
+    """The dataset holding ``split`` of ``hf:TARGET``, the split to take from it and whether by hash (see above)."""
+    import datasets
+
+    loaded = _load(target)
+    hashing = cfg.val_fraction + cfg.test_fraction > 0
+    if isinstance(loaded, (datasets.DatasetDict, dict)):
+        if "train" not in loaded and not any(n in loaded for n in SPLIT_NAMES[split]):
+            raise ValueError(f"hf:{target}: no {split!r} split and no 'train' split; splits: {', '.join(loaded)}")
+        native = {s: next((n for n in SPLIT_NAMES[s] if n in loaded), None) for s in SPLIT_NAMES}
+        carve = hashing and (native["val"] is None or native["test"] is None)
+        if native[split] is not None and not (split == "train" and carve):
+            ds, by_hash = loaded[native[split]], False
+        else:
+            ds, by_hash = loaded["train"], carve
+    else:
+        ds, by_hash = loaded, hashing
+    return ds, fallback_split(split, cfg) if by_hash else split, by_hash
+
+
 class HFSource(TableSource):
     """One split of a Hugging Face dataset; see the module docstring."""
 
     def __init__(self, target: str, split: str, cfg: DataConfig) -> None:
         import datasets
 
-        loaded = _load(target)
         self.name = f"hf:{target}"
         self.base = Path(target) if Path(target).is_dir() else Path(target).parent
-        hashing = cfg.val_fraction + cfg.test_fraction > 0
-        if isinstance(loaded, (datasets.DatasetDict, dict)):
-            if "train" not in loaded and not any(n in loaded for n in SPLIT_NAMES[split]):
-                raise ValueError(f"{self.name}: no {split!r} split and no 'train' split; splits: {', '.join(loaded)}")
-            native = {s: next((n for n in SPLIT_NAMES[s] if n in loaded), None) for s in SPLIT_NAMES}
-            carve = hashing and (native["val"] is None or native["test"] is None)
-            if native[split] is not None and not (split == "train" and carve):
-                ds, by_hash = loaded[native[split]], False
-            else:
-                ds, by_hash = loaded["train"], carve
-        else:
-            ds, by_hash = loaded, hashing
-        if by_hash:
-            split = fallback_split(split, cfg)
+        ds, split, by_hash = hf_split(target, split, cfg)
         super().__init__(cfg, split, by_hash)
         check_columns(self.name, list(ds.column_names), cfg)
         feature = ds.features.get(cfg.image_column)

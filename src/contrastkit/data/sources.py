@@ -166,7 +166,8 @@ def open_source(spec: str, split: str, cfg: DataConfig, *, raw: bool = False) ->
         from .text_pair_source import TextPairSource
 
         limit = None if split == "train" or raw else cfg.eval_size
-        dataset = TextPairSource(target, part, cfg, split_by_hash=hashed, limit=limit)
+        native = target.startswith("hf:")  # a Hugging Face dataset knows which splits it has (rule 3 before rule 4)
+        dataset = TextPairSource(target, split if native else part, cfg, split_by_hash=hashed, limit=limit)
         _attach_options(dataset, cfg)
         return dataset
     if kind in ("csv", "tsv", "jsonl", "parquet"):

@@ -4,6 +4,7 @@
                           facts, a hard negative; train / val / test from the world's splits, ``train_size`` /
                           ``eval_size`` scenes)
     pairs:shapes-sentences one caption per scene as its own positive (unsupervised SimCSE / WhitenedCSE)
+    pairs:hf:TARGET       a Hugging Face dataset (``hf:`` sources' targets and splits), columns as for files
     pairs:FILE            a CSV / TSV / JSONL / parquet file: the anchor in ``data.anchor_column``, the
                           positive in the first of ``data.caption_columns`` (the same column as the anchor:
                           single sentences, SimCSE), hard negatives in ``data.neg_caption_columns``
@@ -27,7 +28,8 @@ from ..config import DataConfig, column_list
 from .problems import DataError, Problem, SourceRecord
 from .records import ZeroShotTask
 from .splits import split_of
-from .text_pairs import TextPair, open_table, pair_of_row
+from .table_files import ColumnTable
+from .text_pairs import TextPair, open_table, pair_of_row, require_columns
 
 BUILTIN = ("shapes", "shapes-sentences")  # sources.is_generated knows them too
 
@@ -47,6 +49,17 @@ def record_of(pair: TextPair) -> TextPairRecord:
     return TextPairRecord(
         image=pair.key, captions=[pair.positive], neg_captions=negatives, key=pair.key, anchor=pair.anchor
     )
+
+
+def _hf_table(target: str, split: str, cfg: DataConfig, wanted: list[str]) -> tuple[Path, ColumnTable, bool, str]:
+    """The wanted columns of a Hugging Face dataset's split (splits as ``hf:`` sources choose them)."""
+    from .hf import hf_split
+
+    ds, split, by_hash = hf_split(target, split, cfg)
+    require_columns(f"hf:{target}", list(ds.column_names), wanted)
+    table = ColumnTable(list(ds.column_names), {c: list(ds[c]) for c in dict.fromkeys(wanted)})
+    table.lines = list(range(1, len(ds) + 1))
+    return Path(f"hf:{target}"), table, by_hash, split
 
 
 class TextPairSource:
@@ -71,7 +84,10 @@ class TextPairSource:
         self.positive = captions[0] if captions and captions[0] != cfg.anchor_column else None
         self.negatives = column_list(cfg.neg_caption_columns)
         wanted = [self.anchor, *([self.positive] if self.positive else []), *self.negatives]
-        self.path, self.table = open_table(Path(target), None, wanted)
+        if target.startswith("hf:"):
+            self.path, self.table, split_by_hash, split = _hf_table(target[3:], split, cfg, wanted)
+        else:
+            self.path, self.table = open_table(Path(target), None, wanted)
         self.records = [None] * len(self.table.lines)
         rows = list(range(len(self.table.lines)))
         if split_by_hash:

@@ -75,14 +75,17 @@ def open_table(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file does not exist")
     table = read_columns(path, table_kind(path, kind), wanted, str(path))
-    for column in wanted:
-        if column not in table.present:
-            close = difflib.get_close_matches(column, table.present, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(
-                f"{path}: no column {column!r}{hint}; the file has {', '.join(table.present) or 'no columns'}"
-            )
+    require_columns(str(path), table.present, wanted)
     return path, table
+
+
+def require_columns(name: str, present: Sequence[str], wanted: Sequence[str]) -> None:
+    """Stop naming the first ``wanted`` column that ``name`` lacks, the closest one and every one it has."""
+    for column in wanted:
+        if column not in present:
+            close = difflib.get_close_matches(column, list(present), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{name}: no column {column!r}{hint}; it has {', '.join(present) or 'no columns'}")
 
 
 def _text(value: Any, where: str, column: str, required: bool) -> list[str]:
