@@ -23,7 +23,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from contrastkit.evaluate.text_suite import TEXT_TASKS
 from contrastkit.evaluate.verdicts import Condition, claim_verdict, condition_verdict, paired_difference, summarize
 from contrastkit.models.load import load_model
 from results_file import command_line, cpu_name, write_section
+from testbed_claims import Claim
 
 SECTION = "Text pairs on the shapes world"
 ARMS: dict[str, tuple[str, list[str]]] = {
@@ -49,15 +49,6 @@ METRICS = {
     "anisotropy": ("text_geometry", None, "anisotropy"),
     "mrr@10": ("text_retrieval", None, "cosine_mrr@10"),
 }
-
-
-@dataclass(frozen=True)
-class Claim:
-    paper: str
-    claim: str
-    method: str
-    control: str
-    conditions: tuple[Condition, ...]
 
 
 CLAIMS = (
