@@ -111,3 +111,17 @@ def test_text_pairs_from_a_hugging_face_dataset_with_its_own_splits(tmp_path):
     assert len(test) == 1
     with pytest.raises(ValueError, match=r"no column 'anchor'; it has q, d"):
         open_source(f"pairs:hf:{tmp_path / 'ds'}", "train", DataConfig(caption_columns="d"))
+
+
+def test_data_check_lists_a_pairs_files_bad_rows(tmp_path):
+    from contrastkit.config import DataConfig
+    from contrastkit.data.check import check_source
+    from contrastkit.data.sources import open_source
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "", "positive": "c"}\n{oops\n')
+    source = open_source(f"pairs:{path}", "train", DataConfig(caption_columns="positive", on_error="skip"))
+    report = check_source(source, progress=False)
+    assert (report.records, report.good) == (3, 1)
+    assert report.counts == {"empty_caption": 1, "invalid_row": 1}
+    assert report.examples["empty_caption"][0].where == "p.jsonl line 2"

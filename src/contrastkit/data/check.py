@@ -85,7 +85,8 @@ def check_source(
             report.add(item, examples)
             continue
         try:
-            item.load_image()
+            if getattr(item, "anchor", None) is None:  # a text pair has an anchor text instead of an image
+                item.load_image()
         except DataError as err:
             report.add(Problem.of(err), examples)
             continue
