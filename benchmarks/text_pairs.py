@@ -110,6 +110,9 @@ def untuned_report(runs_dir: Path) -> dict[str, Any]:
 
 
 def fmt(values: list[float]) -> str:
+    """mean ± sd, or a dash where the arm has no such metric (retrieval on single sentences)."""
+    if any(v != v for v in values):
+        return "—"
     s = summarize(values)
     return f"{s.mean:.4f} ± {s.sd:.4f}"
 
