@@ -73,6 +73,7 @@ def make_inputs() -> dict[str, torch.Tensor]:
         "groups": torch.tensor([0, 1, 1, 2, 3, 3, 4, 5]),
         "tokens": tokens,
         "neg_mask": torch.rand(B, K, generator=g) > 0.2,
+        "labels": torch.tensor([0, 1, 1, 2, 0, 2, 1, -1]),
     }
 
 
@@ -109,6 +110,7 @@ def encode(model: dict, inputs: dict, rows: slice) -> Encoded:
         reference_logit_scale=torch.tensor(12.0),
         tags=inputs["tags"][rows],
         group_ids=inputs["groups"][rows],
+        labels=inputs["labels"][rows],
         caption_tokens=inputs["tokens"][rows],
         image_tokens=feats(inputs["x_cells"][rows], model["w_tokens"]),
     )

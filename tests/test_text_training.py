@@ -188,3 +188,53 @@ def test_eval_scores_an_sts_file_with_its_columns_named(tmp_path, capsys):
     assert "STS sts" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(run), "--task", "sts", "--sts", str(path), "--out", str(out)]) == 2
     assert "no column 'sentence1'; it has a, b, gold" in capsys.readouterr().err
+
+
+def test_input_label_contrast_trains_a_text_classifier_from_a_labelled_file(tmp_path):
+    from contrastkit.data.shapes import SyntheticShapes
+
+    world = SyntheticShapes("train", size=300, seed=0)
+    rows = []
+    for i in range(300):  # single-object captions, labelled by their shape
+        scene = world.scene(i)
+        if len(scene.objects) == 1:
+            rows.append({"text": world.describe(i).captions[0], "shape": scene.objects[0].shape})
+    rows.append({"text": "a caption without a label", "shape": ""})
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = [i for i in TINY_TEXT if not i.startswith(("data.source", "data.neg_per_image", "objective", "train.steps"))]
+    run = _train(
+        tmp_path,
+        [
+            *base,
+            f"data.source=pairs:{path}",
+            "data.anchor_column=text",
+            "data.label_column=shape",
+            "data.class_template=the shape {}",
+            "data.test_fraction=0.3",
+            "data.on_error=skip",
+            "objective=[{name: label_contrast}]",
+            "train.steps=40",
+            "train.lr=3e-3",
+        ],
+    )
+    report = json.loads((run / "report.json").read_text())
+    source = open_source(
+        f"pairs:{path}",
+        "train",
+        load_config(
+            None,
+            [
+                f"data.source=pairs:{path}",
+                "data.anchor_column=text",
+                "data.label_column=shape",
+                "data.class_template=the shape {}",
+            ],
+        ).data,
+    )
+    assert source.classnames == sorted({r["shape"] for r in rows if r["shape"]})
+    first = source[0]
+    assert first.captions == [f"the shape {source.classnames[first.label]}"]  # the positive is the class description
+    chance = 1 / len(source.classnames)
+    assert report["text_classification"]["acc1"] > chance + 0.3  # the shape word decides the class
+    assert report["text_classification"]["classes"] == len(source.classnames)

@@ -197,6 +197,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "hq_tags": Recipe({"num_tags": T}),
     "hycd": Recipe(),
+    "label_contrast": Recipe(),
     "lmix": Recipe(),
     "m2mix": Recipe(),
     "matryoshka": Recipe({"dims": [3, 6], "term": "negclip"}),

@@ -9,6 +9,10 @@
                           positive in the first of ``data.caption_columns`` (the same column as the anchor:
                           single sentences, SimCSE), hard negatives in ``data.neg_caption_columns``
 
+With ``data.label_column`` set (a file or HF dataset), each row's positive is its class description,
+``data.class_template`` filled with the class name (e.g. ``--set data.class_template='a text about {}'``),
+and the record carries its class id (``labels``: the ``label_contrast`` term, the ``text_classification`` task).
+
 A record's ``anchor`` is encoded by the text tower as the first side of the pair (``Encoded.image``), its
 caption (the positive) as the second (``Encoded.text``), its negatives as ``neg_text``: every objective term
 applies unchanged. Splits follow the data spec rules of :mod:`~contrastkit.data.sources` (``{split}`` in the
@@ -25,10 +29,11 @@ from pathlib import Path
 from PIL import Image
 
 from ..config import DataConfig, column_list
+from .manifest import class_names
 from .problems import DataError, Problem, SourceRecord
 from .records import ZeroShotTask
 from .splits import split_of
-from .table_files import ColumnTable
+from .table_files import MISSING, ColumnTable
 from .text_pairs import TextPair, open_table, pair_of_row, require_columns
 
 BUILTIN = ("shapes", "shapes-sentences")  # sources.is_generated knows them too
@@ -71,6 +76,7 @@ class TextPairSource:
         self.split, self.cfg = split, cfg
         self.name = f"pairs:{target}"
         self.records: list[TextPairRecord | None] = []
+        self.classnames: list[str] = []
         if target in BUILTIN:
             from .shapes.similarity import paraphrase_pairs, sentences
 
@@ -80,10 +86,12 @@ class TextPairSource:
             self.rows = list(range(len(self.records)))[:limit]
             return
         captions = column_list(cfg.caption_columns)
-        self.anchor = cfg.anchor_column
-        self.positive = captions[0] if captions and captions[0] != cfg.anchor_column else None
+        self.anchor, self.label = cfg.anchor_column, cfg.label_column
+        labelled = bool(self.label)  # the positive is the class description, not a column
+        self.positive = captions[0] if captions and captions[0] != cfg.anchor_column and not labelled else None
         self.negatives = column_list(cfg.neg_caption_columns)
         wanted = [self.anchor, *([self.positive] if self.positive else []), *self.negatives]
+        wanted += [self.label] if labelled else []
         if target.startswith("hf:"):
             self.path, self.table, split_by_hash, split = _hf_table(target[3:], split, cfg, wanted)
         else:
@@ -96,6 +104,9 @@ class TextPairSource:
                 r for r in rows if split_of(str(anchors[r]), cfg.seed, cfg.val_fraction, cfg.test_fraction) == split
             ]
         self.rows = list(rows)[:limit]
+        self._class_ids: dict[object, int] = {}
+        if labelled:
+            self.classnames, self._class_ids = class_names(self.table.columns[self.label])
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -107,12 +118,23 @@ class TextPairSource:
             where = f"{self.path.name} line {self.table.lines[row]}"
             try:
                 record = record_of(pair_of_row(self.table, row, where, self.anchor, self.positive, self.negatives))
+                if self.label:
+                    self._describe(record, row, where)
             except DataError as err:
                 if self.cfg.on_error == "raise":
                     raise
                 record = TextPairRecord(image=where, captions=[], key=where, problem=Problem.of(err))
             self.records[row] = record
         return record
+
+    def _describe(self, record: TextPairRecord, row: int, where: str) -> None:
+        """A labelled row: its class id, and ``data.class_template`` filled with the class name as the positive."""
+        value = self.table.columns[self.label][row]
+        key = value if isinstance(value, int) and not isinstance(value, bool) else str(value).strip()
+        if value is None or value is MISSING or key == "" or key not in self._class_ids:
+            raise DataError("missing_column", where, f"column {self.label!r} holds no class label")
+        record.label = self._class_ids[key]
+        record.captions = [self.cfg.class_template.format(self.classnames[record.label])]
 
     def zeroshot_tasks(self) -> list[ZeroShotTask]:
         return []

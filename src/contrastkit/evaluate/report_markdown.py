@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 TASK_KEYS = ("zeroshot", "retrieval", "compositional", "geometry")
-TEXT_KEYS = ("sts", "text_retrieval", "text_geometry")
+TEXT_KEYS = ("sts", "text_retrieval", "text_classification", "text_geometry")
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -86,6 +86,15 @@ def _text_tasks(report: Mapping[str, Any]) -> list[str]:
     if retrieval:
         out += ["## Text retrieval", "", "Each anchor a query, the distinct positives the corpus.", ""]
         out += _table(["metric", "value"], [[k, _fmt(v)] for k, v in retrieval.items()])
+    classification = report.get("text_classification") or {}
+    if classification:
+        out += [
+            "## Text classification by label contrast",
+            "",
+            "Each input's class: the nearest class description.",
+            "",
+        ]
+        out += _table(["metric", "value"], [[k, _fmt(v)] for k, v in classification.items()])
     geometry = report.get("text_geometry") or {}
     if geometry:
         out += ["## Text embedding geometry", ""]

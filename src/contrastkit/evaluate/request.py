@@ -16,7 +16,7 @@ from ..models.loaded import LoadedModel
 from .retrieval import CURVE_KS, DEFAULT_KS
 
 IMAGE_TASKS = ("zeroshot", "retrieval", "linear_probe", "compositional", "geometry")
-TASKS = (*IMAGE_TASKS, "sts", "text_retrieval", "text_geometry")
+TASKS = (*IMAGE_TASKS, "sts", "text_retrieval", "text_classification", "text_geometry")
 DEFAULT_TASKS = ("zeroshot", "retrieval", "compositional", "geometry")
 BENCHMARK_TASK = {
     "zeroshot": "zeroshot_classification",
@@ -26,6 +26,7 @@ BENCHMARK_TASK = {
     "geometry": "geometry",
     "sts": "sts",
     "text_retrieval": "text_retrieval",
+    "text_classification": "text_classification",
     "text_geometry": "text_geometry",
 }
 

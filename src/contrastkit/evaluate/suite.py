@@ -151,7 +151,12 @@ def _tasks_for(tasks: list[str], req: EvalRequest, dataset: Dataset | None) -> l
     """The tasks to run: a text-pair dataset's default is the text tasks; image and text tasks do not mix."""
     text_pairs = bool(getattr(dataset, "text_pairs", False))
     if text_pairs and tuple(tasks) in (DEFAULT_TASKS, IMAGE_TASKS):  # the text tasks it can run
-        tasks = [t for t in TEXT_TASKS if t != "sts" or sts_specs(req, dataset)]
+        labelled = bool(getattr(dataset, "classnames", None))
+        tasks = [
+            t
+            for t in TEXT_TASKS
+            if (t != "sts" or sts_specs(req, dataset)) and (t != "text_classification" or labelled)
+        ]
     image_tasks = [t for t in tasks if t not in TEXT_TASKS]
     if image_tasks and (text_pairs or len(image_tasks) < len(tasks)):
         raise ValueError(

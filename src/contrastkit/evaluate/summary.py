@@ -66,6 +66,8 @@ def summarize_results(res: Mapping[str, Any], split: str | None = None, *, with_
     for key in TEXT_SUMMARY:
         if key in text_retrieval:
             lines.append(f"  text retrieval {key:<23} {text_retrieval[key]:.4f}")
+    if "acc1" in (res.get("text_classification") or {}):
+        lines.append(f"  text classification by label contrast   acc1 {_pct(res['text_classification']['acc1'])}")
     for key, value in (res.get("text_geometry") or {}).items():
         lines.append(f"  text {key:<33} {value:.4f}")
     cache = res.get("feature_cache")
@@ -94,6 +96,8 @@ def headline_metrics(res: Mapping[str, Any], prefix: str = "val") -> dict[str, f
     for key in TEXT_SUMMARY:
         if key in (res.get("text_retrieval") or {}):
             flat[f"{prefix}/text_retrieval/{key}"] = float(res["text_retrieval"][key])
+    if "acc1" in (res.get("text_classification") or {}):
+        flat[f"{prefix}/text_classification/acc1"] = float(res["text_classification"]["acc1"])
     if "anisotropy" in (res.get("text_geometry") or {}):
         flat[f"{prefix}/text_anisotropy"] = float(res["text_geometry"]["anisotropy"])
     return flat

@@ -7,6 +7,8 @@
 - ``text_retrieval``: on a text-pair split, each anchor is a query and the distinct positives are the
   corpus, its own positive the relevant document (:mod:`~contrastkit.evaluate.text_retrieval`); skipped
   (and said so) on single sentences.
+- ``text_classification``: on labelled pairs (``data.label_column``), the accuracy of the nearest class
+  description (input–label contrast as a classifier).
 - ``text_geometry``: alignment of the anchor / positive pairs (not for single sentences), uniformity and
   anisotropy (:mod:`~contrastkit.evaluate.text_geometry`).
 
@@ -17,6 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from ..data.records import Dataset, Record
 from ..data.shapes.similarity import graded_pairs
 from ..data.text_pairs import ScoredPair, read_scored_pairs
@@ -25,7 +30,7 @@ from .sts import EmbedTexts, evaluate_sts
 from .text_geometry import text_geometry
 from .text_retrieval import retrieval_metrics
 
-TEXT_TASKS = ("sts", "text_retrieval", "text_geometry")
+TEXT_TASKS = ("sts", "text_retrieval", "text_classification", "text_geometry")
 BUILTIN_STS = "builtin"
 BUILTIN_STS_NAME = "shapes-sts"
 BUILTIN_STS_PAIRS = 600
@@ -49,6 +54,19 @@ def sts_sets(req: EvalRequest, dataset: Dataset | None) -> dict[str, list[Scored
         else:
             sets[Path(spec).stem] = read_scored_pairs(spec, columns=tuple(req.sts_columns)).rows
     return sets
+
+
+def classify_by_label(dataset: Dataset, records: list[Record], inputs: Tensor, embed: EmbedTexts) -> dict[str, float]:
+    """Accuracy of the class whose description (``data.class_template`` with its name) is nearest each input."""
+    classnames = list(getattr(dataset, "classnames", []))
+    labelled = [i for i, r in enumerate(records) if r.label is not None and r.label >= 0]
+    if not classnames or not labelled:
+        raise ValueError("text_classification needs labelled text pairs: set data.label_column")
+    template = str(getattr(getattr(dataset, "cfg", None), "class_template", "{}"))
+    descriptions = embed([template.format(c) for c in classnames])
+    predicted = (inputs[labelled] @ descriptions.T).argmax(1)
+    truth = torch.tensor([int(records[i].label or 0) for i in labelled])
+    return {"acc1": float((predicted == truth).double().mean()), "classes": float(len(classnames))}
 
 
 def _anchor(record: Record) -> str:
@@ -89,6 +107,9 @@ def run_text_tasks(
         scores = anchor_emb @ embed(corpus).T
         out.results["text_retrieval"] = metrics = retrieval_metrics(scores, [{at[p]} for p in positives])
         log.add("text_retrieval", name, metrics, split=req.split)
+    if "text_classification" in tasks:
+        out.results["text_classification"] = metrics = classify_by_label(dataset, records, anchor_emb, embed)
+        log.add("text_classification", name, metrics, split=req.split)
     if "text_geometry" in tasks:
         metrics = text_geometry(anchor_emb.double(), positive_emb.double())
         if single:
