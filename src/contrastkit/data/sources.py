@@ -94,7 +94,10 @@ class DataOptions:
 
 def is_generated(spec: str) -> bool:
     """Whether ``spec`` names a built-in generated source (its splits are made to size, not read from files)."""
-    return spec in SYNTHETIC or spec in ("pairs:shapes", "pairs:shapes-sentences")
+    from .text_pair_source import BUILTIN
+
+    kind, _, target = spec.partition(":")
+    return spec in SYNTHETIC or (kind == "pairs" and target in BUILTIN)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

@@ -36,7 +36,7 @@ from .splits import split_of
 from .table_files import MISSING, ColumnTable
 from .text_pairs import TextPair, open_table, pair_of_row, require_columns
 
-BUILTIN = ("shapes", "shapes-sentences")  # sources.is_generated knows them too
+BUILTIN = ("shapes", "shapes-sentences")  # pairs:shapes, pairs:shapes-sentences: made from the shapes world
 
 
 @dataclass
