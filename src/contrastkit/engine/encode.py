@@ -95,13 +95,14 @@ def _view_fields(model: DualEncoder, batch: Batch, device: torch.device) -> dict
     if batch.text_views is None or (batch.image_views is None and batch.anchors is None):
         raise ValueError("a term reads extra views but the batch has none; set data.views (e.g. 2)")
     v, b = len(batch.text_views), len(batch)
+    text_pairs = batch.anchors is not None
     if batch.anchors is not None:
-        features = model.text_features(model.tokenize(batch.anchors * v).to(device))
-        first = model.project_text(features)
+        inputs = model.tokenize(batch.anchors * v).to(device)
     else:
         assert batch.image_views is not None
-        features = model.image_features(batch.image_views.to(device).flatten(0, 1))  # V x B x C x H x W in
-        first = model.project_image(features)
+        inputs = batch.image_views.to(device).flatten(0, 1)  # V x B x C x H x W -> VB x C x H x W
+    features = _first_side(model, inputs, text_pairs)
+    first = _project_first(model, features, text_pairs)
     captions = [c for view in batch.text_views for c in view]
     text_features = model.text_features(model.tokenize(captions).to(device))
     return {
