@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,7 @@ def write_report(
     image_emb: Tensor | None = None,
     text_emb: Tensor | None = None,
     plots: bool = True,
+    figures: Mapping[str, Callable[[Path], None]] | None = None,
 ) -> dict[str, Any]:
     """Write report.json, report.md and plots into ``run_dir`` (created if needed); return the report dict.
 
@@ -120,7 +121,8 @@ def write_report(
 
     ``results`` is typically :func:`~contrastkit.evaluate.suite.run_suite`'s
     dict. ``image_emb`` / ``text_emb`` (row i matched to row i) enable the
-    embedding-gap and similarity plots; ``metrics_log`` (JSON Lines) the loss curve.
+    embedding-gap and similarity plots; ``metrics_log`` (JSON Lines) the loss curve; ``figures``
+    (name -> a function drawing a PNG at the path it is given, e.g. the dense probe's maps) more pictures.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,28 @@ def write_report(
             plot_similarity_hist(image_emb, text_emb, run_dir / "similarity_hist.png")
             written["similarity_hist"] = "similarity_hist.png"
 
-    for name, metrics in (report["zeroshot"] or {}).items() if want_plots else ():
+    if want_plots:
+        _zeroshot_plots(report["zeroshot"] or {}, run_dir, written)
+
+    curve = (report["retrieval"] or {}).get("recall_curve") if isinstance(report["retrieval"], Mapping) else None
+    if want_plots and curve and curve.get("k"):
+        plot_recall_curve(curve, run_dir / "recall_at_k.png")
+        written["recall_at_k"] = "recall_at_k.png"
+
+    for name, draw in (figures or {}).items() if want_plots else ():
+        draw(run_dir / f"{name}.png")
+        written[name] = f"{name}.png"
+
+    report["plots"] = written
+    report = to_jsonable(report)
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    return report
+
+
+def _zeroshot_plots(zeroshot: Mapping[str, Any], run_dir: Path, written: dict[str, str]) -> None:
+    """A confusion matrix and a per-class recall bar chart per zero-shot task, named into ``written``."""
+    for name, metrics in zeroshot.items():
         conf = metrics.get("confusion_matrix") if isinstance(metrics, Mapping) else None
         if conf and 2 <= len(conf) <= 40:
             fname = f"confusion_{_slug(name)}.png"
@@ -161,7 +184,7 @@ def write_report(
             )
             written[f"confusion/{name}"] = fname
 
-    for name, metrics in (report["zeroshot"] or {}).items() if want_plots else ():
+    for name, metrics in zeroshot.items():
         recall = metrics.get("per_class_recall") if isinstance(metrics, Mapping) else None
         if recall and 2 <= len(recall) <= 100:
             fname = f"per_class_{_slug(name)}.png"
@@ -169,14 +192,3 @@ def write_report(
                 fname = fname[:-4] + "_.png"
             plot_per_class(recall, run_dir / fname, title=f"Zero-shot per-class recall: {name}")
             written[f"per_class/{name}"] = fname
-
-    curve = (report["retrieval"] or {}).get("recall_curve") if isinstance(report["retrieval"], Mapping) else None
-    if want_plots and curve and curve.get("k"):
-        plot_recall_curve(curve, run_dir / "recall_at_k.png")
-        written["recall_at_k"] = "recall_at_k.png"
-
-    report["plots"] = written
-    report = to_jsonable(report)
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
-    return report

@@ -64,6 +64,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if any(report.get(key) for key in TEXT_KEYS):  # a text model's evaluation
         return "\n".join(_header(report) + _text_tasks(report) + _training_and_more(report, plots))
     out = _header(report) + _zeroshot(report, plots) + _retrieval(report, plots) + _linear_probe(report)
+    out += _dense(report, plots)
     out += _compositional(report) + _geometry(report, plots) + _training_and_more(report, plots)
     return "\n".join(out)
 
@@ -231,6 +232,38 @@ def _linear_probe(report: Mapping[str, Any]) -> list[str]:
                     ]
                 )
         out += _table(["task", "training data", "train examples", "C", "acc1", "acc5", "mean per-class recall"], rows)
+    return out
+
+
+def _dense(report: Mapping[str, Any], plots: Mapping[str, str]) -> list[str]:
+    """Dense probe per attribute (when the evaluation ran it): probe cells, mIoU, open vocabulary."""
+    dense = report.get("dense") or {}
+    if not dense or "skipped" in dense:
+        return [f"## Dense probe\n\n_Skipped: {dense['skipped']}._", ""] if dense else []
+    out = [
+        "## Dense probe",
+        "",
+        f"Frozen cell features on a {dense.get('grid')} x {dense.get('grid')} grid; a cell's class is the object "
+        f"covering >= {100 * float(dense.get('min_fraction', 0)):.0f}% of it, else background. Linear probe trained on "
+        f"{dense.get('n_train_images')} train images; open vocabulary: cell embeddings against the class prompts.",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            _pct(m.get("cell_acc")),
+            _pct(m.get("object_cell_acc")),
+            _pct(m.get("miou")),
+            _pct(m.get("open_vocab_object_cell_acc")),
+            _fmt(m.get("n_object_cells")),
+        ]
+        for name, m in dense.items()
+        if isinstance(m, Mapping) and "miou" in m
+    ]
+    header = ["attribute", "cell acc", "object-cell acc", "mIoU", "open-vocab object-cell acc", "object cells"]
+    out += _table(header, rows)
+    if "dense_maps" in plots:
+        out += [f"![dense probe maps]({plots['dense_maps']})", ""]
     return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from ..data.sources import open_source
 from ..models.loaded import LoadedModel
 from .retrieval import CURVE_KS, DEFAULT_KS
 
-IMAGE_TASKS = ("zeroshot", "retrieval", "linear_probe", "compositional", "geometry")
+IMAGE_TASKS = ("zeroshot", "retrieval", "linear_probe", "compositional", "geometry", "dense")
 TASKS = (*IMAGE_TASKS, "sts", "text_retrieval", "text_classification", "text_geometry")
 DEFAULT_TASKS = ("zeroshot", "retrieval", "compositional", "geometry")
 BENCHMARK_TASK = {
@@ -24,6 +24,7 @@ BENCHMARK_TASK = {
     "linear_probe": "linear_probe",
     "compositional": "compositional",
     "geometry": "geometry",
+    "dense": "dense_probe",
     "sts": "sts",
     "text_retrieval": "text_retrieval",
     "text_classification": "text_classification",
@@ -88,6 +89,7 @@ class SuiteOutput:
     image_emb: Tensor | None = None  # matched pairs (captioned records) for the plots
     text_emb: Tensor | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Callable[[Path], None]] = field(default_factory=dict)  # name -> draws <name>.png at a path
 
 
 class TaskLog:

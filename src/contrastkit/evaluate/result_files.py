@@ -53,4 +53,5 @@ def write_suite(
         image_emb=output.image_emb,
         text_emb=output.text_emb,
         plots=plots,
+        figures=output.figures,
     )

@@ -63,6 +63,7 @@ from .benchmark_files import read_aro, read_sugarcrepe
 from .cache import FeatureCache
 from .class_coverage import coverage_warning, unseen_classnames
 from .compositional import evaluate_choices, evaluate_compositional, record_pairs
+from .dense_task import dense_task
 from .features import Features
 from .geometry import geometry_metrics
 from .probe_task import linear_probe_task
@@ -244,6 +245,12 @@ def _dataset_tasks(
         t0 = time.perf_counter()
         results["linear_probe"] = linear_probe_task(req, feats, zs_tasks, image_emb, log, task_dataset, records)
         seconds["linear_probe"] = time.perf_counter() - t0
+    if "dense" in tasks:
+        t0 = time.perf_counter()
+        results["dense"], picture = dense_task(req, feats.model.embedder, feats.texts, zs_tasks, records, log, ds_name)
+        if picture is not None:
+            out.figures["dense_maps"] = picture
+        seconds["dense"] = time.perf_counter() - t0
 
 
 def _pairs_and_geometry(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from .towers import ImageTower, TextTower
+from .towers import ImageTower, TextTower, TokenFeatures
 
 
 class DualEncoder(nn.Module):
@@ -75,6 +76,23 @@ class DualEncoder(nn.Module):
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         return self.project_text(self.text_features(tokens))
+
+    @property
+    def has_cells(self) -> bool:
+        """Whether the image tower gives per-cell features (``forward_tokens``)."""
+        return callable(getattr(self.image_tower, "forward_tokens", None))
+
+    def encode_cells(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-cell features (B x N x F) and their embeddings in the joint space (B x N x D, unit rows).
+
+        A cell's embedding is its feature through the tower's own token projection (``project_tokens``;
+        an open_clip ViT's ``proj``) and the model's image projection, as MaskCLIP (Zhou et al. 2022)
+        reads dense predictions out of CLIP.
+        """
+        tower = self.image_tower
+        cells = cast(TokenFeatures, tower).forward_tokens(pixels)
+        to_joint = getattr(tower, "project_tokens", None)
+        return cells, self.project_image(to_joint(cells) if callable(to_joint) else cells)
 
     def tokenize(self, texts: list[str]) -> Tensor:
         return self.text_tower.tokenize(list(texts))

@@ -77,6 +77,7 @@ class TorchEmbedder:
         precision: str = "fp32",
         batch_size: int = 256,
         normalize: bool = True,
+        encode_cells: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -89,6 +90,7 @@ class TorchEmbedder:
         self.precision = precision
         self.batch_size = batch_size
         self.normalize = normalize
+        self.encode_cells = encode_cells
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "amp":
@@ -123,6 +125,18 @@ class TorchEmbedder:
         return torch.cat(parts) if parts else torch.empty(0, 0)
 
     @torch.inference_mode()
+    def embed_cells(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """B x C x H x W -> per-cell features (B x N x F) and joint-space cell embeddings (B x N x D), CPU float32.
+
+        Only for models built with ``encode_cells`` (a DualEncoder whose image tower gives cell tokens).
+        """
+        if self.encode_cells is None:
+            raise ValueError("this model's image tower gives no per-cell features (needed by the dense probe)")
+        with self._eval_mode(), self._autocast():
+            cells, joint = self.encode_cells(pixels.to(self.device, non_blocking=True))
+        return cells.float().cpu(), joint.float().cpu()
+
+    @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str]) -> Tensor:
         parts = []
         with self._eval_mode():
@@ -150,4 +164,5 @@ def dual_encoder_embedder(model: DualEncoder, *, batch_size: int = 256, precisio
         precision=precision,
         batch_size=batch_size,
         normalize=False,
+        encode_cells=model.encode_cells if model.has_cells else None,
     )

@@ -65,6 +65,29 @@ class OpenClipImageTower(ImageTower):
     def forward(self, pixels: Tensor) -> Tensor:
         return self.visual(pixels)
 
+    def forward_tokens(self, pixels: Tensor) -> Tensor:
+        """The ViT's patch tokens after its final LayerNorm, before ``proj`` (B x N x width).
+
+        open_clip returns them beside the pooled output when ``output_tokens`` is set; other image towers
+        (ModifiedResNet, timm) have no such switch and are refused with the reason.
+        """
+        if not hasattr(self.visual, "output_tokens"):
+            raise ValueError(
+                f"open_clip:{self.name}: its image tower ({type(self.visual).__name__}) gives no patch tokens; "
+                "the dense terms and the dense probe need an open_clip ViT"
+            )
+        self.visual.output_tokens = True
+        try:
+            _, tokens = self.visual(pixels)
+        finally:
+            self.visual.output_tokens = False
+        return tokens
+
+    def project_tokens(self, tokens: Tensor) -> Tensor:
+        """Patch tokens into the joint space with the pooled output's own projection (MaskCLIP's reading)."""
+        proj = getattr(self.visual, "proj", None)
+        return tokens @ proj if proj is not None else tokens
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.visual.set_grad_checkpointing(enable)
 

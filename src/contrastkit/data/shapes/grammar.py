@@ -97,6 +97,15 @@ class Scene:
     layout: str
     image_size: int
 
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Scene:
+        """The scene a record's ``meta`` describes (the inverse of :meth:`to_meta`)."""
+        objects = tuple(
+            SceneObject(o["shape"], o["colour"], o["size"], float(o["x"]), float(o["y"]), float(o["radius"]))
+            for o in meta["objects"]
+        )
+        return cls(objects, str(meta["layout"]), int(meta["image_size"]))
+
     def to_meta(self) -> dict[str, Any]:
         """Plain (JSON-ready) description of the scene."""
         return {

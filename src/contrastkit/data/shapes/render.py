@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -103,12 +104,25 @@ def render_scene(scene: Scene, style: str = "plain", rng: random.Random | None =
         image = clutter_background(scene.image_size, rng)
     else:
         raise ValueError(f"render_scene: unknown style {style!r}; choose one of {', '.join(STYLES)}")
-    draw = ImageDraw.Draw(image)
-    for obj in scene.objects:
-        fill = COLOUR_RGB[obj.colour]
+    _draw_objects(scene, ImageDraw.Draw(image), [COLOUR_RGB[obj.colour] for obj in scene.objects])
+    return image
+
+
+def object_map(scene: Scene) -> Image.Image:
+    """Which object each pixel shows: an ``L`` image, 0 for background and i + 1 for ``scene.objects[i]``.
+
+    Drawn with the same primitives, in the same order, as :func:`render_scene` (a later object covers an
+    earlier one), so it is the exact segmentation of every rendering of the scene.
+    """
+    image = Image.new("L", (scene.image_size, scene.image_size), 0)
+    _draw_objects(scene, ImageDraw.Draw(image), list(range(1, len(scene.objects) + 1)))
+    return image
+
+
+def _draw_objects(scene: Scene, draw: ImageDraw.ImageDraw, fills: Sequence[int | tuple[int, int, int]]) -> None:
+    for obj, fill in zip(scene.objects, fills):
         if obj.shape == "circle":
             draw.ellipse(obj.bbox, fill=fill)
         else:
             r = obj.radius
             draw.polygon([(obj.x + r * u, obj.y + r * v) for u, v in UNIT_POLYGONS[obj.shape]], fill=fill)
-    return image
