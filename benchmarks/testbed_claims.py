@@ -29,6 +29,7 @@ GAP = "shapes-test/geometry/modality_gap"
 UNIFORMITY = "shapes-test/geometry/uniformity_image"
 TOLERANCE = "shapes-test/geometry/tolerance_image"
 TARGET_ZS = "clutter-test/zeroshot/shape"
+DENSE = "shapes-dense/dense/shape_miou"  # the dense probe's mIoU over shape classes and background
 NOISE = 0.02  # a loss smaller than 2 points of accuracy counts as "kept"
 
 SOURCE_AND_TARGET = ("shapes-test", "shapes-val", "clutter-test")
@@ -62,7 +63,8 @@ ARMS: dict[str, Arm] = {
         Arm("temperature_t50", "configs/clip.yaml", _fixed_t(50.0)),
         # fine-tuning the base on the plain world
         Arm("base", "configs/base.yaml", start="own", evaluations=SOURCE_AND_TARGET),
-        Arm("clip_ft", "configs/clip.yaml", start="base"),
+        Arm("clip_ft", "configs/clip.yaml", start="base", evaluations=("shapes-test", "shapes-val", "shapes-dense")),
+        Arm("pixpro", "configs/pixpro.yaml", start="base", evaluations=("shapes-test", "shapes-val", "shapes-dense")),
         Arm("clip_ft_t100", "configs/clip.yaml", FIXED_T100, start="base"),
         Arm("negclip", "configs/negclip.yaml", SWAPS, start="base"),
         Arm("degla", "configs/degla.yaml", SWAPS, start="base"),
@@ -198,6 +200,13 @@ CLAIMS: tuple[Claim, ...] = (
         "ALIGN", "converges from t = 1 when given the steps (2x)", "align", "clip", (Condition(R1, "not_lower", NOISE),)
     ),
     Claim("SigLIP", "at least CLIP's accuracy at small batch", "siglip", "clip", (Condition(ZS, "not_lower", NOISE),)),
+    Claim(
+        "PixPro",
+        "pixel propagation improves dense transfer without hurting global zero-shot",
+        "pixpro",
+        "clip_ft",
+        (Condition(DENSE, "higher"), Condition(ZS, "not_lower", NOISE)),
+    ),
     Claim("MEOW", "weighted negatives keep zero-shot", "meow", "clip_ft", (Condition(ZS, "not_lower", NOISE),)),
     Claim("CoCa", "a captioning loss keeps contrastive accuracy", "coca", "clip", (Condition(ZS, "not_lower", NOISE),)),
     Claim(

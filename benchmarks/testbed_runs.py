@@ -26,7 +26,7 @@ from contrastkit.data.sources import open_source
 from contrastkit.engine.recipe import load_recipe
 from contrastkit.engine.trainer import train
 from contrastkit.evaluate.captioning import evaluate_captioning
-from contrastkit.evaluate.request import EvalRequest
+from contrastkit.evaluate.request import DEFAULT_TASKS, EvalRequest
 from contrastkit.evaluate.result_files import write_suite
 from contrastkit.evaluate.suite import run_suite
 from contrastkit.models.checkpoint import latest_checkpoint, load_module
@@ -38,7 +38,9 @@ EVALUATIONS: dict[str, tuple[str, str]] = {  # name -> (data spec, split)
     "shapes-val": ("synthetic:shapes", "val"),  # seen combinations, scenes not trained on
     "clutter-test": ("synthetic:shapes-clutter", "test"),  # the shifted domain
     "shapes-captions": ("synthetic:shapes", "test"),  # greedy captions of a caption decoder (CoCa)
+    "shapes-dense": ("synthetic:shapes", "test"),  # the dense probe on frozen cells (probe trained on train)
 }
+EVALUATION_TASKS: dict[str, tuple[str, ...]] = {"shapes-dense": ("dense",)}  # others: the suite's defaults
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,10 @@ def _flatten(prefix: str, results: dict[str, Any]) -> dict[str, float]:
     for key, value in (results.get("geometry") or {}).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[f"{prefix}/geometry/{key}"] = float(value)
+    for attribute, metrics in (results.get("dense") or {}).items():
+        if isinstance(metrics, dict) and "miou" in metrics:
+            for key in ("miou", "object_cell_acc", "open_vocab_object_cell_acc"):
+                flat[f"{prefix}/dense/{attribute}_{key}"] = float(metrics[key])
     return flat
 
 
@@ -148,12 +154,14 @@ def evaluate_run(run_dir: Path, cfg: Config, name: str, max_records: int, reuse:
         scores = json.loads(report.read_text())["captioning"]
         return {f"{name}/captioning/{k}": float(scores[k]) for k in ("bleu4", "cider")}
     spec, split = EVALUATIONS[name]
-    if (spec, split) == (cfg.data.source, cfg.eval.split) and cfg.eval.max_records == max_records:
+    same_as_training = (spec, split) == (cfg.data.source, cfg.eval.split) and cfg.eval.max_records == max_records
+    if same_as_training and name not in EVALUATION_TASKS:
         # the evaluation training ended with (same data, split, records and seed): read it, do not redo it
         return _flatten(name, json.loads((run_dir / "report.json").read_text()))
     if not (reuse and report.exists()):
         model = load_run_model(run_dir)
         req = EvalRequest(
+            tasks=EVALUATION_TASKS.get(name, DEFAULT_TASKS),
             data=spec,
             split=split,
             data_config=cfg.data,

@@ -37,6 +37,8 @@ SMALL_HEADS = {
     "mochi": {"num_hard": 4, "num_mix": 3, "num_self_mix": 2},
     "ema_distill": {"batch_rows": 4},
     "matryoshka": {"dims": [2, 5], "term": "negclip"},
+    "pixpro": {"hidden_dim": 16, "out_dim": 8},
+    "ibot_patch": {"hidden_dim": 16, "bottleneck_dim": 8, "prototypes": 12},
 }
 # score_contrastive reads a caller-supplied score matrix (extras), which the engine does not gather.
 TERM_NAMES = [n for n in TERMS.names() if n != "score_contrastive"]
@@ -74,6 +76,14 @@ def make_inputs() -> dict[str, torch.Tensor]:
         "tokens": tokens,
         "neg_mask": torch.rand(B, K, generator=g) > 0.2,
         "labels": torch.tensor([0, 1, 1, 2, 0, 2, 1, -1]),
+        "x_masked_cells": torch.randn(B, N, F_IN, generator=g),
+        "cell_mask": (torch.rand(B, N, generator=g) < 0.4) | (torch.arange(N) == 0),
+        "teacher_cells": torch.randn(B, N, FEAT, generator=g),
+        "x_view_cells": torch.randn(V, B, N, F_IN, generator=g),  # N = 4: a 2 x 2 grid per view
+        "teacher_view_cells": torch.randn(V, B, N, FEAT, generator=g),
+        "view_boxes": torch.cat(
+            [0.3 * torch.rand(B, V, 2, generator=g), 0.7 + 0.3 * torch.rand(B, V, 2, generator=g)], -1
+        ),
     }
 
 
@@ -113,6 +123,12 @@ def encode(model: dict, inputs: dict, rows: slice) -> Encoded:
         labels=inputs["labels"][rows],
         caption_tokens=inputs["tokens"][rows],
         image_tokens=feats(inputs["x_cells"][rows], model["w_tokens"]),
+        image_view_tokens=feats(inputs["x_view_cells"][:, rows], model["w_tokens"]),
+        teacher_image_view_tokens=inputs["teacher_view_cells"][:, rows],
+        view_boxes=inputs["view_boxes"][rows],
+        masked_image_tokens=feats(inputs["x_masked_cells"][rows], model["w_tokens"]),
+        cell_mask=inputs["cell_mask"][rows],
+        teacher_image_tokens=inputs["teacher_cells"][rows],
     )
 
 

@@ -41,6 +41,8 @@ def test_every_field_declares_its_spec_and_the_derived_sets_are_the_known_ones()
         "text_views",
         "image_view_features",
         "text_view_features",
+        "image_view_tokens",
+        "teacher_image_view_tokens",
     }
     assert set(REPLAYED) == {
         "image",
@@ -53,6 +55,8 @@ def test_every_field_declares_its_spec_and_the_derived_sets_are_the_known_ones()
         "text_view_features",
         "neg_text",
         "image_tokens",
+        "image_view_tokens",
+        "masked_image_tokens",
     }
     unbatched = {name for name, spec in FIELDS.items() if not spec.batched}
     assert unbatched == {

@@ -78,6 +78,21 @@ _VIEWS = FieldSpec(
 )
 
 
+_CELLS_FIX = "use an image tower that exposes cell features (tiny_cnn, open_clip ViTs)"
+
+
+def _view_cells(producer: Producer) -> FieldSpec:
+    """The spec of the extra views' cell features (V x B x N x F) from the student or its EMA teacher."""
+    return FieldSpec(
+        producer,
+        batch_dim=1,
+        grad=producer == "student",
+        setting="data.views",
+        model_attr="image_tower.forward_tokens",
+        fix="set data.views: 2 and use an image tower that exposes cell features (tiny_cnn, open_clip ViTs)",
+    )
+
+
 def _negatives(producer: Producer, grad: bool = False) -> FieldSpec:
     """The spec of a field computed from the records' hard-negative captions."""
     return FieldSpec(
@@ -154,6 +169,26 @@ class Encoded:
             grad=True,
             model_attr="image_tower.forward_tokens",
             fix="use an image tower that exposes cell features (tiny_cnn, open_clip ViTs)",
+        )
+    )
+    # Masked image modelling: the student's cells of the image with some cells hidden (B x N x F), which
+    # cells were hidden (B x N, True = masked; engine/cell_masks.py), the EMA teacher's cells of the whole image.
+    masked_image_tokens: Tensor | None = _declare(
+        FieldSpec("student", grad=True, model_attr="image_tower.forward_tokens", fix=_CELLS_FIX)
+    )
+    cell_mask: Tensor | None = _declare(FieldSpec("student", model_attr="image_tower.forward_tokens", fix=_CELLS_FIX))
+    teacher_image_tokens: Tensor | None = _declare(
+        FieldSpec("teacher", model_attr="image_tower.forward_tokens", fix=_CELLS_FIX)
+    )
+    # Cells of the extra views (V x B x N x F) and where each view was cropped from (B x V x 4, dense terms).
+    image_view_tokens: Tensor | None = _declare(_view_cells("student"))
+    teacher_image_view_tokens: Tensor | None = _declare(_view_cells("teacher"))
+    view_boxes: Tensor | None = _declare(
+        FieldSpec(  # (x0, y0, x1, y1) of each view in its source image, fractions; x0 > x1 when flipped
+            "data",
+            batch_key="view_boxes",
+            setting="data.views",
+            fix="set data.views: 2 and data.view_image_augment: pixpro_crop (the views' crops record their boxes)",
         )
     )
     pad_token_id: int = _declare(FieldSpec("student", batched=False), default=0)

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # D embedding dims, FI / FT raw image / text feature dims, V views, K negatives, T tags,
 # L caption tokens, N image cells, VOCAB token ids, cluster sizes of the C = 2 clusterings.
 D, FI, FT, V, K, T, L, N, VOCAB = 6, 6, 4, 2, 3, 5, 6, 3, 11
+GRID = 2  # the views' cells are a GRID x GRID map
 CLUSTER_SIZES = (7, 3)
 PAD, BOS, EOS = 0, 1, 2
 BATCHES = (1, 2, 7, 512)
@@ -76,6 +77,14 @@ def _tags(b: int, g: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     return tags
 
 
+def _boxes(b: int, g: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """B x V x 4 crop boxes that overlap (corners in [0, 0.3] and [0.7, 1]); odd rows' second view flipped."""
+    low, high = 0.3 * torch.rand(b, V, 2, generator=g), 0.7 + 0.3 * torch.rand(b, V, 2, generator=g)
+    boxes = torch.cat([low, high], dim=-1).to(dtype)
+    boxes[1::2, 1] = boxes[1::2, 1][:, [2, 1, 0, 3]]
+    return boxes
+
+
 def _unit(g: torch.Generator, dtype: torch.dtype, *shape: int) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
 
@@ -107,6 +116,12 @@ FIELD_BUILDERS: dict[str, Builder] = {
     "labels": lambda b, g, dt, s: torch.randint(0, 3, (b,), generator=g),
     "caption_tokens": lambda b, g, dt, s: _tokens(b, g),
     "image_tokens": lambda b, g, dt, s: torch.randn(b, N, FI, generator=g, dtype=dt),
+    "image_view_tokens": lambda b, g, dt, s: torch.randn(V, b, GRID * GRID, FI, generator=g, dtype=dt),
+    "teacher_image_view_tokens": lambda b, g, dt, s: torch.randn(V, b, GRID * GRID, FI, generator=g, dtype=dt),
+    "view_boxes": lambda b, g, dt, s: _boxes(b, g, dt),
+    "masked_image_tokens": lambda b, g, dt, s: torch.randn(b, N, FI, generator=g, dtype=dt),
+    "cell_mask": lambda b, g, dt, s: (torch.rand(b, N, generator=g) < 0.4) | (torch.arange(N) == 0),
+    "teacher_image_tokens": lambda b, g, dt, s: torch.randn(b, N, FI, generator=g, dtype=dt),
     # extras keys
     "scores": lambda b, g, dt, s: torch.randn(b, b, generator=g, dtype=dt) * 3,
     "cluster_ids": lambda b, g, dt, s: torch.stack([torch.arange(b) % k for k in CLUSTER_SIZES]),
@@ -197,6 +212,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "hq_tags": Recipe({"num_tags": T}),
     "hycd": Recipe(),
+    "ibot_patch": Recipe({"hidden_dim": 8, "bottleneck_dim": 4, "prototypes": 5}),
     "label_contrast": Recipe(),
     "lmix": Recipe(),
     "m2mix": Recipe(),
@@ -205,6 +221,7 @@ RECIPES: dict[str, Recipe] = {
     "mochi": Recipe(freeze=_freeze_mochi_mixes),
     "multi_positive": Recipe(),
     "negclip": Recipe(),
+    "pixpro": Recipe(HEADS),
     "rafa": Recipe(),
     "score_contrastive": Recipe(grad_extras=("scores",)),
     "siamlip": Recipe(HEADS, fields=VIEW_FEATURES, min_batch=2, freeze=_freeze_siamese_targets),

@@ -24,7 +24,7 @@ from torch import Tensor
 from .problems import DataError
 from .records import Dataset, Record
 from .row_values import ROW_VALUES, RowContext
-from .transforms import TextAugment, load_lexicon, seeded, to_tensor_views
+from .transforms import BoxedCrop, TextAugment, boxed_views, load_lexicon, seeded, to_tensor_views
 
 EMPTY_PIXELS = torch.zeros(0)  # a text pair's pixels
 
@@ -174,10 +174,14 @@ class TrainingSet(torch.utils.data.Dataset):
             return self._bad(err)
         base = seeded(self.image_augment, rng.randrange(2**31))(image) if self.image_augment else image
         sample = Sample(self.transform(base), caption, negatives, index, epoch=epoch)
+        rows: dict[str, Tensor] = {}
         if self.views.count:
             augment = self.views.image_augment or (lambda img: img)
             seeds = [rng.randrange(2**31) for _ in range(self.views.count)]
-            sample.image_views = to_tensor_views(image, augment, self.transform, seeds)
+            if isinstance(augment, BoxedCrop):  # the views' crop boxes: PixPro's coordinates
+                sample.image_views, rows["view_boxes"] = boxed_views(image, augment, self.transform, seeds)
+            else:
+                sample.image_views = to_tensor_views(image, augment, self.transform, seeds)
             text_aug = self.views.text_augment
             before = text_aug.skipped_synonyms if text_aug else 0
             sample.text_views = [
@@ -186,7 +190,7 @@ class TrainingSet(torch.utils.data.Dataset):
             ]
             if text_aug and text_aug.kind == "eda":
                 sample.counts["synonym_skipped"] = text_aug.skipped_synonyms - before
-        sample.rows = {key: ROW_VALUES[key](record, self.row_context) for key in self.rows}
+        sample.rows = {**{key: ROW_VALUES[key](record, self.row_context) for key in self.rows}, **rows}
         return sample
 
     def _text_pair(

@@ -11,6 +11,11 @@ Image presets (torchvision v2; normalisation comes from the tower):
 - ``simclr``: SimCLR's strong augmentation (Chen et al. 2020, colour strength 1): RandomResizedCrop
   0.08-1, horizontal flip, ColorJitter(0.8, 0.8, 0.8, 0.2) p 0.8, grayscale p 0.2, Gaussian blur p 0.5.
   Two strong views per image: ``data.views: 2`` with ``data.view_image_augment: simclr``.
+- ``pixpro_crop``: PixPro's crop geometry (Xie et al. 2021): RandomResizedCrop scale 0.35-1, horizontal
+  flip p 0.5, brightness/contrast jitter 0.2; each view also records its box in the source image
+  (:class:`BoxedCrop`), which the dense term ``pixpro`` reads as ``view_boxes``. The scale floor is
+  higher than PixPro's 0.08 because the built-in world's cells are 16 pixels of a 64-pixel image. The
+  flip makes left/right words of a view's caption false: the views are for image-only (dense) terms.
 
 The evaluation transform is always the tower's own (resize + centre crop + its normalisation).
 
@@ -33,9 +38,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms import v2
+from torchvision.transforms import RandomResizedCrop, v2
+from torchvision.transforms import functional as TF
 
-IMAGE_PRESETS = ("none", "clip", "cl2l_weak", "cl2l_strong", "shapes_safe", "simclr")
+IMAGE_PRESETS = ("none", "clip", "cl2l_weak", "cl2l_strong", "shapes_safe", "simclr", "pixpro_crop")
 TEXT_AUGMENTS = ("none", "stopword_drop", "eda")
 
 STOPWORDS = frozenset(
@@ -87,10 +93,47 @@ STOPWORDS = frozenset(
 )
 
 
+Box = tuple[float, float, float, float]
+
+
+class BoxedCrop:
+    """A random resized crop (and flip, and light jitter) that says where the view came from.
+
+    ``boxed(img)`` returns the view and its box (x0, y0, x1, y1): the crop's corners as fractions of the
+    source image's width and height. A horizontally flipped view has x0 > x1 (PixPro's convention), so
+    cell j of G along x sits at x0 + (j + 0.5) (x1 - x0) / G in the source either way.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        scale: tuple[float, float] = (0.35, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip: float = 0.5,
+        jitter: float = 0.2,
+    ) -> None:
+        self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
+        self.jitter = v2.ColorJitter(brightness=jitter, contrast=jitter) if jitter else None
+
+    def boxed(self, img: Image.Image) -> tuple[Image.Image, Box]:
+        top, left, h, w = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
+        width, height = img.size
+        box = (left / width, top / height, (left + w) / width, (top + h) / height)
+        view = TF.resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
+        if torch.rand(()) < self.flip:
+            view, box = TF.hflip(view), (box[2], box[1], box[0], box[3])
+        return (self.jitter(view) if self.jitter else view), box
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return self.boxed(img)[0]
+
+
 def image_augment(preset: str, size: int) -> Callable[[Image.Image], Image.Image]:
     """A PIL -> PIL augmentation; the tower's own transform (resize, normalise) runs after it."""
     if preset == "none":
         return lambda img: img
+    if preset == "pixpro_crop":
+        return BoxedCrop(size)
     if preset == "clip":
         ops = [v2.RandomResizedCrop(size, scale=(0.9, 1.0), antialias=True)]
     elif preset == "cl2l_weak":
@@ -202,3 +245,17 @@ def to_tensor_views(
 ) -> Tensor:
     """V augmented views of one image as a V x C x H x W tensor, each view seeded."""
     return torch.stack([finish(seeded(augment, s)(img)) for s in seeds])
+
+
+def boxed_views(
+    img: Image.Image, crop: BoxedCrop, finish: Callable[[Image.Image], Tensor], seeds: list[int]
+) -> tuple[Tensor, Tensor]:
+    """V seeded crops of one image (V x C x H x W) and their boxes in the source (V x 4)."""
+    views, boxes = [], []
+    for seed in seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            view, box = crop.boxed(img)
+        views.append(finish(view))
+        boxes.append(box)
+    return torch.stack(views), torch.tensor(boxes, dtype=torch.float32)

@@ -23,9 +23,16 @@ from ..data.batch import Batch
 from ..encoded import FIELDS, Encoded
 from ..models.dual_encoder import DualEncoder
 from ..models.towers import TokenFeatures
+from .cell_masks import mask_pixels, random_cell_masks
 
-VIEW_FIELDS = frozenset(name for name, spec in FIELDS.items() if spec.setting == "data.views")
+VIEW_FIELDS = frozenset({"image_views", "text_views", "image_view_features", "text_view_features"})
 NEGATIVE_FIELDS = frozenset({"neg_text", "neg_text_mask"})
+MASKED_FIELDS = frozenset({"masked_image_tokens", "cell_mask", "teacher_image_tokens"})
+# What _frozen_copy_fields computes for a teacher / reference copy (the views' cells are computed apart).
+COPY_FIELDS = {
+    prefix: frozenset(f"{prefix}_{name}" for name in ("image", "text", "neg_text", "logit_scale"))
+    for prefix in ("teacher", "reference")
+}
 
 
 class LiveScalars(TypedDict):
@@ -113,6 +120,39 @@ def _view_fields(model: DualEncoder, batch: Batch, device: torch.device) -> dict
     }
 
 
+def _view_cells(model: DualEncoder, batch: Batch, device: torch.device) -> Tensor:
+    """The extra image views' cell features through ``model``'s image tower: V x B x N x F."""
+    if batch.image_views is None:
+        raise ValueError(
+            "a dense term reads the views' cells but the batch has no image views; set data.views (e.g. 2)"
+        )
+    v, b = batch.image_views.shape[:2]
+    cells = cast(TokenFeatures, model.image_tower).forward_tokens(batch.image_views.to(device).flatten(0, 1))
+    return cells.view(v, b, *cells.shape[1:])
+
+
+def _masked_cells(
+    enc: Encoded,
+    model: DualEncoder,
+    teacher: DualEncoder | None,
+    batch: Batch,
+    pixels: Tensor,
+    requires: Collection[str],
+) -> None:
+    """The student's cells of the images with random cells hidden, the mask, and the teacher's cells of the whole."""
+    tower = model.image_tower
+    grid = int(getattr(tower, "grid", 0) or 0)
+    if not grid:
+        raise ValueError(
+            f"masked image modelling needs an image tower with a cell grid; {type(tower).__name__} has none"
+        )
+    enc.cell_mask = random_cell_masks(batch.index, batch.epoch, grid * grid).to(pixels.device)
+    enc.masked_image_tokens = cast(TokenFeatures, tower).forward_tokens(mask_pixels(pixels, enc.cell_mask, grid))
+    if teacher is not None and "teacher_image_tokens" in requires:
+        with torch.no_grad():
+            enc.teacher_image_tokens = cast(TokenFeatures, teacher.image_tower).forward_tokens(pixels)
+
+
 def encode_batch(
     model: DualEncoder,
     batch: Batch,
@@ -153,9 +193,16 @@ def encode_batch(
     if VIEW_FIELDS & set(requires):
         for name, value in _view_fields(model, batch, device).items():
             setattr(enc, name, value)
+    if MASKED_FIELDS & set(requires):
+        _masked_cells(enc, model, teacher, batch, first, requires)
+    if "image_view_tokens" in requires:
+        enc.image_view_tokens = _view_cells(model, batch, device)
+    if teacher is not None and "teacher_image_view_tokens" in requires:
+        with torch.no_grad():
+            enc.teacher_image_view_tokens = _view_cells(teacher, batch, device)
     neg_shape = tuple(enc.neg_text_mask.shape) if enc.neg_text_mask is not None else (0, 0)
     for copy, prefix, negatives in ((teacher, "teacher", neg_tokens), (reference, "reference", None)):
-        if copy is not None:
+        if copy is not None and COPY_FIELDS[prefix] & set(requires):
             fields = _frozen_copy_fields(copy, first, tokens, negatives, neg_shape, prefix, text_pairs)
             for key, value in fields.items():
                 setattr(enc, key, value)

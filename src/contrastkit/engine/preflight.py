@@ -41,6 +41,11 @@ def why_missing(name: str, cfg: Config, dataset: Dataset, model: DualEncoder) ->
     spec = FIELDS.get(name)
     if name == "image_tokens" and getattr(dataset, "text_pairs", False):
         return f"the data ({cfg.data.source}) is text pairs: there are no image cells"
+    if name == "view_boxes" and cfg.data.views and cfg.data.view_image_augment != "pixpro_crop":
+        return (
+            f"data.view_image_augment is {cfg.data.view_image_augment}, whose views record no crop boxes; "
+            "set data.view_image_augment: pixpro_crop"
+        )
     if spec is None:
         return f"{name!r} is not something the engine computes (extras keys must be supplied by your own training loop)"
     if spec.setting and not _lookup(cfg, spec.setting):

@@ -83,6 +83,12 @@ class OpenClipImageTower(ImageTower):
             self.visual.output_tokens = False
         return tokens
 
+    @property
+    def grid(self) -> int | None:
+        """G of the ViT's G x G patch grid (None for towers without patch tokens)."""
+        size = getattr(self.visual, "grid_size", None)
+        return int(size[0]) if size is not None else None
+
     def project_tokens(self, tokens: Tensor) -> Tensor:
         """Patch tokens into the joint space with the pooled output's own projection (MaskCLIP's reading)."""
         proj = getattr(self.visual, "proj", None)

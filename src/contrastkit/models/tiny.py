@@ -67,6 +67,7 @@ class TinyCNN(ImageTower):
             stages.append(nn.AdaptiveAvgPool2d(4))
             grid = 4
         self.body = nn.Sequential(*stages)
+        self.grid = grid  # cells form a grid x grid map over the image
         self.cells = grid * grid
         self.pos = nn.Parameter(torch.randn(1, self.cells, width) * 0.02)
         self.pool_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
