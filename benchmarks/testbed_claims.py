@@ -33,6 +33,7 @@ DENSE = "shapes-dense/dense/shape_miou"  # the dense probe's mIoU over shape cla
 NOISE = 0.02  # a loss smaller than 2 points of accuracy counts as "kept"
 
 SOURCE_AND_TARGET = ("shapes-test", "shapes-val", "clutter-test")
+WITH_DENSE = ("shapes-test", "shapes-val", "shapes-dense")
 CLUTTER = ("data.source=synthetic:shapes-clutter",)
 SWAPS = ("data.neg_categories=swap_attributes,swap_objects",)  # NegCLIP's negatives swap words of the caption
 FIXED_T100 = ("model.logit_scale_init=100.0", "model.learn_logit_scale=false")
@@ -63,8 +64,9 @@ ARMS: dict[str, Arm] = {
         Arm("temperature_t50", "configs/clip.yaml", _fixed_t(50.0)),
         # fine-tuning the base on the plain world
         Arm("base", "configs/base.yaml", start="own", evaluations=SOURCE_AND_TARGET),
-        Arm("clip_ft", "configs/clip.yaml", start="base", evaluations=("shapes-test", "shapes-val", "shapes-dense")),
-        Arm("pixpro", "configs/pixpro.yaml", start="base", evaluations=("shapes-test", "shapes-val", "shapes-dense")),
+        Arm("clip_ft", "configs/clip.yaml", start="base", evaluations=WITH_DENSE),
+        Arm("pixpro", "configs/pixpro.yaml", start="base", evaluations=WITH_DENSE),
+        Arm("tips_patch", "configs/tips_patch.yaml", start="base", evaluations=WITH_DENSE),
         Arm("clip_ft_t100", "configs/clip.yaml", FIXED_T100, start="base"),
         Arm("negclip", "configs/negclip.yaml", SWAPS, start="base"),
         Arm("degla", "configs/degla.yaml", SWAPS, start="base"),
@@ -204,6 +206,13 @@ CLAIMS: tuple[Claim, ...] = (
         "PixPro",
         "pixel propagation improves dense transfer without hurting global zero-shot",
         "pixpro",
+        "clip_ft",
+        (Condition(DENSE, "higher"), Condition(ZS, "not_lower", NOISE)),
+    ),
+    Claim(
+        "TIPSv2",
+        "masked patch self-distillation improves dense transfer without hurting global zero-shot",
+        "tips_patch",
         "clip_ft",
         (Condition(DENSE, "higher"), Condition(ZS, "not_lower", NOISE)),
     ),

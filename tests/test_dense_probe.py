@@ -141,3 +141,13 @@ def test_open_clip_vits_give_patch_tokens_in_the_joint_space(tmp_path):
     assert torch.allclose(joint, torch.nn.functional.normalize(cells @ visual.proj, dim=-1))
     assert visual.output_tokens is False  # the switch is put back
     assert model.encode_image(pixels).shape == (2, 32)  # pooled output again, not (pooled, tokens)
+    req = EvalRequest(
+        tasks=["dense"],
+        data="synthetic:shapes",
+        data_config=DataConfig(image_size=32),
+        max_records=8,
+        max_train_records=10,
+        progress=False,
+    )
+    dense = run_suite(LoadedModel.of_dual_encoder(model, "tiny-vit"), req).results["dense"]
+    assert dense["grid"] == 4 and dense["shape"]["n_cells"] == 8 * 16  # the ViT's 4 x 4 patches
