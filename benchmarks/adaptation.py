@@ -11,8 +11,7 @@ Parts (each writes its own output folder under --out, resumable; the report goes
   Tip-Adapter, LP-FT, FT) at 1-16 shots per class, seeds 0-2;
 - ``base-to-new``: CoOp, CoCoOp, the TOMM-style learner and GOPro against the zero-shot head on the cluttered
   domain (shots from its train split, scored on its val split), 16 shots, base / new / harmonic mean, seeds 0-2,
-  at the base-to-new literature's context (M = 4 from "a photo of a"); CoOp and CoCoOp also at CoOp's own
-  (M = 16, random start);
+  at the base-to-new literature's context (M = 4 from "a photo of a") and at CoOp's own (M = 16, random start);
 - ``text-only``: CLOSE / CapDec noise sweep (with and without the mean shift), seeds 0-2;
 - ``text-caption``: CapDec's caption decoder trained on caption embeddings only, captioning test images (BLEU-4,
   CIDEr-D), over w with and without the mean shift, seeds 0-2;
@@ -64,10 +63,10 @@ def few_shot(base: str, seeds: list[int], out: Path, records: int) -> list[str]:
 
 
 def base_to_new(base: str, seeds: list[int], out: Path, records: int, shots: int, steps: int) -> list[str]:
-    """Two settings: the base-to-new literature's (M = 4 from "a photo of a") and CoOp's own (M = 16, random)."""
+    """Two settings, all four learners: the literature's (M = 4 from "a photo of a") and CoOp's own (M = 16, random)."""
     settings = {
         "literature": (["coop", "cocoop", "tomm", "gopro"], PromptSettings(steps=steps)),
-        "coop16": (["coop", "cocoop"], PromptSettings(n_ctx=16, ctx_init=None, steps=steps)),
+        "coop16": (["coop", "cocoop", "tomm", "gopro"], PromptSettings(n_ctx=16, ctx_init=None, steps=steps)),
     }
     lines = []
     for name, (methods, setting) in settings.items():

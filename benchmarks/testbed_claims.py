@@ -47,7 +47,7 @@ ARMS: dict[str, Arm] = {
     arm.name: arm
     for arm in (
         # from scratch
-        Arm("clip", "configs/clip.yaml"),
+        Arm("clip", "configs/clip.yaml", evaluations=WITH_DENSE),
         Arm("clip_aug", "configs/clip.yaml", ("data.image_augment=shapes_safe",)),
         Arm("cl2l", "configs/cl2l.yaml", steps_factor=1 / 3),  # 3 images per record: equal compute
         Arm("siglip", "configs/siglip.yaml"),
@@ -59,6 +59,8 @@ ARMS: dict[str, Arm] = {
         Arm("laclip", "configs/clip.yaml", ("data.rewrite_sampling=true",)),
         Arm("lit", "configs/lit.yaml", ("model.embed_dim=384",)),  # the locked MiniLM's own space
         Arm("cwcl_lit", "configs/cwcl_lit.yaml", ("model.embed_dim=384",)),
+        Arm("pixpro_scratch", "configs/pixpro.yaml", evaluations=WITH_DENSE),
+        Arm("tips_patch_scratch", "configs/tips_patch.yaml", evaluations=WITH_DENSE),
         Arm("temperature_t5", "configs/clip.yaml", _fixed_t(5.0)),
         Arm("temperature_t14", "configs/clip.yaml", _fixed_t(14.3)),
         Arm("temperature_t50", "configs/clip.yaml", _fixed_t(50.0)),
@@ -204,14 +206,28 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("SigLIP", "at least CLIP's accuracy at small batch", "siglip", "clip", (Condition(ZS, "not_lower", NOISE),)),
     Claim(
         "PixPro",
-        "pixel propagation improves dense transfer without hurting global zero-shot",
+        "pre-training with pixel propagation improves dense transfer without hurting global zero-shot",
+        "pixpro_scratch",
+        "clip",
+        (Condition(DENSE, "higher"), Condition(ZS, "not_lower", NOISE)),
+    ),
+    Claim(
+        "TIPSv2",
+        "pre-training with masked patch self-distillation improves dense transfer without hurting zero-shot",
+        "tips_patch_scratch",
+        "clip",
+        (Condition(DENSE, "higher"), Condition(ZS, "not_lower", NOISE)),
+    ),
+    Claim(
+        "PixPro",
+        "fine-tuning with pixel propagation improves dense transfer without hurting global zero-shot",
         "pixpro",
         "clip_ft",
         (Condition(DENSE, "higher"), Condition(ZS, "not_lower", NOISE)),
     ),
     Claim(
         "TIPSv2",
-        "masked patch self-distillation improves dense transfer without hurting global zero-shot",
+        "fine-tuning with masked patch self-distillation improves dense transfer, zero-shot kept",
         "tips_patch",
         "clip_ft",
         (Condition(DENSE, "higher"), Condition(ZS, "not_lower", NOISE)),

@@ -114,6 +114,7 @@ def test_the_suite_runs_the_dense_task_and_draws_its_maps(tmp_path):
         assert picture.size[0] > 400
     text = (tmp_path / "report.md").read_text()
     assert "## Dense probe" in text and "![dense probe maps](dense_maps.png)" in text
+    assert "dense.shape" not in text  # shown in its own table, not again under "Other results"
 
 
 def test_dense_task_says_why_it_is_skipped():

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 DEFAULT_MIN_FRACTION = 0.2
-DEFAULT_C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0)
+DEFAULT_C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
 
 
 def grid_side(cells: int) -> int:

@@ -358,6 +358,7 @@ def _training_and_more(report: Mapping[str, Any], plots: Mapping[str, str]) -> l
             "n_captions",
             "n_unique_texts",
             "linear_probe",
+            "dense",
             "compositional_benchmarks",
             "model",
             "feature_cache",

@@ -50,6 +50,25 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+@torch.no_grad()
+def start_as_copy(target: nn.Module, online: nn.Module, x: Tensor) -> None:
+    """Give a lazy EMA ``target`` its shapes from input ``x``, then make it a copy of ``online`` (no-op after)."""
+    if has_lazy_parameters(target):
+        target(x)
+        target.load_state_dict(online.state_dict())
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """xi <- m xi + (1 - m) theta over the parameters; buffers (BatchNorm statistics) copied. No-op while lazy."""
+    if has_lazy_parameters(target) or has_lazy_parameters(online):
+        return  # not materialised yet (no forward so far): nothing to average
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
+    for t_buf, o_buf in zip(target.buffers(), online.buffers()):
+        t_buf.copy_(o_buf)
+
+
 def linear(in_dim: int | None, out_dim: int, bias: bool = True) -> nn.Module:
     """``nn.Linear`` when the input width is known, ``nn.LazyLinear`` otherwise."""
     return nn.LazyLinear(out_dim, bias=bias) if in_dim is None else nn.Linear(in_dim, out_dim, bias=bias)

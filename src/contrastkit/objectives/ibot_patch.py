@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..encoded import Encoded
-from ._heads import freeze, has_lazy_parameters, linear
+from ._heads import ema_update_, freeze, linear, start_as_copy
 from .base import Term, register_term
 
 
@@ -91,10 +91,7 @@ class IbotPatchTerm(Term):
 
     def teacher_probs(self, teacher_cells: Tensor) -> Tensor:
         """P_t = softmax((h'(t) - c) / tau_t), without gradient; remembers the batch's mean logit for the centre."""
-        if has_lazy_parameters(self.target_head):
-            with torch.no_grad():
-                self.target_head(teacher_cells[:1, :1])
-                self.target_head.load_state_dict(self.head.state_dict())
+        start_as_copy(self.target_head, self.head, teacher_cells[:1, :1].detach())
         with torch.no_grad():
             logits = self.target_head(teacher_cells.detach())
             self._batch_center = logits.mean(dim=(0, 1))
@@ -112,9 +109,4 @@ class IbotPatchTerm(Term):
         if self._batch_center is not None:
             self.center.mul_(self.center_momentum).add_(self._batch_center, alpha=1 - self.center_momentum)
             self._batch_center = None
-        if has_lazy_parameters(self.head) or has_lazy_parameters(self.target_head):
-            return
-        for t, o in zip(self.target_head.parameters(), self.head.parameters()):
-            t.mul_(self.momentum).add_(o.detach(), alpha=1.0 - self.momentum)
-        for t_buf, o_buf in zip(self.target_head.buffers(), self.head.buffers()):
-            t_buf.copy_(o_buf)
+        ema_update_(self.target_head, self.head, self.momentum)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..encoded import Encoded
-from ._heads import freeze, has_lazy_parameters, linear, mlp
+from ._heads import ema_update_, freeze, linear, mlp, start_as_copy
 from .base import Term, register_term
 
 
@@ -117,10 +117,7 @@ class PixproTerm(Term):
         if grid * grid != cells.shape[2]:
             raise ValueError(f"pixpro: the tower's {cells.shape[2]} cells are not a square grid")
         x = self._project(self.projector, cells)
-        if has_lazy_parameters(self.target_projector):
-            with torch.no_grad():
-                self.target_projector(teacher_cells[0, :1].reshape(-1, cells.shape[-1]))
-                self.target_projector.load_state_dict(self.projector.state_dict())
+        start_as_copy(self.target_projector, self.projector, teacher_cells[0].reshape(-1, cells.shape[-1]).detach())
         with torch.no_grad():
             target = F.normalize(self._project(self.target_projector, teacher_cells.detach()), dim=-1)
         y = torch.stack([propagate(x[a], self.value(x[a]), self.gamma) for a in range(x.shape[0])])
@@ -134,9 +131,4 @@ class PixproTerm(Term):
     @torch.no_grad()
     def on_step_end(self) -> None:
         """xi <- m xi + (1 - m) theta over the target projector; its BatchNorm statistics are copied."""
-        if has_lazy_parameters(self.projector) or has_lazy_parameters(self.target_projector):
-            return
-        for t, o in zip(self.target_projector.parameters(), self.projector.parameters()):
-            t.mul_(self.momentum).add_(o.detach(), alpha=1.0 - self.momentum)
-        for t_buf, o_buf in zip(self.target_projector.buffers(), self.projector.buffers()):
-            t_buf.copy_(o_buf)
+        ema_update_(self.target_projector, self.projector, self.momentum)

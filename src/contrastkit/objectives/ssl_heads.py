@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..encoded import Encoded
-from ._heads import check_bn_batch, check_features, freeze, has_lazy_parameters, mlp
+from ._heads import check_bn_batch, check_features, ema_update_, freeze, mlp, start_as_copy
 from .base import Term, register_term
 
 # ---------------------------------------------------------------------------- math
@@ -240,17 +240,11 @@ class ByolipTerm(SiamlipTerm):
     def _pairs(self) -> tuple[tuple[nn.Module, nn.Module], ...]:
         return ((self.image_projector, self.target_image_projector), (self.text_projector, self.target_text_projector))
 
-    @torch.no_grad()
-    def _materialise_target(self, online: nn.Module, target: nn.Module, x: Tensor) -> None:
-        if has_lazy_parameters(target):
-            target(x)  # gives the lazy target its shapes, then it becomes a copy of the online head
-            target.load_state_dict(online.state_dict())
-
     def targets(
         self, images: list[Tensor], texts: list[Tensor], v_img: list[Tensor], v_txt: list[Tensor]
     ) -> tuple[list[Tensor], list[Tensor]]:
-        self._materialise_target(self.image_projector, self.target_image_projector, images[0].detach())
-        self._materialise_target(self.text_projector, self.target_text_projector, texts[0].detach())
+        start_as_copy(self.target_image_projector, self.image_projector, images[0].detach())
+        start_as_copy(self.target_text_projector, self.text_projector, texts[0].detach())
         with torch.no_grad():
             t_img = [self.target_image_projector(x.detach()) for x in images]
             t_txt = [self.target_text_projector(y.detach()) for y in texts]
@@ -260,9 +254,4 @@ class ByolipTerm(SiamlipTerm):
     def on_step_end(self) -> None:
         """xi <- m xi + (1 - m) theta for parameters; BN statistics are copied from the online heads."""
         for online, target in self._pairs():
-            if has_lazy_parameters(target) or has_lazy_parameters(online):
-                continue  # not materialised yet (no forward so far): nothing to average
-            for t, o in zip(target.parameters(), online.parameters()):
-                t.mul_(self.momentum).add_(o.detach(), alpha=1.0 - self.momentum)
-            for t_buf, o_buf in zip(target.buffers(), online.buffers()):
-                t_buf.copy_(o_buf)
+            ema_update_(target, online, self.momentum)
