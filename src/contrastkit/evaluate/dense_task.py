@@ -3,7 +3,7 @@
 For every attribute the records' objects carry and the dataset classifies zero-shot (the shapes world:
 ``shape``, ``colour``), on the cells of :mod:`~contrastkit.evaluate.dense_probe`:
 
-- **linear probe**: a logistic regression on the L2-normalised cell features of the train split (the
+- **linear probe**: a logistic regression on the standardised cell features of the train split (the
   last fifth of it chooses C), scored on the evaluated split: cell accuracy, object-cell accuracy, mIoU;
 - **open vocabulary**: each object cell's joint-space embedding against the class prompts' text
   embeddings (the zero-shot task's templates), argmax; accuracy on the true object cells (no training).
@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..data.records import Record, ZeroShotTask
@@ -40,12 +39,12 @@ def _scene_records(records: Sequence[Record]) -> list[Record]:
 
 
 def _cells(embedder: Any, records: Sequence[Record], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """B x N x F normalised cell features and B x N x D cell embeddings of the records' images."""
+    """B x N x F cell features and B x N x D cell embeddings (unit rows) of the records' images."""
     feats, joint = [], []
     for s in range(0, len(records), batch_size):
         pixels = torch.stack([embedder.preprocess(r.load_image()) for r in records[s : s + batch_size]])
         f, j = embedder.embed_cells(pixels)
-        feats.append(F.normalize(f, dim=-1))
+        feats.append(f)
         joint.append(j)
     return torch.cat(feats).numpy(), torch.cat(joint).numpy()
 
