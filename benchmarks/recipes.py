@@ -17,7 +17,6 @@ finished writes the report.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from contrastkit.evaluate.verdicts import (
     paired_difference,
     summarize,
 )
-from results_file import command_line, write_section
+from results_file import command_line, cpu_name, write_section
 from testbed_claims import ARMS, CLAIMS, SCHEDULE, TOLERANCE, UNIFORMITY, Claim
 from testbed_runs import Arm, RunResult, ensure_run, run_dir_of
 
@@ -159,7 +158,7 @@ def _header(
 ) -> list[str]:
     return [
         f"Command: `{command_line('recipes.py', argv).strip()}` ({time.strftime('%Y-%m-%d')}; "
-        f"{platform.processor() or platform.machine()}; seeds {', '.join(map(str, seeds))}; "
+        f"CPU: {cpu_name()}; seeds {', '.join(map(str, seeds))}; "
         f"{wall_minutes:.0f} min for the runs this call made). {len(claims)} claims: **{summary}**.",
         "",
     ]
