@@ -104,7 +104,7 @@ class PixproTerm(Term):
         self.value = linear(out_dim, out_dim)  # g of the pixel propagation module
 
     def _project(self, head: nn.Module, cells: Tensor) -> Tensor:
-        """A per-cell head over V x B x N x F cells (BatchNorm statistics over every cell of the view)."""
+        """A per-cell head over V x B x N x F cells (BatchNorm statistics over every cell of every view)."""
         v, b, n, f = cells.shape
         return head(cells.reshape(v * b * n, f)).view(v, b, n, -1)
 
