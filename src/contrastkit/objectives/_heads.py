@@ -50,6 +50,20 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+def positive_int(term: str, key: str, value: object) -> int:
+    """``value`` when it is an int >= 1; else a ValueError naming the term and the hyperparameter."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{term}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def momentum_in_unit_interval(term: str, key: str, value: float) -> float:
+    """An EMA momentum in [0, 1] as float; else a ValueError naming the term and the hyperparameter."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{term}: {key} must be in [0, 1], got {value}")
+    return float(value)
+
+
 @torch.no_grad()
 def start_as_copy(target: nn.Module, online: nn.Module, x: Tensor) -> None:
     """Give a lazy EMA ``target`` its shapes from input ``x``, then make it a copy of ``online`` (no-op after)."""

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..encoded import Encoded
-from ._heads import check_bn_batch, check_features, mlp
+from ._heads import check_bn_batch, check_features, mlp, positive_int
 from .base import Term, register_term
 from .functional import info_nce
 
@@ -67,8 +67,7 @@ class Cl2lLocalTerm(Term):
     ) -> None:
         super().__init__()
         for key, value in (("hidden_dim", hidden_dim), ("out_dim", out_dim), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"cl2l_local: {key} must be a positive integer, got {value!r}")
+            positive_int(self.name, key, value)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"cl2l_local: label_smoothing must be in [0, 1), got {label_smoothing}")
         if not logit_scale_max >= 1.0:

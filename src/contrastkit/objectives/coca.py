@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..encoded import Encoded
+from ._heads import positive_int
 from .base import Term, register_term
 
 
@@ -70,8 +71,7 @@ class CocaCaptionTerm(Term):
             ("heads", heads),
             ("context_length", context_length),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"coca_caption: {key} must be a positive integer, got {value!r}")
+            positive_int(self.name, key, value)
         if context_length < 2:
             raise ValueError(
                 f"coca_caption: context_length must be >= 2 (a start token and one target), got {context_length}"

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..encoded import Encoded
-from ._heads import ema_update_, freeze, linear, start_as_copy
+from ._heads import ema_update_, freeze, linear, momentum_in_unit_interval, positive_int, start_as_copy
 from .base import Term, register_term
 
 
@@ -71,18 +71,16 @@ class IbotPatchTerm(Term):
         masked_only: bool = True,
     ) -> None:
         super().__init__()
-        for key, value in (("hidden_dim", hidden_dim), ("bottleneck_dim", bottleneck_dim), ("prototypes", prototypes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ibot_patch: {key} must be a positive integer, got {value!r}")
+        sizes = {"hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim, "prototypes": prototypes}
+        hidden_dim, bottleneck_dim, prototypes = (positive_int(self.name, k, v) for k, v in sizes.items())
         if student_temperature <= 0 or teacher_temperature <= 0:
             raise ValueError("ibot_patch: the temperatures must be > 0")
-        for key, share in (("center_momentum", center_momentum), ("momentum", momentum)):
-            if not 0.0 <= share <= 1.0:
-                raise ValueError(f"ibot_patch: {key} must be in [0, 1], got {share}")
+        self.center_momentum = momentum_in_unit_interval(self.name, "center_momentum", center_momentum)
+        self.momentum = momentum_in_unit_interval(self.name, "momentum", momentum)
         if not isinstance(masked_only, bool):
             raise ValueError(f"ibot_patch: masked_only must be true or false, got {masked_only!r}")
         self.tau_s, self.tau_t = float(student_temperature), float(teacher_temperature)
-        self.center_momentum, self.momentum, self.masked_only = float(center_momentum), float(momentum), masked_only
+        self.masked_only = masked_only
         self.head = PrototypeHead(hidden_dim, bottleneck_dim, prototypes)
         self.target_head = freeze(PrototypeHead(hidden_dim, bottleneck_dim, prototypes))
         self.center: Tensor

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..encoded import Encoded
-from ._heads import ema_update_, freeze, linear, mlp, start_as_copy
+from ._heads import ema_update_, freeze, linear, mlp, momentum_in_unit_interval, positive_int, start_as_copy
 from .base import Term, register_term
 
 
@@ -91,14 +91,14 @@ class PixproTerm(Term):
         """Projector ``hidden_dim`` / ``out_dim``, propagation sharpness ``gamma``, positive ``threshold``
         (in cell diagonals) and the EMA ``momentum`` of the target projector."""
         super().__init__()
-        for key, value in (("hidden_dim", hidden_dim), ("out_dim", out_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"pixpro: {key} must be a positive integer, got {value!r}")
+        hidden_dim, out_dim = (
+            positive_int(self.name, "hidden_dim", hidden_dim),
+            positive_int(self.name, "out_dim", out_dim),
+        )
         if gamma <= 0 or threshold <= 0:
             raise ValueError(f"pixpro: gamma and threshold must be > 0, got {gamma} and {threshold}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"pixpro: momentum must be in [0, 1], got {momentum}")
-        self.gamma, self.threshold, self.momentum = float(gamma), float(threshold), float(momentum)
+        self.momentum = momentum_in_unit_interval(self.name, "momentum", momentum)
+        self.gamma, self.threshold = float(gamma), float(threshold)
         self.projector = mlp(hidden_dim, out_dim, 2)
         self.target_projector = freeze(mlp(hidden_dim, out_dim, 2))
         self.value = linear(out_dim, out_dim)  # g of the pixel propagation module

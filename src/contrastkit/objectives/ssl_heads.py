@@ -43,7 +43,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..encoded import Encoded
-from ._heads import check_bn_batch, check_features, ema_update_, freeze, mlp, start_as_copy
+from ._heads import (
+    check_bn_batch,
+    check_features,
+    ema_update_,
+    freeze,
+    mlp,
+    momentum_in_unit_interval,
+    positive_int,
+    start_as_copy,
+)
 from .base import Term, register_term
 
 # ---------------------------------------------------------------------------- math
@@ -73,12 +82,6 @@ def siamese_pair_loss(
 
 
 # ---------------------------------------------------------------------------- shared plumbing
-
-
-def _positive_int(term: str, key: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{term}: {key} must be a positive integer, got {value!r}")
-    return value
 
 
 class _CrossModalHeadTerm(Term):
@@ -139,9 +142,9 @@ class BarlipTerm(_CrossModalHeadTerm):
         use_views: bool = True,
     ) -> None:
         super().__init__(use_views)
-        hidden_dim = _positive_int(self.name, "hidden_dim", hidden_dim)
-        out_dim = _positive_int(self.name, "out_dim", out_dim)
-        num_layers = _positive_int(self.name, "num_layers", num_layers)
+        hidden_dim = positive_int(self.name, "hidden_dim", hidden_dim)
+        out_dim = positive_int(self.name, "out_dim", out_dim)
+        num_layers = positive_int(self.name, "num_layers", num_layers)
         if not off_diagonal_weight >= 0:
             raise ValueError(f"barlip: off_diagonal_weight must be >= 0, got {off_diagonal_weight}")
         if not loss_scale > 0:
@@ -178,9 +181,9 @@ class SiamlipTerm(_CrossModalHeadTerm):
         use_views: bool = True,
     ) -> None:
         super().__init__(use_views)
-        hidden_dim = _positive_int(self.name, "hidden_dim", hidden_dim)
-        out_dim = _positive_int(self.name, "out_dim", out_dim)
-        num_layers = _positive_int(self.name, "num_layers", num_layers)
+        hidden_dim = positive_int(self.name, "hidden_dim", hidden_dim)
+        out_dim = positive_int(self.name, "out_dim", out_dim)
+        num_layers = positive_int(self.name, "num_layers", num_layers)
         if not isinstance(last_bn, bool):
             raise ValueError(f"{self.name}: last_bn must be true or false, got {last_bn!r}")
         if reduction not in ("sum", "mean"):
@@ -228,9 +231,7 @@ class ByolipTerm(SiamlipTerm):
     def __init__(self, momentum: float = 0.99, **siamlip: Any) -> None:
         """``momentum`` of the EMA targets; the other hyperparameters are SiamLIP's (same defaults)."""
         super().__init__(**siamlip)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"byolip: momentum must be in [0, 1], got {momentum}")
-        self.momentum = float(momentum)
+        self.momentum = momentum_in_unit_interval(self.name, "momentum", momentum)
         # Same (lazy) structure as the online projectors; weights are copied from them on the
         # first forward, and from then on change only in on_step_end. Never optimised.
         self.target_image_projector, self.target_text_projector = self.projector(), self.projector()
