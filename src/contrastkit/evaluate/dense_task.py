@@ -49,27 +49,36 @@ def _cells(embedder: Any, records: Sequence[Record], batch_size: int) -> tuple[n
     return torch.cat(feats).numpy(), torch.cat(joint).numpy()
 
 
-def _labels(records: Sequence[Record], attribute: str, classes: Sequence[str], grid: int) -> np.ndarray:
-    out = []
-    for r in records:
-        scene = Scene.from_meta(r.meta)
-        out.append(cell_labels(object_map(scene), [o[attribute] for o in r.meta["objects"]], classes, grid))
-    return np.stack(out)
+class Scenes:
+    """Records with their object maps, drawn once and labelled per attribute."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self.records = list(records)
+        self.maps = [object_map(Scene.from_meta(r.meta)) for r in self.records]
+
+    def labels(self, attribute: str, classes: Sequence[str], grid: int) -> np.ndarray:
+        """R x G*G class ids of ``attribute`` (0 = background)."""
+        return np.stack(
+            [
+                cell_labels(objects, [o[attribute] for o in r.meta["objects"]], classes, grid)
+                for r, objects in zip(self.records, self.maps)
+            ]
+        )
 
 
 def _attribute(
     task: ZeroShotTask,
-    train: tuple[Sequence[Record], np.ndarray],
-    test: tuple[Sequence[Record], np.ndarray, np.ndarray],
+    train: tuple[Scenes, np.ndarray],
+    test: tuple[Scenes, np.ndarray, np.ndarray],
     grid: int,
     text_fn: Callable[[Sequence[str]], torch.Tensor],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """One attribute's probe and open-vocabulary metrics, and its true / predicted cell maps."""
     (train_records, train_x), (test_records, test_x, test_joint) = train, test
     classes = list(task.classnames)
-    train_y = _labels(train_records, task.name, classes, grid)
-    test_y = _labels(test_records, task.name, classes, grid)
-    n_fit = max(1, len(train_records) * 4 // 5)
+    train_y = train_records.labels(task.name, classes, grid)
+    test_y = test_records.labels(task.name, classes, grid)
+    n_fit = max(1, len(train_records.records) * 4 // 5)
     width = train_x.shape[-1]
     probe, c = fit_cell_probe(
         train_x[:n_fit].reshape(-1, width),
@@ -117,8 +126,10 @@ def dense_task(
     grid = grid_side(train_x.shape[1])
     out: dict[str, Any] = {"grid": grid, "min_fraction": DEFAULT_MIN_FRACTION, "n_train_images": len(train)}
     maps: dict[str, np.ndarray] = {}
+    train_scenes, test_scenes = Scenes(train), Scenes(test)
     for task in tasks:
-        out[task.name], task_maps = _attribute(task, (train, train_x), (test, test_x, test_joint), grid, text_fn)
+        views = (train_scenes, train_x), (test_scenes, test_x, test_joint)
+        out[task.name], task_maps = _attribute(task, *views, grid, text_fn)
         log.add("dense", f"{dataset_name}/{task.name}", out[task.name], split=req.split)
         if not maps:
             maps = {key: value[:N_EXAMPLES] for key, value in task_maps.items()}
