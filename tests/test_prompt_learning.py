@@ -269,3 +269,31 @@ def test_open_clip_towers_take_prompt_context_like_written_words(tmp_path):
     shots = PromptInputs(F.normalize(torch.randn(8, 32), dim=-1), torch.zeros(8, 64))
     losses = train_prompts(coop, text, shots, torch.arange(8) % 4, torch.arange(4), PromptSettings(steps=5), 0)
     assert len(losses) == 5 and all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.parametrize("position", ["end", "middle"])
+def test_hugging_face_towers_take_prompt_context_like_written_words(position):
+    """MiniLM (BERT WordPiece, [CLS] ... [SEP], mean pooling): the hook fills ``word_embeddings`` at the slots."""
+    from contrastkit.config import ModelConfig
+    from contrastkit.models.build import build_model
+
+    model = build_model(ModelConfig(text_tower="hf:minilm", embed_dim=16, context_length=32, lock_text=True))
+    model.eval().requires_grad_(False)
+    text = PromptedText(model, CLASSES, 4, position)
+    assert text.table is model.text_tower.model.embeddings.word_embeddings
+    assert text.slots.sum(dim=1).tolist() == [4] * len(CLASSES)
+    ctx = text.initial_context("a photo of a", torch.Generator())
+    got = text.encode(ctx.expand(len(CLASSES), -1, -1), torch.arange(len(CLASSES)))
+    written = [f"a photo of a {c}." if position == "end" else f"a photo {c} of a." for c in CLASSES]
+    with torch.no_grad():
+        direct = F.normalize(model.encode_text(model.tokenize(written)), dim=-1)
+    assert torch.allclose(got, direct, atol=1e-5)
+    with torch.no_grad():
+        placeholders = F.normalize(model.encode_text(text.tokens), dim=-1)
+    assert (got - placeholders).abs().max() > 1e-2  # the slots really were replaced
+    coop = CoOp(text, len(CLASSES), seed=0)
+    start = coop.ctx.detach().clone()
+    shots = PromptInputs(F.normalize(torch.randn(8, 16), dim=-1), torch.zeros(8, 64))
+    losses = train_prompts(coop, text, shots, torch.arange(8) % 4, torch.arange(4), PromptSettings(steps=5), 0)
+    assert len(losses) == 5 and all(math.isfinite(v) for v in losses)
+    assert not torch.equal(coop.ctx.detach(), start)  # the context learned through the BERT tower
