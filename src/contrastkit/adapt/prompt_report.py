@@ -137,7 +137,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"run `{request['run']}`, data `{request['data']}`, task `{request['task']}`, protocol "
         f"`{request['protocol']}`; M = {settings['n_ctx']} context vectors initialised from "
         f"{settings['ctx_init'] or 'N(0, 0.02²)'!r}, class token at the {settings['position']}, {settings['steps']} "
-        f"SGD steps at lr {settings['lr']:g}; test accuracy (%), mean ± sd over seeds "
+        f"Adam steps at lr {settings['lr']:g}; accuracy on the {request['eval_split']} split (%), mean ± sd over seeds "
         f"{', '.join(map(str, request['seeds']))}.",
         "",
         *summary_table(report),
