@@ -34,6 +34,10 @@ NOISE = 0.02  # a loss smaller than 2 points of accuracy counts as "kept"
 
 SOURCE_AND_TARGET = ("shapes-test", "shapes-val", "clutter-test")
 WITH_DENSE = ("shapes-test", "shapes-val", "shapes-dense")
+# The dense setting: the demo's image size and width (64 px, 4 x 4 cells of 16 px, objects 11-18 px across), where
+# a cell can hold an object; at the testbed's 48 px (3 x 3 cells) no model's cells tell shapes apart.
+DENSE_64 = ("data.image_size=64", "model.width=128", "model.embed_dim=128", "train.batch_size=128")
+DENSE_64_EVALUATIONS = ("shapes-test", "shapes-dense")
 CLUTTER = ("data.source=synthetic:shapes-clutter",)
 SWAPS = ("data.neg_categories=swap_attributes,swap_objects",)  # NegCLIP's negatives swap words of the caption
 FIXED_T100 = ("model.logit_scale_init=100.0", "model.learn_logit_scale=false")
@@ -67,6 +71,9 @@ ARMS: dict[str, Arm] = {
         Arm("cwcl_lit", "configs/cwcl_lit.yaml", ("model.embed_dim=384",)),
         Arm("pixpro_scratch", "configs/pixpro.yaml", evaluations=WITH_DENSE),
         Arm("tips_patch_scratch", "configs/tips_patch.yaml", evaluations=WITH_DENSE),
+        Arm("dense64_clip", "configs/clip.yaml", DENSE_64, steps_factor=1.25, evaluations=DENSE_64_EVALUATIONS),
+        Arm("dense64_pixpro", "configs/pixpro.yaml", DENSE_64, steps_factor=1.25, evaluations=DENSE_64_EVALUATIONS),
+        Arm("dense64_tips", "configs/tips_patch.yaml", DENSE_64, steps_factor=1.25, evaluations=DENSE_64_EVALUATIONS),
         Arm("temperature_t5", "configs/clip.yaml", _fixed_t(5.0)),
         Arm("temperature_t14", "configs/clip.yaml", _fixed_t(14.3)),
         Arm("temperature_t50", "configs/clip.yaml", _fixed_t(50.0)),
@@ -244,6 +251,20 @@ CLAIMS: tuple[Claim, ...] = (
         "fine-tuning with masked patch self-distillation improves dense transfer, zero-shot kept",
         "tips_patch",
         "clip_ft",
+        (Condition(DENSE, "higher"), Condition(ZS, "not_lower", NOISE)),
+    ),
+    Claim(
+        "PixPro",
+        "at 64 px (4 x 4 cells): pixel propagation improves dense transfer without hurting global zero-shot",
+        "dense64_pixpro",
+        "dense64_clip",
+        (Condition(DENSE, "higher"), Condition(ZS, "not_lower", NOISE)),
+    ),
+    Claim(
+        "TIPSv2",
+        "at 64 px (4 x 4 cells): masked patch self-distillation improves dense transfer, zero-shot kept",
+        "dense64_tips",
+        "dense64_clip",
         (Condition(DENSE, "higher"), Condition(ZS, "not_lower", NOISE)),
     ),
     Claim("MEOW", "weighted negatives keep zero-shot", "meow", "clip_ft", (Condition(ZS, "not_lower", NOISE),)),
