@@ -11,7 +11,8 @@ Parts (each writes its own output folder under --out, resumable; the report goes
   Tip-Adapter, LP-FT, FT) at 1-16 shots per class, seeds 0-2;
 - ``base-to-new``: CoOp, CoCoOp, the TOMM-style learner and GOPro against the zero-shot head on the cluttered
   domain (shots from its train split, scored on its val split), 16 shots, base / new / harmonic mean, seeds 0-2,
-  at the base-to-new literature's context (M = 4 from "a photo of a") and at CoOp's own (M = 16, random start);
+  at the base-to-new literature's context (M = 4 from "a photo of a") and at CoOp's own (M = 16, random start),
+  each learner's lr and steps chosen on the cluttered test split (``--select-on``), never on the scored val split;
 - ``text-only``: CLOSE / CapDec noise sweep (with and without the mean shift), seeds 0-2;
 - ``text-caption``: CapDec's caption decoder trained on caption embeddings only, captioning test images (BLEU-4,
   CIDEr-D), over w with and without the mean shift, seeds 0-2;
@@ -35,9 +36,10 @@ from contrastkit.adapt.capdec_run import CaptionRequest, run_text_caption
 from contrastkit.adapt.capdec_run import summary_table as caption_table
 from contrastkit.adapt.few_shot_run import LadderRequest, run_ladder
 from contrastkit.adapt.few_shot_run import summary_table as few_shot_table
-from contrastkit.adapt.prompt_report import comparison_lines
+from contrastkit.adapt.prompt_report import comparison_lines, selection_lines
 from contrastkit.adapt.prompt_report import summary_table as prompt_table
 from contrastkit.adapt.prompt_run import PromptRequest, run_prompts
+from contrastkit.adapt.prompt_selection import Selection
 from contrastkit.adapt.prompt_training import PromptSettings
 from contrastkit.adapt.residual_guide import GuideSettings
 from contrastkit.adapt.residual_run import ResidualRequest, run_residual
@@ -62,26 +64,39 @@ def few_shot(base: str, seeds: list[int], out: Path, records: int) -> list[str]:
     ]
 
 
-def base_to_new(base: str, seeds: list[int], out: Path, records: int, shots: int, steps: int) -> list[str]:
-    """Two settings, all four learners: the literature's (M = 4 from "a photo of a") and CoOp's own (M = 16, random)."""
+def base_to_new(base: str, seeds: list[int], out: Path, records: int, shots: int, selection: Selection) -> list[str]:
+    """Two settings, all four learners: the literature's (M = 4 from "a photo of a") and CoOp's own (M = 16, random).
+
+    Each learner's lr and steps are chosen on the cluttered domain's test split at the first seed
+    (``selection``); every seed is then scored on the val split, which took no part in the choice.
+    """
     settings = {
-        "literature": (["coop", "cocoop", "tomm", "gopro"], PromptSettings(steps=steps)),
-        "coop16": (["coop", "cocoop", "tomm", "gopro"], PromptSettings(n_ctx=16, ctx_init=None, steps=steps)),
+        "literature": (["coop", "cocoop", "tomm", "gopro"], PromptSettings()),
+        "coop16": (["coop", "cocoop", "tomm", "gopro"], PromptSettings(n_ctx=16, ctx_init=None)),
     }
+    grid = f"lr {'/'.join(f'{lr:g}' for lr in selection.lrs)} x steps {'/'.join(map(str, selection.steps))}"
     lines = []
     for name, (methods, setting) in settings.items():
         request = PromptRequest(
             base, "synthetic:shapes-clutter", "shape", methods, [shots], seeds,
             max_records=records, eval_split="val", settings=setting,
         )  # fmt: skip
-        report = run_prompts(request, out / f"base-to-new-{name}", data_overrides=[f"data.eval_size={3 * records}"])
+        report = run_prompts(
+            request,
+            out / f"base-to-new-{name}-selected",
+            data_overrides=[f"data.eval_size={3 * records}"],
+            selection=selection,
+        )
         start = f"from {setting.ctx_init!r}" if setting.ctx_init else "random start"
         lines += [
             f"**Base-to-new prompt learning, M = {setting.n_ctx} context vectors, {start}** (cluttered domain, "
-            f"shape task: 3 base and 3 new classes; {shots} shots per base class from the train split, {steps} "
-            f"Adam steps, scored on the val split; %, mean ± sd over seeds {', '.join(map(str, seeds))}):",
+            f"shape task: 3 base and 3 new classes; {shots} shots per base class from the train split; Adam, each "
+            f"learner's lr and steps chosen among {grid} on the {selection.split} split at seed {seeds[0]}; scored "
+            f"on the val split; %, mean ± sd over seeds {', '.join(map(str, seeds))}):",
             "",
             *prompt_table(report),
+            "",
+            *selection_lines(report),
             "",
             *comparison_lines(report),
             "",
@@ -174,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-records", type=int, default=1000, help="records per split (default 1000)")
     parser.add_argument("--noise", default="0,0.05,0.1,0.2,0.4,0.6,0.8", help="text-only noise levels w")
     parser.add_argument("--prompt-shots", type=int, default=16, help="shots per base class (base-to-new)")
-    parser.add_argument("--prompt-steps", type=int, default=200, help="steps of each prompt learner (base-to-new)")
+    parser.add_argument(
+        "--prompt-lrs", default="0.001,0.003,0.01", help="learning rates tried per prompt learner (base-to-new)"
+    )
+    parser.add_argument("--prompt-steps", default="100,300", help="step counts tried per prompt learner (base-to-new)")
+    parser.add_argument("--select-on", default="test", help="split that chooses them (base-to-new scores val)")
     parser.add_argument("--caption-noise", default="0,0.1,0.2,0.4", help="noise levels w of the text-caption part")
     parser.add_argument("--caption-steps", type=int, default=300, help="steps of each caption decoder")
     parser.add_argument("--guide-steps", type=int, default=300, help="steps of the residual part's guided network")
@@ -193,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         if part == "few-shot":
             body += few_shot(args.base, seeds, out, args.max_records)
         elif part == "base-to-new":
-            body += base_to_new(args.base, seeds, out, args.max_records, args.prompt_shots, args.prompt_steps)
+            lrs, steps = (
+                tuple(float(x) for x in args.prompt_lrs.split(",")),
+                tuple(int(x) for x in args.prompt_steps.split(",")),
+            )
+            selection = Selection(args.select_on, lrs, steps)
+            body += base_to_new(args.base, seeds, out, args.max_records, args.prompt_shots, selection)
         elif part == "text-only":
             body += text_only(args.base, seeds, out, args.max_records, [float(w) for w in args.noise.split(",")])
         elif part == "text-caption":

@@ -29,7 +29,9 @@ def test_the_benchmark_writes_its_section_and_names_what_is_missing(tmp_path, ca
         "--guide-steps",
         "5",
         "--prompt-steps",
-        "2",
+        "2,3",
+        "--prompt-lrs",
+        "0.003",
         "--prompt-shots",
         "2",
         "--caption-steps",
@@ -46,6 +48,7 @@ def test_the_benchmark_writes_its_section_and_names_what_is_missing(tmp_path, ca
     assert "**Base-to-new prompt learning, M = 4 context vectors, from 'a photo of a'**" in text
     assert "**Base-to-new prompt learning, M = 16 context vectors, random start**" in text and "| gopro | 2 |" in text
     assert "k = 2: coop base" in text  # the paired comparison with the zero-shot head, over the two seeds
+    assert text.count("chosen by 8 trials on the test split (seed 0") == 2  # 4 learners x 2 step counts, per setting
     assert "**Text-only captioning (CapDec)**" in text and "| mean shift + noise | CIDEr-D |" in text
     assert "**Residual direction**" in text and "held-out AUC" in text
     assert "WiSE-FT**: not measured, missing fine-tuned runs" in text

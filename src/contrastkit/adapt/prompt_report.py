@@ -87,7 +87,13 @@ def comparison_lines(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(request: Any, rows: Sequence[Mapping[str, Any]], out: Path, command: str) -> dict[str, Any]:
+def write_report(
+    request: Any,
+    rows: Sequence[Mapping[str, Any]],
+    out: Path,
+    command: str,
+    selection: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     report = {
         "method": "prompt_learning",
         "request": asdict(request),
@@ -95,6 +101,7 @@ def write_report(request: Any, rows: Sequence[Mapping[str, Any]], out: Path, com
         "comparisons": comparisons(rows),
         "rows": list(rows),
         "command": command,
+        "selection": selection,
     }
     plot(report, out / "prompts.png")
     (out / "report.json").write_text(json.dumps(report, indent=1))
@@ -128,20 +135,38 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def selection_lines(report: Mapping[str, Any]) -> list[str]:
+    """One sentence naming the lr and steps each method was given, and the split that chose them."""
+    picked = report.get("selection")
+    if not picked:
+        return []
+    choices = "; ".join(f"{c['method']} (k {c['k']}) lr {c['lr']:g}, {c['steps']} steps" for c in picked["chosen"])
+    return [
+        f"Learning rate and steps per method chosen by {len(picked['trials'])} trials on the {picked['split']} split "
+        f"(seed {picked['seed']}; the scored split took no part): {choices}."
+    ]
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     request = report["request"]
     settings = request["settings"]
+    schedule = (
+        "Adam at the lr and steps chosen per method (below)"
+        if report.get("selection")
+        else f"{settings['steps']} Adam steps at lr {settings['lr']:g}"
+    )
     lines = [
         "# Prompt learning",
         "",
         f"run `{request['run']}`, data `{request['data']}`, task `{request['task']}`, protocol "
         f"`{request['protocol']}`; M = {settings['n_ctx']} context vectors initialised from "
-        f"{settings['ctx_init'] or 'N(0, 0.02²)'!r}, class token at the {settings['position']}, {settings['steps']} "
-        f"Adam steps at lr {settings['lr']:g}; accuracy on the {request['eval_split']} split (%), mean ± sd over seeds "
+        f"{settings['ctx_init'] or 'N(0, 0.02²)'!r}, class token at the {settings['position']}, {schedule}; "
+        f"accuracy on the {request['eval_split']} split (%), mean ± sd over seeds "
         f"{', '.join(map(str, request['seeds']))}.",
         "",
         *summary_table(report),
     ]
+    lines += ["", *selection_lines(report)] if report.get("selection") else []
     if report["comparisons"]:
         lines += ["", "Paired differences over seeds (95% t-interval):", "", *comparison_lines(report)]
     lines += ["", "![prompt learning](prompts.png)", "", f"Command: `{report['command']}`", ""]

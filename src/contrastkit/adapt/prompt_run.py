@@ -37,6 +37,7 @@ from .base_to_new import among, harmonic_mean, split_classes
 from .few_shot import check_shots, find_task, head_weights
 from .prompt_inputs import PromptInputs, prompt_inputs
 from .prompt_report import write_report
+from .prompt_selection import Selection, choose_settings
 from .prompt_tokens import PromptedText
 from .prompt_training import METHODS, PromptSettings, build_learner, prompt_accuracy, train_prompts
 from .result_lines import ResultLines
@@ -90,12 +91,27 @@ def check_request(request: PromptRequest) -> None:
         raise ValueError(f"--views {request.views}: GOPro needs at least 2 augmented views per shot")
 
 
-def run_prompts(request: PromptRequest, out: Path, *, data_overrides: Sequence[str] = (), progress: bool = True):
-    """Measure what ``out/prompts.jsonl`` lacks, then write the report; returns the report."""
+def run_prompts(
+    request: PromptRequest,
+    out: Path,
+    *,
+    data_overrides: Sequence[str] = (),
+    progress: bool = True,
+    selection: Selection | None = None,
+):
+    """Measure what ``out/prompts.jsonl`` lacks, then write the report; returns the report.
+
+    With ``selection`` each (method, k) first gets its lr and steps from a grid scored on another split
+    (:mod:`.prompt_selection`); the rows then record the settings they were trained with.
+    """
     check_request(request)
     # rows are per (method, k, seed): a rerun may add methods, shots or seeds to the same folder
     spec = {**asdict(request), "data_overrides": list(data_overrides)}
+    if selection is not None:
+        selection.check(request.eval_split)
+        spec["select_on"] = selection.split
     lines = ResultLines(out, "prompts.jsonl", spec, free=("methods", "shots", "seeds"))
+    chosen, trials = _choose(request, out, spec, data_overrides, selection) if selection else ({}, [])
     wanted = [(m, k, s) for m in ("zero_shot", *request.methods) for k in request.shots for s in request.seeds]
     rows = [r for r in lines.read() if (r["method"], r["k"], r["seed"]) in set(wanted)]  # the report is the request's
     done = {(r["method"], r["k"], r["seed"]) for r in rows}
@@ -103,10 +119,38 @@ def run_prompts(request: PromptRequest, out: Path, *, data_overrides: Sequence[s
     if todo:
         scene = _scene(request, data_overrides)
         for method, k, seed in tqdm(todo, desc="prompt learning", disable=not progress):
-            row = _measure(scene, request, method, k, seed, out)
+            settings = chosen.get((method, k), request.settings)
+            row = _measure(scene, replace(request, settings=settings), method, k, seed, out)
+            if method != "zero_shot":
+                row.update(lr=settings.lr, steps=settings.steps)
             lines.append(row)
             rows.append(row)
-    return write_report(request, rows, out, shlex.join(["contrastkit", *sys.argv[1:]]))
+    picked = None
+    if selection is not None:
+        chosen_rows = [{"method": m, "k": k, "lr": c.lr, "steps": c.steps} for (m, k), c in chosen.items()]
+        picked = {"split": selection.split, "seed": request.seeds[0], "chosen": chosen_rows, "trials": trials}
+    return write_report(request, rows, out, shlex.join(["contrastkit", *sys.argv[1:]]), picked)
+
+
+def _choose(
+    request: PromptRequest,
+    out: Path,
+    spec: dict[str, Any],
+    data_overrides: Sequence[str],
+    selection: Selection,
+) -> tuple[dict[tuple[str, int], PromptSettings], list[dict[str, Any]]]:
+    """Each (method, k)'s lr and steps, chosen at the first seed on ``selection.split``; and the trials."""
+    seed = request.seeds[0]
+    trial_spec = {key: value for key, value in spec.items() if key not in ("seeds", "eval_split")} | {"seed": seed}
+    scene: list[Scene] = []  # built on the first trial that needs it
+
+    def measure(method: str, k: int, settings: PromptSettings, trial_out: Path) -> dict[str, Any]:
+        if not scene:
+            scene.append(_scene(replace(request, eval_split=selection.split), data_overrides))
+        trial_out.mkdir(parents=True, exist_ok=True)
+        return _measure(scene[0], replace(request, settings=settings), method, k, seed, trial_out)
+
+    return choose_settings(selection, request.methods, request.shots, request.settings, out, trial_spec, measure)
 
 
 def _scene(request: PromptRequest, data_overrides: Sequence[str]) -> Scene:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .arg_types import ints
+from .arg_types import ints, numbers
 from .data_settings import add_data_settings, data_overrides
 
 
@@ -46,6 +46,12 @@ def add_prompt(methods: argparse._SubParsersAction) -> None:
         "--eval-split", default="test", help="split scored (default test; the shapes world's val split holds the "
         "training combinations, its test split held-out ones)"
     )  # fmt: skip
+    p.add_argument(
+        "--select-on", metavar="SPLIT", help="choose each method's --lr and --steps from the grids below by H (or "
+        "accuracy) on this split at the first seed, then score every seed on --eval-split with them"
+    )  # fmt: skip
+    p.add_argument("--lr-grid", type=numbers, default=[1e-3, 3e-3, 1e-2], help="with --select-on (1e-3,3e-3,1e-2)")
+    p.add_argument("--steps-grid", type=ints, default=[100, 200, 400], help="with --select-on (100,200,400)")
     add_data_settings(p, "data settings over the run's")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -54,6 +60,7 @@ def add_prompt(methods: argparse._SubParsersAction) -> None:
 
 def run_prompt(args: argparse.Namespace) -> int:
     from ..adapt.prompt_run import PromptRequest, run_prompts
+    from ..adapt.prompt_selection import Selection
     from ..adapt.prompt_training import PromptSettings
 
     for name in ("max_records", "steps", "batch_size", "n_ctx"):
@@ -76,6 +83,13 @@ def run_prompt(args: argparse.Namespace) -> int:
         max_records=args.max_records, eval_split=args.eval_split, settings=settings, views=args.views,
         view_augment=args.view_augment, classnames=args.classnames,
     )  # fmt: skip
-    run_prompts(request, Path(args.out), data_overrides=data_overrides(args.set), progress=not args.no_progress)
+    selection = Selection(args.select_on, tuple(args.lr_grid), tuple(args.steps_grid)) if args.select_on else None
+    run_prompts(
+        request,
+        Path(args.out),
+        data_overrides=data_overrides(args.set),
+        progress=not args.no_progress,
+        selection=selection,
+    )
     print((Path(args.out) / "report.md").read_text())
     return 0
