@@ -64,7 +64,9 @@ def few_shot(base: str, seeds: list[int], out: Path, records: int) -> list[str]:
     ]
 
 
-def base_to_new(base: str, seeds: list[int], out: Path, records: int, shots: int, selection: Selection) -> list[str]:
+def base_to_new(
+    base: str, seeds: list[int], out: Path, records: int, shots: int, selection: Selection, contexts: list[str]
+) -> list[str]:
     """Two settings, all four learners: the literature's (M = 4 from "a photo of a") and CoOp's own (M = 16, random).
 
     Each learner's lr and steps are chosen on the cluttered domain's test split at the first seed
@@ -74,9 +76,13 @@ def base_to_new(base: str, seeds: list[int], out: Path, records: int, shots: int
         "literature": (["coop", "cocoop", "tomm", "gopro"], PromptSettings()),
         "coop16": (["coop", "cocoop", "tomm", "gopro"], PromptSettings(n_ctx=16, ctx_init=None)),
     }
+    unknown = sorted(set(contexts) - set(settings))
+    if unknown:
+        raise SystemExit(f"--prompt-contexts: unknown {', '.join(unknown)}; choose from {', '.join(settings)}")
     grid = f"lr {'/'.join(f'{lr:g}' for lr in selection.lrs)} x steps {'/'.join(map(str, selection.steps))}"
     lines = []
-    for name, (methods, setting) in settings.items():
+    for name in contexts:
+        methods, setting = settings[name]
         request = PromptRequest(
             base, "synthetic:shapes-clutter", "shape", methods, [shots], seeds,
             max_records=records, eval_split="val", settings=setting,
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "--prompt-lrs", default="0.001,0.003,0.01", help="learning rates tried per prompt learner (base-to-new)"
     )
     parser.add_argument("--prompt-steps", default="100,300", help="step counts tried per prompt learner (base-to-new)")
+    parser.add_argument("--prompt-contexts", default="literature,coop16", help="base-to-new settings to run")
     parser.add_argument("--select-on", default="test", help="split that chooses them (base-to-new scores val)")
     parser.add_argument("--caption-noise", default="0,0.1,0.2,0.4", help="noise levels w of the text-caption part")
     parser.add_argument("--caption-steps", type=int, default=300, help="steps of each caption decoder")
@@ -217,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                 tuple(int(x) for x in args.prompt_steps.split(",")),
             )
             selection = Selection(args.select_on, lrs, steps)
-            body += base_to_new(args.base, seeds, out, args.max_records, args.prompt_shots, selection)
+            contexts = [c.strip() for c in args.prompt_contexts.split(",") if c.strip()]
+            body += base_to_new(args.base, seeds, out, args.max_records, args.prompt_shots, selection, contexts)
         elif part == "text-only":
             body += text_only(args.base, seeds, out, args.max_records, [float(w) for w in args.noise.split(",")])
         elif part == "text-caption":

@@ -53,6 +53,8 @@ def test_the_benchmark_writes_its_section_and_names_what_is_missing(tmp_path, ca
     assert "**Residual direction**" in text and "held-out AUC" in text
     assert "WiSE-FT**: not measured, missing fine-tuned runs" in text
     assert (tmp_path / "out" / "residual" / "residual_examples.png").exists()
+    with pytest.raises(SystemExit, match="--prompt-contexts: unknown wide; choose from literature, coop16"):
+        adaptation.main([*args[:6], "--parts", "base-to-new", "--prompt-contexts", "wide", "--results", ""])
     with pytest.raises(SystemExit, match="unknown lora"):
         adaptation.main([*args[:6], "--parts", "lora"])
     with pytest.raises(SystemExit, match="not a finished run"):
