@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", default="0,0.05,0.1,0.2,0.4,0.6,0.8", help="text-only noise levels w")
     parser.add_argument("--prompt-shots", type=int, default=16, help="shots per base class (base-to-new)")
     parser.add_argument(
-        "--prompt-lrs", default="0.001,0.003,0.01", help="learning rates tried per prompt learner (base-to-new)"
+        "--prompt-lrs", default="0.003,0.01,0.03", help="learning rates tried per prompt learner (base-to-new)"
     )
     parser.add_argument("--prompt-steps", default="100,300", help="step counts tried per prompt learner (base-to-new)")
     parser.add_argument("--prompt-contexts", default="literature,coop16", help="base-to-new settings to run")
