@@ -163,3 +163,12 @@ TINY_TRAINING = [
     "train.eval_every=0",
     "train.checkpoint_every=0",
 ]
+
+
+def tiny_demo_run(root: Path, train_size: int) -> Path:
+    """The demo recipe trained 2 steps (TINY_TRAINING) on ``train_size`` records into ``root``: a run to adapt."""
+    from contrastkit.config import load_config
+    from contrastkit.engine.trainer import train
+
+    train(load_config("configs/demo.yaml", [*TINY_TRAINING, f"data.train_size={train_size}"]), root)
+    return root

@@ -20,9 +20,7 @@ from contrastkit.adapt.capdec import (
 )
 from contrastkit.adapt.capdec_run import CaptionRequest, run_text_caption
 from contrastkit.cli import main
-from contrastkit.config import load_config
-from contrastkit.engine.trainer import train
-from helpers import TINY_TRAINING
+from helpers import tiny_demo_run
 
 CAPTIONS = ["A red circle.", "a blue square", "a green star left of a red circle"]
 
@@ -68,9 +66,7 @@ def test_a_decoder_learns_to_caption_from_the_embedding():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("capdec")
-    train(load_config("configs/demo.yaml", [*TINY_TRAINING, "data.train_size=100"]), root)
-    return root
+    return tiny_demo_run(tmp_path_factory.mktemp("capdec"), 100)
 
 
 def test_a_text_caption_run_writes_the_report_and_resumes(run, tmp_path, monkeypatch):

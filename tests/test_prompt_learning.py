@@ -23,19 +23,15 @@ from contrastkit.adapt.prompt_tokens import PromptedText, assemble_prompts
 from contrastkit.adapt.prompt_training import PromptSettings, prompt_accuracy, train_prompts
 from contrastkit.adapt.tomm import TommStyle
 from contrastkit.cli import main
-from contrastkit.config import load_config
-from contrastkit.engine.trainer import train
 from contrastkit.models.load import load_run
-from helpers import TINY_TRAINING
+from helpers import tiny_demo_run
 
 CLASSES = ["circle", "square", "triangle", "star"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prompts")
-    train(load_config("configs/demo.yaml", [*TINY_TRAINING, "data.train_size=300"]), root)
-    return root
+    return tiny_demo_run(tmp_path_factory.mktemp("prompts"), 300)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ from contrastkit.adapt.prompt_run import PromptRequest, run_prompts
 from contrastkit.adapt.prompt_selection import Selection, choose_settings
 from contrastkit.adapt.prompt_training import PromptSettings
 from contrastkit.cli import main
-from contrastkit.config import load_config
-from contrastkit.engine.trainer import train
-from helpers import TINY_TRAINING
+from helpers import tiny_demo_run
 
 SCORES = {  # (lr, steps) -> H of a made-up learner: best at lr 0.01, 200 steps; two trials tie below it
     (0.001, 100): 0.40, (0.001, 200): 0.50, (0.01, 100): 0.50, (0.01, 200): 0.70,
@@ -78,9 +76,7 @@ def test_selection_refuses_the_scored_split_and_empty_grids():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("selection")
-    train(load_config("configs/demo.yaml", [*TINY_TRAINING, "data.train_size=300"]), root)
-    return root
+    return tiny_demo_run(tmp_path_factory.mktemp("selection"), 300)
 
 
 def test_a_run_scores_every_seed_with_the_settings_chosen_on_the_other_split(run, tmp_path, capsys):
