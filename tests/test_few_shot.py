@@ -81,6 +81,29 @@ def test_fine_tuning_starts_from_the_head_and_leaves_the_model_alone(run):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy was tuned
 
 
+def test_the_lora_rung_starts_as_ft_and_trains_only_adapters_and_head(run):
+    from contrastkit.models.load import load_run
+    from contrastkit.models.lora import LoraSettings
+
+    model, _ = load_run(run)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(12) % 3
+    weight = F.normalize(torch.randn(3, 32), dim=-1)
+    head = (weight, torch.zeros(3), 5.0, pixels, labels)
+    lora = LoraSettings(rank=4, alpha=8)
+    start = lp_ft.fine_tune(model, *head, lp_ft.FineTuneSettings(steps=0), 0, lora)
+    assert torch.allclose(start(pixels), lp_ft.fine_tune(model, *head, lp_ft.FineTuneSettings(steps=0), 0)(pixels))
+    tuned = lp_ft.fine_tune(model, *head, lp_ft.FineTuneSettings(steps=30, lr=1e-2), 0, lora)
+    trained = {n for n, p in tuned.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n or n in ("weight", "bias") for n in trained)
+    frozen = {n.replace(".base_layer", ""): p for n, p in tuned.model.named_parameters() if "lora_" not in n}
+    # only adapters and head moved (peft adapts attention by merging and unmerging: float rounding at most)
+    assert all(torch.allclose(before[n], p, rtol=0, atol=1e-6) for n, p in frozen.items())
+    assert lp_ft.accuracy(tuned, pixels, labels) > lp_ft.accuracy(start, pixels, labels)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ladder")
@@ -100,7 +123,8 @@ def test_a_ladder_run_writes_the_report_and_resumes(run, tmp_path, monkeypatch):
     assert len(zero) == 1  # the zero-shot head does not depend on the shots
 
     lines = (tmp_path / "ladder.jsonl").read_text().splitlines()
-    (tmp_path / "ladder.jsonl").write_text("\n".join(lines[:10]) + "\n")  # killed after two (k, seed) points
+    per_point = len(few_shot.METHODS)
+    (tmp_path / "ladder.jsonl").write_text("\n".join(lines[: 2 * per_point]) + "\n")  # killed after two points
     measured = []
     real = few_shot.ladder_rows
     monkeypatch.setattr("contrastkit.adapt.few_shot_run.ladder_rows", lambda *a: measured.append(a[-2:]) or real(*a))

@@ -10,12 +10,13 @@ import torch
 from safetensors.torch import load_file
 
 from contrastkit.cli import main
-from contrastkit.config import load_config
+from contrastkit.config import ModelConfig, load_config
 from contrastkit.engine.trainer import train
+from contrastkit.models.build import build_model
 from contrastkit.models.checkpoint import latest_checkpoint, load_module
 from contrastkit.models.load import load_run
-from contrastkit.models.lora import LoraSettings, add_lora, merge_lora, trainable_share
-from helpers import TINY_TRAINING
+from contrastkit.models.lora import LoraSettings, add_lora, image_side_targets, merge_lora, trainable_share
+from helpers import TINY_TRAINING, register_tiny_open_clip
 
 PIXELS = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 CAPTIONS = ["a red circle", "a blue square to the left of a green star", "there is a small white cross"]
@@ -105,3 +106,28 @@ def test_adapt_lora_writes_a_run_that_loads_merged_and_resumes(run, tmp_path, ca
     assert main([*args, "--steps", "4", "--lr", "0.05", "--out", str(out)]) == 0  # finished: resumes at the end
     assert main([*args, "--targets", "c_fc", "--out", str(tmp_path / "bad")]) == 2
     assert "LoRA targets c_fc match no module" in capsys.readouterr().err
+
+
+def test_image_side_targets_adapt_what_embeds_an_image_and_nothing_else(run, tmp_path):
+    model, _ = load_run(run)
+    targets = image_side_targets(model)
+    assert r"re:image_proj" in targets and r"re:image_tower\.body\.0\.0" in targets
+    assert not any("text" in t or "out_proj" in t for t in targets)  # attention blocks are adapted whole
+    before = _embed(model)
+    add_lora(model, LoraSettings(rank=2, alpha=4, targets=targets))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.2)
+    after = _embed(model)
+    assert not torch.allclose(after[0], before[0], atol=1e-3)
+    assert torch.allclose(after[1], before[1], atol=1e-5)  # (the slow path of the text layers, not the fast one)
+    assert not any("lora_" in n for n, _ in model.named_parameters() if n.startswith("text"))
+
+    name = register_tiny_open_clip(tmp_path / "cfg")  # a ViT: patch convolution, attention blocks, MLPs
+    vit = build_model(ModelConfig(image_tower=f"open_clip:{name}", text_tower=f"open_clip:{name}", embed_dim=32))
+    found = image_side_targets(vit)
+    assert any("conv1" in t for t in found) and any(t.endswith("attn") for t in found)
+    assert any("c_fc" in t for t in found) and not any("transformer" in t and "image" not in t for t in found)
+    add_lora(vit, LoraSettings(rank=2, alpha=4, targets=found))
+    assert all(not p.requires_grad for n, p in vit.named_parameters() if n.startswith("text_tower"))

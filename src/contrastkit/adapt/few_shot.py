@@ -9,7 +9,8 @@ mean text embedding (:func:`~contrastkit.evaluate.zeroshot.class_embeddings`). M
 - ``linear_probe``: CLIP's logistic-regression probe on the k shots (:mod:`~contrastkit.evaluate.linear_probe`);
 - ``tip_adapter``: the training-free cache model (:mod:`~contrastkit.adapt.tip_adapter`);
 - ``ft`` / ``lp_ft``: the image tower fine-tuned on the k shots with the zero-shot head / with the linear
-  probe's head (:mod:`~contrastkit.adapt.lp_ft`), when fine-tuning steps are asked for.
+  probe's head (:mod:`~contrastkit.adapt.lp_ft`), when fine-tuning steps are asked for;
+- ``lora``: FT with LoRA adapters of rank r on the image side instead of all its weights, when a rank is given.
 
 Rows are appended to ``OUT/ladder.jsonl`` as they are measured; a rerun with the same arguments measures
 only the missing ones. A class with fewer training images than k stops the run, naming the class.
@@ -18,7 +19,7 @@ only the missing ones. A class with fewer training images than k stops the run, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,11 @@ from ..evaluate.verdicts import summarize
 from ..evaluate.zeroshot import class_embeddings
 from ..models.dual_encoder import DualEncoder
 from ..models.embedder import TorchEmbedder
+from ..models.lora import LoraSettings, trainable_share
 from .lp_ft import FineTuneSettings, accuracy, fine_tune, probe_head
 from .tip_adapter import choose_alpha_beta, tip_adapter_logits
 
-METHODS = ("zero_shot", "linear_probe", "tip_adapter", "lp_ft", "ft")
+METHODS = ("zero_shot", "linear_probe", "tip_adapter", "lp_ft", "ft", "lora")
 
 
 @dataclass
@@ -123,8 +125,10 @@ def finetune_rows(
     settings: FineTuneSettings,
     k: int,
     seed: int,
+    lora: LoraSettings | None = None,
+    lora_lr: float = 1e-3,
 ) -> list[Row]:
-    """LP-FT and FT on the same k shots per class as the probe (drawn with ``seed``)."""
+    """LP-FT, FT (and LoRA, given its settings) on the same k shots per class as the probe (drawn with ``seed``)."""
     shots = torch.from_numpy(fewshot_indices(train.labels.numpy(), k, seed))
     pixels = torch.stack([embedder.preprocess(train.images[i]) for i in shots.tolist()])
     labels = train.labels[shots]
@@ -133,10 +137,17 @@ def finetune_rows(
     scale = float(model.logit_scale.detach())
     ft = fine_tune(model, weights, torch.zeros(len(weights)), scale, pixels, labels, settings, seed)
     knobs = {"steps": float(settings.steps), "lr": settings.lr}
-    return [
+    rows = [
         Row("lp_ft", k, seed, accuracy(lp_ft, test_pixels, test_labels), {"C": chosen_c, **knobs}),
         Row("ft", k, seed, accuracy(ft, test_pixels, test_labels), knobs),
     ]
+    if lora is not None:
+        low_rank = replace(settings, lr=lora_lr)
+        adapted = fine_tune(model, weights, torch.zeros(len(weights)), scale, pixels, labels, low_rank, seed, lora)
+        trainable, total = trainable_share(adapted.model)
+        chosen = {"steps": float(settings.steps), "lr": lora_lr, "rank": float(lora.rank), "share": trainable / total}
+        rows.append(Row("lora", k, seed, accuracy(adapted, test_pixels, test_labels), chosen))
+    return rows
 
 
 def head_weights(embedder: TorchEmbedder, task: ZeroShotTask) -> Tensor:

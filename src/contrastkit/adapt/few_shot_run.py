@@ -23,6 +23,7 @@ from ..config import apply_overrides, config_from_dict
 from ..data.sources import open_source
 from ..models.embedder import dual_encoder_embedder
 from ..models.load import load_run
+from ..models.lora import LoraSettings
 from .few_shot import (
     METHODS,
     Row,
@@ -48,12 +49,16 @@ class LadderRequest:
     max_records: int = 2000
     finetune_steps: int = 0  # > 0: also LP-FT and FT (the image tower fine-tuned on the shots)
     finetune_lr: float = 1e-4
+    lora_rank: int = 8  # > 0 (with finetune_steps): also LoRA on the image side, same steps
+    lora_lr: float = 1e-3
 
 
 def run_ladder(request: LadderRequest, out: Path, *, data_overrides: Sequence[str] = (), progress: bool = True):
     """Measure what ``out/ladder.jsonl`` lacks, then write the report; returns the report."""
     if not request.shots or min(request.shots) < 1:
         raise ValueError(f"--shots: give positive numbers of shots per class, got {request.shots}")
+    if request.lora_rank < 0 or request.lora_lr <= 0:
+        raise ValueError(f"--lora-rank must be >= 0 and --lora-lr > 0, got {request.lora_rank} and {request.lora_lr}")
     lines = ResultLines(out, "ladder.jsonl", {**asdict(request), "data_overrides": list(data_overrides)})
     rows = [Row(**row) for row in lines.read()]
     done = {(r.k, r.seed) for r in rows}
@@ -70,13 +75,25 @@ def run_ladder(request: LadderRequest, out: Path, *, data_overrides: Sequence[st
         weights = head_weights(embedder, task)
         scale = float(model.logit_scale.detach())
         tuning = FineTuneSettings(steps=request.finetune_steps, lr=request.finetune_lr)
+        lora = LoraSettings(rank=request.lora_rank, alpha=2 * request.lora_rank) if request.lora_rank > 0 else None
         test_pixels = torch.stack([embedder.preprocess(im) for im in test.images]) if tuning.steps else None
         for k, seed in tqdm(todo, desc="few-shot", disable=not progress):
             found = ladder_rows(train, val, test, weights, scale, k, seed)
             if test_pixels is not None:
                 chosen_c = next(r.chosen["C"] for r in found if r.method == "linear_probe")
                 found += finetune_rows(
-                    model, embedder, train, test_pixels, test.labels, weights, chosen_c, tuning, k, seed
+                    model,
+                    embedder,
+                    train,
+                    test_pixels,
+                    test.labels,
+                    weights,
+                    chosen_c,
+                    tuning,
+                    k,
+                    seed,
+                    lora,
+                    request.lora_lr,
                 )
             for row in found:
                 lines.append(asdict(row))

@@ -9,7 +9,10 @@ Both start from the same contrastive model; the head is logits = s · normalize(
 
 - ``ft``: W = the zero-shot head (class prompt embeddings), s = the model's logit scale, b = 0
   (how CLIP models are usually fine-tuned, e.g. for WiSE-FT);
-- ``lp_ft``: W, b from a logistic-regression probe on the shots' frozen features (C chosen on val), s = 1.
+- ``lp_ft``: W, b from a logistic-regression probe on the shots' frozen features (C chosen on val), s = 1;
+- ``lora``: as ``ft``, but the image side is frozen except for LoRA adapters of rank r on every layer that
+  embeds an image (Hu et al. 2022; :func:`~contrastkit.models.lora.image_side_targets`), W' = W + (α/r) B A
+  with B = 0 at the start, so the adapted classifier starts as FT's; the head trains as in FT.
 
 Then cross-entropy on the k shots per class, AdamW on encoder and head, ``steps`` steps. The text tower
 is not used after the head is built.
@@ -18,7 +21,7 @@ is not used after the head is built.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -27,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
 from ..models.dual_encoder import DualEncoder
+from ..models.lora import LoraSettings, add_lora, image_side_targets
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,14 @@ def fine_tune(
     labels: Tensor,
     settings: FineTuneSettings,
     seed: int,
+    lora: LoraSettings | None = None,
 ) -> _Classifier:
-    """A copy of ``model`` with the head (``weight``, ``bias``, ``scale``), fine-tuned on (``pixels``, ``labels``)."""
+    """A copy of ``model`` with the head (``weight``, ``bias``, ``scale``), fine-tuned on (``pixels``, ``labels``);
+    with ``lora`` (its targets replaced by the image side's layers) only the adapters and the head train."""
     torch.manual_seed(seed)
     classifier = _Classifier(model, weight, bias, scale)
+    if lora is not None:
+        add_lora(classifier.model, replace(lora, targets=image_side_targets(classifier.model)))
     params = [p for p in classifier.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(seed)

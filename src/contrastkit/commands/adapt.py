@@ -67,10 +67,11 @@ def _add_wise_ft(methods: argparse._SubParsersAction) -> None:
 def _add_few_shot(methods: argparse._SubParsersAction) -> None:
     f = methods.add_parser(
         "few-shot",
-        help="zero-shot head, linear probe, Tip-Adapter, LP-FT and FT at k shots per class, over seeds",
+        help="zero-shot head, linear probe, Tip-Adapter, LP-FT, FT and LoRA at k shots per class, over seeds",
         description="Embed the task's images of the train / val / test splits once; for every k and seed draw k "
         "shots per class from train, choose the probe's C and Tip-Adapter's alpha, beta on val, fine-tune the "
-        "image tower from the probe's head (LP-FT) and from the zero-shot head (FT), score on test. "
+        "image tower from the probe's head (LP-FT) and from the zero-shot head (FT), and LoRA adapters on the image "
+        "side from the zero-shot head; score on test. "
         "Writes ladder.jsonl (rerun to continue), report.md/json and few_shot.png.",
     )
     f.add_argument("run", metavar="RUN_DIR", help="the trained run to adapt")
@@ -88,6 +89,10 @@ def _add_few_shot(methods: argparse._SubParsersAction) -> None:
         help="steps of LP-FT and FT (image tower + head on the shots) per k and seed; 0: skip them (default 50)",
     )
     f.add_argument("--finetune-lr", type=float, default=1e-4, help="their AdamW learning rate (default 1e-4)")
+    f.add_argument(
+        "--lora-rank", type=int, default=8, help="rank of the LoRA rung (alpha = 2 x rank); 0: skip it (default 8)"
+    )
+    f.add_argument("--lora-lr", type=float, default=1e-3, help="the LoRA rung's learning rate (default 1e-3)")
     add_data_settings(f, "data settings over the run's")
     f.add_argument("--out", required=True, metavar="DIR", help="output folder")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -217,8 +222,9 @@ def run_few_shot(args: argparse.Namespace) -> int:
     if args.finetune_steps < 0 or args.finetune_lr <= 0:
         raise ValueError("--finetune-steps must be >= 0 and --finetune-lr > 0")
     request = LadderRequest(
-        args.run, args.data, args.task, args.shots, args.seeds, args.max_records, args.finetune_steps, args.finetune_lr
-    )
+        args.run, args.data, args.task, args.shots, args.seeds, args.max_records, args.finetune_steps, args.finetune_lr,
+        args.lora_rank, args.lora_lr,
+    )  # fmt: skip
     run_ladder(request, Path(args.out), data_overrides=data_overrides(args.set), progress=not args.no_progress)
     print((Path(args.out) / "report.md").read_text())
     return 0

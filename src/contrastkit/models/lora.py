@@ -83,6 +83,23 @@ def add_lora(model: DualEncoder, settings: LoraSettings) -> nn.Module:
     return wrapper
 
 
+def image_side_targets(model: DualEncoder) -> tuple[str, ...]:
+    """Every adaptable layer that embeds an image, as full-name targets: the image tower's attention blocks
+    (nn.MultiheadAttention, which reads its projections' weights directly, so it is adapted as one module),
+    its other Linear and Conv2d layers, and the image projection."""
+    attention = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    names = [
+        name
+        for name, module in model.named_modules()
+        if (name.startswith("image_tower.") or name == "image_proj")
+        and (isinstance(module, (nn.Linear, nn.Conv2d, nn.MultiheadAttention)))
+        and not any(name.startswith(f"{a}.") for a in attention)
+    ]
+    if not names:
+        raise ValueError("the image tower has no Linear, Conv2d or attention layer to adapt with LoRA")
+    return tuple(f"re:{re.escape(name)}" for name in names)
+
+
 def _target_pattern(target: str) -> str:
     """A target as a regular expression over full module names: ``re:EXPR`` as given, a plain name as the last part."""
     if target.startswith("re:"):
