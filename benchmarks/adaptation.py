@@ -8,9 +8,10 @@ Parts (each writes its own output folder under --out, resumable; the report goes
 "Adaptation on the testbed"):
 
 - ``few-shot``: the few-shot ladder on the held-out shape task (zero-shot head, linear probe,
-  Tip-Adapter, LP-FT, FT) at 1-16 shots per class, seeds 0-2;
+  Tip-Adapter, LP-FT, FT, LoRA) and CoOp's k-shot curve (lr and steps chosen on val) at 1-16 shots per
+  class, seeds 0-2;
 - ``base-to-new``: CoOp, CoCoOp, the TOMM-style learner and GOPro against the zero-shot head on the cluttered
-  domain (shots from its train split, scored on its val split), 16 shots, base / new / harmonic mean, seeds 0-2,
+  domain (shots from its train split, scored on its val split), 16 shots, base / new / harmonic mean, seeds 0-4,
   at the base-to-new literature's context (M = 4 from "a photo of a") and at CoOp's own (M = 16, random start),
   each learner's lr and steps chosen on the cluttered test split (``--select-on``), never on the scored val split;
 - ``text-only``: CLOSE / CapDec noise sweep (with and without the mean shift), seeds 0-2;
@@ -53,14 +54,34 @@ SECTION = "Adaptation on the testbed"
 PARTS = ("few-shot", "base-to-new", "text-only", "text-caption", "residual", "wise-ft")
 
 
-def few_shot(base: str, seeds: list[int], out: Path, records: int) -> list[str]:
-    request = LadderRequest(base, "synthetic:shapes", "shape", [1, 2, 4, 8, 16], seeds, records, finetune_steps=50)
+def few_shot(base: str, seeds: list[int], out: Path, records: int, selection: Selection) -> list[str]:
+    """The ladder (zero-shot head to full fine-tuning, LoRA among them) and CoOp's k-shot curve, one table.
+
+    CoOp learns M = 4 context vectors from "a photo of a" on every class (``--protocol all``); its lr and
+    steps are chosen per k at the first seed on the val split, as the ladder chooses its C and α, β there.
+    """
+    shots = [1, 2, 4, 8, 16]
+    request = LadderRequest(base, "synthetic:shapes", "shape", shots, seeds, records, finetune_steps=50)
     report = run_ladder(request, out / "few-shot", progress=True)
+    prompts = PromptRequest(
+        base, "synthetic:shapes", "shape", ["coop"], shots, seeds, protocol="all", max_records=records
+    )  # fmt: skip
+    coop = run_prompts(prompts, out / "few-shot-coop", selection=selection)
+    cells = {e["k"]: f"{100 * e['all']['mean']:.1f} ± {100 * e['all']['sd']:.1f}" for e in coop["summary"]}
+    chosen = {(c["method"], c["k"]): c for c in coop["selection"]["chosen"]} if coop.get("selection") else {}
+    picks = ", ".join(f"k = {k}: lr {chosen[('coop', k)]['lr']:g} x {chosen[('coop', k)]['steps']}" for k in shots)
+    lora = next(r["chosen"] for r in report["rows"] if r["method"] == "lora")
     return [
-        "**Few-shot ladder** (held-out shape combinations; shots from seen combinations; test accuracy %, mean ± sd "
-        f"over seeds {', '.join(map(str, seeds))}):",
+        "**Few-shot ladder and k-shot curves** (held-out shape combinations of the test split; shots from seen "
+        f"combinations of the train split; test accuracy %, mean ± sd over seeds {', '.join(map(str, seeds))}; "
+        f"LP-FT, FT and LoRA: {request.finetune_steps} AdamW steps, FT at lr {request.finetune_lr:g}, LoRA rank "
+        f"{request.lora_rank} on the image side ({100 * lora['share']:.1f}% of the model's parameters) at lr "
+        f'{request.lora_lr:g}; CoOp: M = 4 context vectors from "a photo of a", lr and steps chosen on the val '
+        f"split at seed {seeds[0]} among lr {'/'.join(f'{x:g}' for x in selection.lrs)} x steps "
+        f"{'/'.join(map(str, selection.steps))} — {picks}):",
         "",
         *few_shot_table(report),
+        "| CoOp | " + " | ".join(cells.get(k, "-") for k in shots) + " |",
     ]
 
 
@@ -192,13 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/adaptation", help="output folders of the parts")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     parser.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
+    parser.add_argument("--base-to-new-seeds", default="0,1,2,3,4", help="seeds of base-to-new (default 0-4)")
     parser.add_argument("--max-records", type=int, default=1000, help="records per split (default 1000)")
     parser.add_argument("--noise", default="0,0.05,0.1,0.2,0.4,0.6,0.8", help="text-only noise levels w")
     parser.add_argument("--prompt-shots", type=int, default=16, help="shots per base class (base-to-new)")
-    parser.add_argument(
-        "--prompt-lrs", default="0.003,0.01,0.03", help="learning rates tried per prompt learner (base-to-new)"
-    )
-    parser.add_argument("--prompt-steps", default="100,300", help="step counts tried per prompt learner (base-to-new)")
+    parser.add_argument("--prompt-lrs", default="0.003,0.01,0.03", help="learning rates tried per prompt learner")
+    parser.add_argument("--prompt-steps", default="100,300", help="step counts tried per prompt learner")
     parser.add_argument("--prompt-contexts", default="literature,coop16", help="base-to-new settings to run")
     parser.add_argument("--select-on", default="test", help="split that chooses them (base-to-new scores val)")
     parser.add_argument("--caption-noise", default="0,0.1,0.2,0.4", help="noise levels w of the text-caption part")
@@ -215,17 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     body = [f"Command: `{command_line('adaptation.py', argv)}` (CPU: {cpu_name()}); model: `{args.base}`.", ""]
+    lrs, steps = (
+        tuple(float(x) for x in args.prompt_lrs.split(",")),
+        tuple(int(x) for x in args.prompt_steps.split(",")),
+    )
     for part in parts:
         if part == "few-shot":
-            body += few_shot(args.base, seeds, out, args.max_records)
+            body += few_shot(args.base, seeds, out, args.max_records, Selection("val", lrs, steps))
         elif part == "base-to-new":
-            lrs, steps = (
-                tuple(float(x) for x in args.prompt_lrs.split(",")),
-                tuple(int(x) for x in args.prompt_steps.split(",")),
-            )
             selection = Selection(args.select_on, lrs, steps)
             contexts = [c.strip() for c in args.prompt_contexts.split(",") if c.strip()]
-            body += base_to_new(args.base, seeds, out, args.max_records, args.prompt_shots, selection, contexts)
+            prompt_seeds = [int(x) for x in args.base_to_new_seeds.split(",")]
+            body += base_to_new(args.base, prompt_seeds, out, args.max_records, args.prompt_shots, selection, contexts)
         elif part == "text-only":
             body += text_only(args.base, seeds, out, args.max_records, [float(w) for w in args.noise.split(",")])
         elif part == "text-caption":
