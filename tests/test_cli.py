@@ -2,6 +2,7 @@
 
 import csv
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -146,3 +147,12 @@ def test_every_option_has_help_text():
     assert len(seen) > 15
     for prog, action in seen:
         assert action.help and len(action.help) > 8, f"{prog} {action.dest} has no help"
+
+
+def test_reports_record_the_command_that_ran(monkeypatch):
+    from contrastkit.invocation import command_line
+
+    monkeypatch.setattr(sys, "argv", ["/x/.venv/bin/contrastkit", "adapt", "few-shot", "runs/a b"])
+    assert command_line() == "contrastkit adapt few-shot 'runs/a b'"
+    monkeypatch.setattr(sys, "argv", ["benchmarks/adaptation.py", "--parts", "few-shot"])
+    assert command_line() == "python benchmarks/adaptation.py --parts few-shot"

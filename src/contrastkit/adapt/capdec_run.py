@@ -13,8 +13,6 @@ OUT/ holds ``sweep.jsonl`` (one line per w, shift and seed; resumable), ``report
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from ..config import apply_overrides, config_from_dict
 from ..data.sources import open_source
 from ..evaluate.captioning import caption_scores
 from ..evaluate.verdicts import summarize
+from ..invocation import command_line
 from ..models.embedder import dual_encoder_embedder
 from ..models.load import load_run
 from ..models.tokenizer import HashedWordTokenizer
@@ -117,7 +116,7 @@ def run_text_caption(
         "request": asdict(request),
         "summary": summary(rows),
         "rows": rows,
-        "command": shlex.join(["contrastkit", *sys.argv[1:]]),
+        "command": command_line(),
     }
     plot(report["summary"], out / "text_caption.png")
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -7,8 +7,6 @@ OUT/ holds ``ladder.jsonl`` (one line per method, k and seed; resumable), ``repo
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..config import apply_overrides, config_from_dict
 from ..data.sources import open_source
+from ..invocation import command_line
 from ..models.embedder import dual_encoder_embedder
 from ..models.load import load_run
 from ..models.lora import LoraSettings
@@ -104,7 +103,7 @@ def run_ladder(request: LadderRequest, out: Path, *, data_overrides: Sequence[st
         "request": asdict(request),
         "summary": summary,
         "rows": [asdict(r) for r in rows],
-        "command": shlex.join(["contrastkit", *sys.argv[1:]]),
+        "command": command_line(),
     }
     plot_ladder(summary, request.task, out / "few_shot.png")
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -11,8 +11,6 @@ rerun with the same arguments measures only what is missing.
 
 from __future__ import annotations
 
-import shlex
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,6 +28,7 @@ from ..data.sources import open_source
 from ..data.transforms import image_augment
 from ..evaluate.benchmark_files import read_classnames
 from ..evaluate.linear_probe import fewshot_indices
+from ..invocation import command_line
 from ..models.dual_encoder import DualEncoder
 from ..models.embedder import dual_encoder_embedder
 from ..models.load import load_run
@@ -129,7 +128,7 @@ def run_prompts(
     if selection is not None:
         chosen_rows = [{"method": m, "k": k, "lr": c.lr, "steps": c.steps} for (m, k), c in chosen.items()]
         picked = {"split": selection.split, "seed": request.seeds[0], "chosen": chosen_rows, "trials": trials}
-    return write_report(request, rows, out, shlex.join(["contrastkit", *sys.argv[1:]]), picked)
+    return write_report(request, rows, out, command_line(), picked)
 
 
 def _choose(

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from torch import Tensor
 from ..config import apply_overrides, config_from_dict
 from ..data.records import Dataset
 from ..data.sources import open_source
+from ..invocation import command_line
 from ..models.embedder import TorchEmbedder, dual_encoder_embedder
 from ..models.load import load_run
 from .residual import Direction, aligned_texts, residual_direction, separation_auc
@@ -107,7 +106,7 @@ def run_residual(
         "scores": {side: _stats(direction.score(e)) for side, e in test_emb.items()},
         "words": aligned_texts(direction, words, embedder.embed_texts(words)),
         "captions": aligned_texts(direction, captions, embedder.embed_texts(captions)),
-        "command": shlex.join(["contrastkit", *sys.argv[1:]]),
+        "command": command_line(),
     }
     after = None
     if request.guide.steps > 0:

@@ -12,8 +12,6 @@ OUT/ holds ``sweep.jsonl`` (one line per w, shift and seed; resumable), ``report
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from ..config import apply_overrides, config_from_dict
 from ..data.records import Dataset
 from ..data.sources import open_source
 from ..evaluate.verdicts import summarize
+from ..invocation import command_line
 from ..models.embedder import TorchEmbedder, dual_encoder_embedder
 from ..models.load import load_run
 from .few_shot import embed_split, find_task, head_weights
@@ -139,7 +138,7 @@ def run_text_only(
         "summary": summary,
         "best": best_noise(summary),
         "rows": rows,
-        "command": shlex.join(["contrastkit", *sys.argv[1:]]),
+        "command": command_line(),
     }
     plot_sweep(summary, rows[0]["zero_shot"] if rows else None, request.task, out / "text_only.png")
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -11,8 +11,6 @@ and every other command read.
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..data.sources import open_source
+from ..invocation import command_line
 from ..models.checkpoint import latest_checkpoint, read_run_config, save_checkpoint
 from ..models.load import load_run
 from .result_lines import ResultLines
@@ -84,7 +83,7 @@ def run_sweep(request: SweepRequest, out: Path, *, progress: bool = True) -> dic
     tuned_model.load_state_dict(interpolate(start_state, tuned_state, chosen))
     (out / "config.json").write_text(json.dumps({**tuned_cfg.to_dict(), "name": f"{tuned_cfg.name}-wise-ft"}, indent=1))
     save_checkpoint(out, 0, tuned_model, keep=1)  # one model, no training steps of its own
-    (out / "command.txt").write_text(shlex.join(["contrastkit", *sys.argv[1:]]) + "\n")
+    (out / "command.txt").write_text(command_line() + "\n")
     points = [p for p in points if p.alpha in request.alphas]
     report = {
         "method": "wise_ft",
