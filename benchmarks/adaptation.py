@@ -54,14 +54,15 @@ SECTION = "Adaptation on the testbed"
 PARTS = ("few-shot", "base-to-new", "text-only", "text-caption", "residual", "wise-ft")
 
 
-def few_shot(base: str, seeds: list[int], out: Path, records: int, selection: Selection) -> list[str]:
+def few_shot(
+    base: str, seeds: list[int], out: Path, records: int, selection: Selection, shots: list[int], steps: int
+) -> list[str]:
     """The ladder (zero-shot head to full fine-tuning, LoRA among them) and CoOp's k-shot curve, one table.
 
     CoOp learns M = 4 context vectors from "a photo of a" on every class (``--protocol all``); its lr and
     steps are chosen per k at the first seed on the val split, as the ladder chooses its C and α, β there.
     """
-    shots = [1, 2, 4, 8, 16]
-    request = LadderRequest(base, "synthetic:shapes", "shape", shots, seeds, records, finetune_steps=50)
+    request = LadderRequest(base, "synthetic:shapes", "shape", shots, seeds, records, finetune_steps=steps)
     report = run_ladder(request, out / "few-shot", progress=True)
     prompts = PromptRequest(
         base, "synthetic:shapes", "shape", ["coop"], shots, seeds, protocol="all", max_records=records
@@ -215,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="seeds (default 0,1,2)")
     parser.add_argument("--base-to-new-seeds", default="0,1,2,3,4", help="seeds of base-to-new (default 0-4)")
     parser.add_argument("--max-records", type=int, default=1000, help="records per split (default 1000)")
+    parser.add_argument("--shots", default="1,2,4,8,16", help="shots per class of the few-shot part")
+    parser.add_argument("--finetune-steps", type=int, default=50, help="steps of LP-FT, FT and LoRA (few-shot)")
     parser.add_argument("--noise", default="0,0.05,0.1,0.2,0.4,0.6,0.8", help="text-only noise levels w")
     parser.add_argument("--prompt-shots", type=int, default=16, help="shots per base class (base-to-new)")
     parser.add_argument("--prompt-lrs", default="0.003,0.01,0.03", help="learning rates tried per prompt learner")
@@ -241,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for part in parts:
         if part == "few-shot":
-            body += few_shot(args.base, seeds, out, args.max_records, Selection("val", lrs, steps))
+            shots = [int(x) for x in args.shots.split(",")]
+            selection = Selection("val", lrs, steps)
+            body += few_shot(args.base, seeds, out, args.max_records, selection, shots, args.finetune_steps)
         elif part == "base-to-new":
             selection = Selection(args.select_on, lrs, steps)
             contexts = [c.strip() for c in args.prompt_contexts.split(",") if c.strip()]

@@ -22,7 +22,8 @@ def test_the_benchmark_writes_its_section_and_names_what_is_missing(tmp_path, ca
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## Other\n\nkept\n")
     args = ["--base", str(base), "--runs-dir", str(tmp_path / "none"), "--out", str(tmp_path / "out")]
-    args += ["--parts", "base-to-new,text-only,text-caption,residual,wise-ft", "--seeds", "0,1", "--max-records", "60"]
+    args += ["--parts", "few-shot,base-to-new,text-only,text-caption,residual,wise-ft", "--seeds", "0,1"]
+    args += ["--max-records", "60", "--shots", "1,2", "--finetune-steps", "2"]
     args += [
         "--noise",
         "0,0.2",
@@ -44,6 +45,8 @@ def test_the_benchmark_writes_its_section_and_names_what_is_missing(tmp_path, ca
     assert adaptation.main(args) == 0
     text = results.read_text()
     assert "## Other\n\nkept" in text and "## Adaptation on the testbed" in text
+    assert "**Few-shot ladder and k-shot curves**" in text and "| lora | " in text and "| CoOp | " in text
+    assert "k = 2: lr 0.003 x " in text  # CoOp's settings, chosen on val per k
     assert "**Text-only transfer**" in text and "| noise only |" in text
     assert "**Base-to-new prompt learning, M = 4 context vectors, from 'a photo of a'**" in text
     assert "**Base-to-new prompt learning, M = 16 context vectors, random start**" in text and "| gopro | 2 |" in text
