@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "contrastkit"
 
 # Lowest first. docs/design.md explains the order.
 LAYERS: list[tuple[str, ...]] = [
-    ("registry", "encoded", "hashing"),  # the batch contract, name -> factory, content hashes
+    ("registry", "encoded", "hashing", "invocation"),  # the batch contract, name -> factory, hashes, argv
+    ("config_schema",),  # the recipe's sections and defaults
     ("config",),  # typed recipes; validates its own keys only
     ("data",),  # sources, the shapes world, transforms, batches
     ("models",),  # towers, DualEncoder, checkpoints, loading, embedders
