@@ -82,8 +82,8 @@ def test_fine_tuning_starts_from_the_head_and_leaves_the_model_alone(run):
 
 
 def test_the_lora_rung_starts_as_ft_and_trains_only_adapters_and_head(run):
+    from contrastkit.config import LoraConfig
     from contrastkit.models.load import load_run
-    from contrastkit.models.lora import LoraSettings
 
     model, _ = load_run(run)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -91,7 +91,7 @@ def test_the_lora_rung_starts_as_ft_and_trains_only_adapters_and_head(run):
     labels = torch.arange(12) % 3
     weight = F.normalize(torch.randn(3, 32), dim=-1)
     head = (weight, torch.zeros(3), 5.0, pixels, labels)
-    lora = LoraSettings(rank=4, alpha=8)
+    lora = LoraConfig(rank=4, alpha=8)
     start = lp_ft.fine_tune(model, *head, lp_ft.FineTuneSettings(steps=0), 0, lora)
     assert torch.allclose(start(pixels), lp_ft.fine_tune(model, *head, lp_ft.FineTuneSettings(steps=0), 0)(pixels))
     tuned = lp_ft.fine_tune(model, *head, lp_ft.FineTuneSettings(steps=30, lr=1e-2), 0, lora)

@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from contrastkit.cli import main
-from contrastkit.config import ModelConfig, load_config
+from contrastkit.config import ConfigError, LoraConfig, ModelConfig, load_config
 from contrastkit.engine.trainer import train
 from contrastkit.models.build import build_model
 from contrastkit.models.checkpoint import latest_checkpoint, load_module
 from contrastkit.models.load import load_run
-from contrastkit.models.lora import LoraSettings, add_lora, image_side_targets, merge_lora, trainable_share
+from contrastkit.models.lora import add_lora, image_side_targets, merge_lora, trainable_share
 from helpers import TINY_TRAINING, register_tiny_open_clip
 
 PIXELS = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -38,7 +38,7 @@ def _embed(model):
 def test_adapters_start_as_identity_train_alone_and_merge_exactly(run):
     model, _ = load_run(run)
     before = _embed(model)
-    adapted = add_lora(model, LoraSettings(rank=4, alpha=8))
+    adapted = add_lora(model, LoraConfig(rank=4, alpha=8))
     trainable, total = trainable_share(model)
     assert 0 < trainable < 0.1 * total
     assert all(("lora_" in name) == p.requires_grad for name, p in model.named_parameters())
@@ -59,14 +59,14 @@ def test_adapters_start_as_identity_train_alone_and_merge_exactly(run):
 
 def test_targets_by_name_or_expression_and_bad_settings_are_named(run):
     model, _ = load_run(run)
-    add_lora(model, LoraSettings(targets=("text_proj", r"re:image_tower\.body\.\d+\.0")))  # convolutions too
+    add_lora(model, LoraConfig(rank=8, targets=["text_proj", r"re:image_tower\.body\.\d+\.0"]))  # convolutions too
     adapted = {k.split(".lora_")[0] for k in model.state_dict() if ".lora_A." in k}
     assert "text_proj" in adapted and "image_tower.body.0.0" in adapted and "image_proj" not in adapted
     model, _ = load_run(run)
     with pytest.raises(ValueError, match="LoRA targets c_fc match no module of this model; its module names include"):
-        add_lora(model, LoraSettings(targets=("c_fc",)))
+        add_lora(model, LoraConfig(rank=8, targets=["c_fc"]))
     with pytest.raises(ValueError, match="rank must be >= 1"):
-        add_lora(model, LoraSettings(rank=0))
+        add_lora(model, LoraConfig(rank=0))
 
 
 def test_adapt_lora_writes_a_run_that_loads_merged_and_resumes(run, tmp_path, capsys):
@@ -77,7 +77,7 @@ def test_adapt_lora_writes_a_run_that_loads_merged_and_resumes(run, tmp_path, ca
     args = ["adapt", "lora", str(run), "--data", "synthetic:shapes-clutter", "--rank", "4", *tiny, "--no-progress"]
     assert main([*args, "--steps", "4", "--lr", "0.05", "--out", str(out)]) == 0
     assert "LoRA run written to" in capsys.readouterr().out
-    assert json.loads((out / "lora.json").read_text())["rank"] == 4
+    assert json.loads((out / "config.json").read_text())["lora"]["rank"] == 4  # the recipe holds the adapters
     summary = json.loads((out / "lora_summary.json").read_text())
     assert 0 < summary["share"] < 0.1 and json.loads((out / "config.json").read_text())["data"]["source"].endswith(
         "clutter"
@@ -95,14 +95,14 @@ def test_adapt_lora_writes_a_run_that_loads_merged_and_resumes(run, tmp_path, ca
     frozen = [k for k in start.state_dict() if k.startswith("image_tower.body") or k.endswith("embed.weight")]
     assert frozen and all(torch.equal(merged.state_dict()[k], start.state_dict()[k]) for k in frozen)
     unmerged, _ = load_run(run)
-    add_lora(unmerged, LoraSettings(rank=4))
+    add_lora(unmerged, LoraConfig(rank=4))
     load_module(unmerged, latest_checkpoint(out) / "model.safetensors")
     a, b = _embed(merged), _embed(unmerged)
     assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
     assert not torch.allclose(a[1], _embed(start)[1], atol=1e-4)  # the adapters did change the model
 
     assert main([*args, "--rank", "8", "--steps", "4", "--lr", "0.05", "--out", str(out)]) == 2
-    assert "holds a LoRA run with other settings" in capsys.readouterr().err
+    assert "holds a run with other LoRA settings" in capsys.readouterr().err
     assert main([*args, "--steps", "4", "--lr", "0.05", "--out", str(out)]) == 0  # finished: resumes at the end
     assert main([*args, "--targets", "c_fc", "--out", str(tmp_path / "bad")]) == 2
     assert "LoRA targets c_fc match no module" in capsys.readouterr().err
@@ -114,7 +114,7 @@ def test_image_side_targets_adapt_what_embeds_an_image_and_nothing_else(run, tmp
     assert r"re:image_proj" in targets and r"re:image_tower\.body\.0\.0" in targets
     assert not any("text" in t or "out_proj" in t for t in targets)  # attention blocks are adapted whole
     before = _embed(model)
-    add_lora(model, LoraSettings(rank=2, alpha=4, targets=targets))
+    add_lora(model, LoraConfig(rank=2, alpha=4, targets=targets))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -129,5 +129,25 @@ def test_image_side_targets_adapt_what_embeds_an_image_and_nothing_else(run, tmp
     found = image_side_targets(vit)
     assert any("conv1" in t for t in found) and any(t.endswith("attn") for t in found)
     assert any("c_fc" in t for t in found) and not any("transformer" in t and "image" not in t for t in found)
-    add_lora(vit, LoraSettings(rank=2, alpha=4, targets=found))
+    add_lora(vit, LoraConfig(rank=2, alpha=4, targets=found))
     assert all(not p.requires_grad for n, p in vit.named_parameters() if n.startswith("text_tower"))
+
+
+def test_a_recipe_with_a_lora_section_trains_adapters_and_loads_merged(run, tmp_path):
+    settings = [*TINY_TRAINING, "data.train_size=200", f"model.init_from={run}", "lora.rank=2", "lora.alpha=4"]
+    out = tmp_path / "recipe-lora"
+    train(load_config("configs/demo.yaml", [*settings, "lora.targets=[text_proj, image_proj]"]), out)
+    saved = load_file(latest_checkpoint(out) / "model.safetensors")
+    assert {k.split(".lora_")[0] for k in saved if ".lora_A." in k} == {"text_proj", "image_proj"}
+    merged, cfg = load_run(out)
+    start, _ = load_run(run)
+    assert cfg.lora.rank == 0 and set(merged.state_dict()) == set(start.state_dict())  # a plain model
+    moved = [k for k in start.state_dict() if not torch.equal(merged.state_dict()[k], start.state_dict()[k])]
+    assert set(moved) == {"text_proj.weight", "image_proj.weight"}  # only the adapted layers changed
+    for bad, key in (
+        ("lora.rank=-1", "lora.rank"),
+        ("lora.targets=[]", "lora.targets"),
+        ("lora.alpha=0", "lora.alpha"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            load_config("configs/demo.yaml", [*settings, bad])

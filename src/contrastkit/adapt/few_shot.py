@@ -27,13 +27,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..config import LoraConfig
 from ..data.records import Dataset, ZeroShotTask
 from ..evaluate.linear_probe import fewshot_indices, linear_probe
 from ..evaluate.verdicts import summarize
 from ..evaluate.zeroshot import class_embeddings
 from ..models.dual_encoder import DualEncoder
 from ..models.embedder import TorchEmbedder
-from ..models.lora import LoraSettings, trainable_share
+from ..models.lora import trainable_share
 from .lp_ft import FineTuneSettings, accuracy, fine_tune, probe_head
 from .tip_adapter import choose_alpha_beta, tip_adapter_logits
 
@@ -125,7 +126,7 @@ def finetune_rows(
     settings: FineTuneSettings,
     k: int,
     seed: int,
-    lora: LoraSettings | None = None,
+    lora: LoraConfig | None = None,
     lora_lr: float = 1e-3,
 ) -> list[Row]:
     """LP-FT, FT (and LoRA, given its settings) on the same k shots per class as the probe (drawn with ``seed``)."""

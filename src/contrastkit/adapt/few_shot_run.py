@@ -17,12 +17,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from ..config import apply_overrides, config_from_dict
+from ..config import LoraConfig, apply_overrides, config_from_dict
 from ..data.sources import open_source
 from ..invocation import command_line
 from ..models.embedder import dual_encoder_embedder
 from ..models.load import load_run
-from ..models.lora import LoraSettings
 from .few_shot import (
     METHODS,
     Row,
@@ -74,7 +73,7 @@ def run_ladder(request: LadderRequest, out: Path, *, data_overrides: Sequence[st
         weights = head_weights(embedder, task)
         scale = float(model.logit_scale.detach())
         tuning = FineTuneSettings(steps=request.finetune_steps, lr=request.finetune_lr)
-        lora = LoraSettings(rank=request.lora_rank, alpha=2 * request.lora_rank) if request.lora_rank > 0 else None
+        lora = LoraConfig(rank=request.lora_rank, alpha=2 * request.lora_rank) if request.lora_rank > 0 else None
         test_pixels = torch.stack([embedder.preprocess(im) for im in test.images]) if tuning.steps else None
         for k, seed in tqdm(todo, desc="few-shot", disable=not progress):
             found = ladder_rows(train, val, test, weights, scale, k, seed)

@@ -1,11 +1,13 @@
 """``contrastkit adapt lora``: fine-tune a run with LoRA adapters (peft) on new data, as a training run.
 
 The start run's recipe (objective, model, data settings) is trained again from its weights
-(``model.init_from``) on ``--data``, for ``--steps`` at ``--lr``, with adapters of rank r on the target
-modules and everything else frozen (:mod:`~contrastkit.models.lora`). The output is a run directory like
-any other (report, plots, checkpoints, metrics.jsonl) plus ``lora.json`` (the settings),
-``lora_adapter.safetensors`` (the adapter weights alone) and ``lora_summary.json`` (trainable share).
-Every command loads it with the adapters merged into the base weights; a killed run resumes.
+(``model.init_from``) on ``--data``, for ``--steps`` at ``--lr``, with its ``lora`` section set to the
+adapters asked for (rank r on the target modules, everything else frozen; :mod:`~contrastkit.models.lora`).
+The same run follows from any recipe with ``model.init_from`` and a ``lora`` section through ``contrastkit
+train``; this command fills them in from a run. The output is a run directory like any other (report, plots,
+checkpoints, metrics.jsonl, config.json with the ``lora`` section) plus ``lora_adapter.safetensors`` (the
+adapter weights alone) and ``lora_summary.json`` (trainable share). Every command loads it with the adapters
+merged into the base weights; a killed run resumes.
 """
 
 from __future__ import annotations
@@ -13,25 +15,24 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import save_file
 
-from ..config import apply_overrides, config_from_dict
+from ..config import LoraConfig, apply_overrides, config_from_dict
 from ..engine.trainer import train
 from ..models.build import build_model
 from ..models.checkpoint import latest_checkpoint, load_module, read_run_config
-from ..models.dual_encoder import DualEncoder
-from ..models.lora import LoraSettings, adapter_state, add_lora, trainable_share, write_lora_settings
+from ..models.lora import adapter_state, add_lora, trainable_share
 
 
 @dataclass
 class LoraRequest:
     run: str
     data: str
-    settings: LoraSettings
+    settings: LoraConfig
     steps: int = 300
     lr: float = 1e-3
 
@@ -48,7 +49,8 @@ def run_lora(
     request: LoraRequest, out: Path, *, overrides: Sequence[str] = (), progress: bool = True
 ) -> dict[str, Any]:
     """Train (or resume) the LoRA run in ``out``; returns its report."""
-    request.settings.check()
+    if request.settings.rank < 1:
+        raise ValueError(f"--rank must be >= 1, got {request.settings.rank}")
     if request.steps < 1 or request.lr <= 0:
         raise ValueError(f"--steps must be >= 1 and --lr > 0, got {request.steps} and {request.lr}")
     start = read_run_config(Path(request.run))
@@ -60,34 +62,24 @@ def run_lora(
         f"train.progress={str(progress).lower()}",
         *overrides,
     ]
-    cfg = config_from_dict(apply_overrides({**start, "name": f"{start.get('name', 'run')}-lora"}, settings))
+    data = {**start, "name": f"{start.get('name', 'run')}-lora", "lora": asdict(request.settings)}
+    cfg = config_from_dict(apply_overrides(data, settings))
     out.mkdir(parents=True, exist_ok=True)
     resume = _has_checkpoint(out)
-    if (
-        resume
-        and (out / "lora.json").exists()
-        and json.loads((out / "lora.json").read_text()) != request.settings.to_dict()
-    ):
-        raise ValueError(f"{out} holds a LoRA run with other settings ({out / 'lora.json'}); choose another --out")
-    write_lora_settings(out, request.settings)
-    counts: dict[str, int] = {}
-
-    def hook(model: DualEncoder) -> DualEncoder:
-        add_lora(model, request.settings)
-        counts["trainable"], counts["total"] = trainable_share(model)
-        return model
-
-    report = train(cfg, out, resume=resume, model_hook=hook)
-    _save_adapter(out, request.settings)
-    summary = {**counts, "share": counts["trainable"] / counts["total"], "settings": request.settings.to_dict()}
-    (out / "lora_summary.json").write_text(json.dumps(summary, indent=1))
+    if resume and read_run_config(out).get("lora") != asdict(cfg.lora):
+        raise ValueError(f"{out} holds a run with other LoRA settings ({out / 'config.json'}); choose another --out")
+    report = train(cfg, out, resume=resume)
+    _save_adapter(out)
     return report
 
 
-def _save_adapter(out: Path, settings: LoraSettings) -> None:
-    """The adapter weights of the latest checkpoint, alone (``lora_adapter.safetensors``)."""
+def _save_adapter(out: Path) -> None:
+    """The adapter weights of the latest checkpoint, alone (``lora_adapter.safetensors``), and the trainable share."""
     cfg = config_from_dict(read_run_config(out))  # with the model facts the run recorded
     model = build_model(dataclasses.replace(cfg.model, pretrained=None, init_from=None), cfg.data.image_size)
-    adapted = add_lora(model, settings)
+    adapted = add_lora(model, cfg.lora)
+    trainable, total = trainable_share(model)
     load_module(model, latest_checkpoint(out) / "model.safetensors")
     save_file(adapter_state(adapted), out / "lora_adapter.safetensors")
+    summary = {"trainable": trainable, "total": total, "share": trainable / total, "settings": asdict(cfg.lora)}
+    (out / "lora_summary.json").write_text(json.dumps(summary, indent=1))

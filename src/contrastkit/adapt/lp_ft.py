@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
+from ..config import LoraConfig
 from ..models.dual_encoder import DualEncoder
-from ..models.lora import LoraSettings, add_lora, image_side_targets
+from ..models.lora import add_lora, image_side_targets
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def fine_tune(
     labels: Tensor,
     settings: FineTuneSettings,
     seed: int,
-    lora: LoraSettings | None = None,
+    lora: LoraConfig | None = None,
 ) -> _Classifier:
     """A copy of ``model`` with the head (``weight``, ``bias``, ``scale``), fine-tuned on (``pixels``, ``labels``);
     with ``lora`` (its targets replaced by the image side's layers) only the adapters and the head train."""

@@ -262,8 +262,9 @@ def _add_lora(methods: argparse._SubParsersAction) -> None:
         "lora",
         help="fine-tune a run with LoRA adapters (peft) on new data",
         description="Train the run's recipe again from its weights on --data with low-rank adapters on the target "
-        "modules and every other parameter frozen. Writes a run directory (report, checkpoints, lora.json, "
-        "lora_adapter.safetensors); every command loads it with the adapters merged. Rerun to resume.",
+        "modules and every other parameter frozen (the recipe's lora section; contrastkit train runs any recipe "
+        "with one). Writes a run directory (report, checkpoints, config.json, lora_adapter.safetensors); every "
+        "command loads it with the adapters merged. Rerun to resume.",
     )
     lo.add_argument("run", metavar="RUN_DIR", help="the trained run to adapt")
     lo.add_argument("--data", required=True, metavar="SPEC", help="the data to adapt to")
@@ -284,10 +285,10 @@ def _add_lora(methods: argparse._SubParsersAction) -> None:
 
 def run_lora(args: argparse.Namespace) -> int:
     from ..adapt.lora_run import LoraRequest, run_lora
-    from ..models.lora import LoraSettings
+    from ..config import LoraConfig
 
-    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
-    request = LoraRequest(args.run, args.data, LoraSettings(args.rank, args.alpha, targets), args.steps, args.lr)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    request = LoraRequest(args.run, args.data, LoraConfig(args.rank, args.alpha, targets), args.steps, args.lr)
     run_lora(request, Path(args.out), overrides=args.set, progress=not args.no_progress)
     summary = (Path(args.out) / "lora_summary.json").read_text()
     print(f"LoRA run written to {args.out}; {summary}")

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from ..encoded import FIELDS
 from ..models.build import build_model
 from ..models.checkpoint import latest_checkpoint, load_module, save_module
 from ..models.dual_encoder import DualEncoder
+from ..models.lora import add_lora
 from ..models.towers import truncated_captions
 from ..objectives import Objective
 from .clusters import ClusterTable, cluster_table_for
@@ -134,13 +135,11 @@ def _start_or_resume(run: Run, teacher: DualEncoder | None, reference: DualEncod
         (run.run_dir / "config.json").write_text(json.dumps(run.cfg.to_dict(), indent=1))
 
 
-def prepare_run(
-    cfg: Config, run_dir: Path, resume: bool, model_hook: Callable[[DualEncoder], DualEncoder] | None = None
-) -> Run:
+def prepare_run(cfg: Config, run_dir: Path, resume: bool) -> Run:
     """Build the run of ``cfg`` in ``run_dir`` (see the module docstring).
 
-    ``model_hook`` changes the model after its start weights are loaded and before anything reads its
-    parameters (``contrastkit adapt lora`` adds adapters and freezes the rest).
+    With ``lora.rank`` > 0 the model gets LoRA adapters after its start weights are loaded and before anything
+    reads its parameters; every other parameter is frozen (:mod:`~contrastkit.models.lora`).
     """
     dist_utils.init_from_environment()
     rank, world = dist_utils.rank(), dist_utils.world_size()
@@ -159,8 +158,8 @@ def prepare_run(
     cfg = _with_model_facts(cfg, model)
     if cfg.model.init_from:
         load_module(model, latest_checkpoint(Path(cfg.model.init_from)) / "model.safetensors")
-    if model_hook is not None:
-        model = model_hook(model)
+    if cfg.lora.rank:
+        add_lora(model, cfg.lora)
     train_set = open_source(cfg.data.source, "train", cfg.data)
     problems = [p for p in [mismatch(cfg, train_set)] if p] + missing_inputs(objective, cfg, train_set, model)
     if problems:

@@ -13,7 +13,6 @@ batch and the gradients equal those of one process with the whole batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from ..data.batch import Batch
 from ..data.sources import open_source
 from ..evaluate.result_files import write_suite
 from ..evaluate.summary import headline_metrics, summarize_results
-from ..models.dual_encoder import DualEncoder
 from ..models.towers import truncated_captions
 from ..objectives import NonFiniteLossError, ObjectiveOutput
 from .evaluation import evaluate_model
@@ -68,17 +66,13 @@ def train(
     cfg: Config,
     run_dir: str | Path,
     resume: bool = False,
-    *,
-    model_hook: Callable[[DualEncoder], DualEncoder] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its latest checkpoint.
-
-    ``model_hook``: see :func:`~contrastkit.engine.prepare.prepare_run` (LoRA adapters).
 
     Returns the final report (also written to ``run_dir/report.json``; on rank 0 only
     when distributed — other ranks return an empty dict).
     """
-    run = prepare_run(cfg, Path(run_dir), resume, model_hook)
+    run = prepare_run(cfg, Path(run_dir), resume)
     run.model.train()
     progress = Progress(
         tqdm(

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..config import Config, ModelConfig, config_from_dict
+from ..config import Config, LoraConfig, ModelConfig, config_from_dict
 from .build import build_model
 from .checkpoint import latest_checkpoint, load_module, read_run_config
 from .dual_encoder import DualEncoder
@@ -29,7 +29,7 @@ from .embedder import resolve_device
 from .external import HF_PREFIX, OPEN_CLIP_PREFIX, load_hf_model, load_open_clip_model
 from .hf_towers import resolve_hf_path
 from .loaded import LoadedModel, file_hash
-from .lora import add_lora, merge_lora, read_lora_settings
+from .lora import add_lora, merge_lora
 
 RUN_PREFIX = "run:"
 TEXT_PREFIX = "text:"
@@ -44,7 +44,8 @@ def load_run(run_dir: str | Path) -> tuple[DualEncoder, Config]:
     """The newest checkpoint of ``run_dir`` as (model, config), model in eval mode.
 
     Runs written before config.json recorded ``model.logit_bias_init`` get their bias
-    parameter from the checkpoint's keys. A LoRA run (``lora.json``) is returned with its adapters merged.
+    parameter from the checkpoint's keys. A LoRA run (``lora.rank`` > 0) is returned with its adapters merged
+    and a config without them (``lora.rank`` 0), as a plain model.
     """
     run_dir = Path(run_dir)
     cfg = config_from_dict(read_run_config(run_dir))
@@ -54,13 +55,13 @@ def load_run(run_dir: str | Path) -> tuple[DualEncoder, Config]:
     if model_cfg.logit_bias_init is None and _has_bias(weights):
         model_cfg = dataclasses.replace(model_cfg, logit_bias_init=0.0)  # its value is in the checkpoint
     model = build_model(model_cfg, cfg.data.image_size)
-    lora = read_lora_settings(run_dir)
-    if lora is None:
+    if not cfg.lora.rank:
         load_module(model, weights)
     else:  # a LoRA run: its checkpoint holds base weights + adapters; merge them into a plain model
-        adapted = add_lora(model, lora)
+        adapted = add_lora(model, cfg.lora)
         load_module(model, weights)
         model = merge_lora(adapted)
+        cfg = dataclasses.replace(cfg, lora=LoraConfig())  # the config of the merged model: no adapters
     model.eval()
     return model, cfg
 

@@ -6,9 +6,10 @@ parameter is frozen. After training, ``merge_lora`` folds B A into W and puts th
 merged model has the original architecture and state-dict keys (any contrastkit command, export or
 open_clip reads it) and the same embeddings as the adapted one.
 
-A LoRA run directory holds ``lora.json`` (these settings); its checkpoints hold the base weights and the
-adapters, so training resumes as any run does, and :func:`~contrastkit.models.load.load_run` merges them
-on loading: every command reads a LoRA run as a plain model.
+A recipe asks for adapters in its ``lora`` section (``lora.rank`` > 0, with ``model.init_from`` naming the run to
+adapt); training then adapts the model before its first step and the run's checkpoints hold the base weights and
+the adapters, so it resumes as any run does, and :func:`~contrastkit.models.load.load_run` merges them on loading:
+every command reads a LoRA run as a plain model.
 
 Targets are module names as peft matches them (the last part of the module path): for the built-in towers
 ``self_attn`` (attention in- and out-projections), ``linear1``, ``linear2`` (the MLP), ``image_proj``,
@@ -19,46 +20,26 @@ expression over full module names, e.g. ``re:image_tower\.body\.\d+\.0`` for the
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import LoraConfig
 from .dual_encoder import DualEncoder
 
-DEFAULT_TARGETS = ("self_attn", "linear1", "linear2")
 
-
-@dataclass(frozen=True)
-class LoraSettings:
-    rank: int = 8
-    alpha: int = 16
-    targets: tuple[str, ...] = DEFAULT_TARGETS
-    dropout: float = 0.0
-
-    def check(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
-        if self.alpha <= 0:
-            raise ValueError(f"LoRA alpha must be > 0, got {self.alpha}")
-        if not self.targets:
-            raise ValueError("LoRA needs at least one target module name")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "targets": list(self.targets)}
-
-
-def add_lora(model: DualEncoder, settings: LoraSettings) -> nn.Module:
+def add_lora(model: DualEncoder, settings: LoraConfig) -> nn.Module:
     """Adds LoRA adapters to the target modules of ``model`` in place and freezes all else; returns peft's
     wrapper, whose ``.model`` is ``model`` (train and save ``model`` as before; merge through the wrapper)."""
-    from peft import LoraConfig
+    from peft import LoraConfig as PeftLoraConfig
     from peft.tuners.lora import LoraModel
 
-    settings.check()
+    if settings.rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {settings.rank}")
+    if not settings.targets:
+        raise ValueError("LoRA needs at least one target module name")
     names = [name for name, _ in model.named_modules() if name]
     patterns = {t: _target_pattern(t) for t in settings.targets}
     missing = [t for t, p in patterns.items() if not any(re.fullmatch(p, n) for n in names)]
@@ -68,7 +49,7 @@ def add_lora(model: DualEncoder, settings: LoraSettings) -> nn.Module:
             f"LoRA targets {', '.join(missing)} match no module of this model; its module names include "
             f"{', '.join(leaves[:20])} (or give a regular expression over full names: re:image_tower\\.body\\..*)"
         )
-    config = LoraConfig(
+    config = PeftLoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
@@ -83,7 +64,7 @@ def add_lora(model: DualEncoder, settings: LoraSettings) -> nn.Module:
     return wrapper
 
 
-def image_side_targets(model: DualEncoder) -> tuple[str, ...]:
+def image_side_targets(model: DualEncoder) -> list[str]:
     """Every adaptable layer that embeds an image, as full-name targets: the image tower's attention blocks
     (nn.MultiheadAttention, which reads its projections' weights directly, so it is adapted as one module),
     its other Linear and Conv2d layers, and the image projection."""
@@ -97,7 +78,7 @@ def image_side_targets(model: DualEncoder) -> tuple[str, ...]:
     ]
     if not names:
         raise ValueError("the image tower has no Linear, Conv2d or attention layer to adapt with LoRA")
-    return tuple(f"re:{re.escape(name)}" for name in names)
+    return [f"re:{re.escape(name)}" for name in names]
 
 
 def _target_pattern(target: str) -> str:
@@ -137,19 +118,3 @@ def trainable_share(model: nn.Module) -> tuple[int, int]:
     """(trainable parameters, all parameters) of ``model``."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-LORA_FILE = "lora.json"
-
-
-def write_lora_settings(run_dir: Path, settings: LoraSettings) -> None:
-    (Path(run_dir) / LORA_FILE).write_text(json.dumps(settings.to_dict(), indent=1))
-
-
-def read_lora_settings(run_dir: Path) -> LoraSettings | None:
-    """The LoRA settings a run was trained with (None: not a LoRA run)."""
-    path = Path(run_dir) / LORA_FILE
-    if not path.exists():
-        return None
-    data = json.loads(path.read_text())
-    return LoraSettings(int(data["rank"]), int(data["alpha"]), tuple(data["targets"]), float(data.get("dropout", 0)))
