@@ -3,6 +3,8 @@ computation, a decoder that learns to caption from embeddings, and the resumable
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -76,6 +78,10 @@ def test_a_text_caption_run_writes_the_report_and_resumes(run, tmp_path, monkeyp
     assert all(r["cider"] >= 0 and 0 <= r["bleu4"] <= 1 and len(r["examples"]) == 5 for r in report["rows"])
     assert (tmp_path / "text_caption.png").stat().st_size > 10_000
     assert "| noise only | CIDEr-D |" in (tmp_path / "report.md").read_text()
+    decoders = sorted(p.name for p in (tmp_path / "decoders").iterdir())  # every trained decoder is kept
+    assert decoders == [f"w{w}-{s}-s0.safetensors" for w in ("0", "0.2") for s in ("plain", "shift")]
+    words = json.loads((tmp_path / "vocab.json").read_text())
+    assert words[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"] and "circle" in words
     measured = []
     real = capdec_run.measure
     monkeypatch.setattr(capdec_run, "measure", lambda d, w, s, seed, st: measured.append(w) or real(d, w, s, seed, st))

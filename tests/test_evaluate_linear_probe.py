@@ -47,6 +47,18 @@ def test_equals_a_direct_fit_with_the_chosen_c_on_train_plus_validation():
     assert m["acc1"] == pytest.approx(acc, abs=1 / len(yt) + 1e-12)  # warm starts may move one borderline point
 
 
+def test_the_kept_head_scores_like_the_probe_also_for_two_classes_and_missing_ones():
+    for n_per_class in ((30, 20, 10, 25, 15, 20), (30, 20)):
+        x, y = _clusters(n_per_class=n_per_class, spread=2.0, seed=3)
+        xt, yt = _clusters(n_per_class=n_per_class, spread=2.0, seed=4)
+        m = linear_probe(x, y, xt, yt, classnames=[f"c{i}" for i in range(7)], keep_head=True)
+        weight, bias = m["head"]
+        assert weight.shape == (7, x.shape[1]) and bias[6] == -1e4  # class 6 has no examples
+        unit = (xt / xt.norm(dim=1, keepdim=True)).double().numpy()  # the probe reads unit features
+        predicted = (unit @ weight.double().numpy().T + bias.double().numpy()).argmax(1)
+        assert float((predicted == yt.numpy()).mean()) == pytest.approx(m["acc1"])
+
+
 def test_c_search_prefers_the_smaller_c_on_ties_and_finds_the_best():
     for spread, seed in ((0.3, 0), (2.0, 3)):
         x, y = _clusters(spread=spread, seed=seed)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from contrastkit.adapt import few_shot, lp_ft
 from contrastkit.adapt.few_shot_run import LadderRequest, run_ladder
@@ -120,6 +121,11 @@ def test_a_ladder_run_writes_the_report_and_resumes(run, tmp_path, monkeypatch):
     }
     assert (tmp_path / "few_shot.png").stat().st_size > 10_000 and "tip adapter" in (tmp_path / "report.md").read_text()
     zero = {r["acc1"] for r in report["rows"] if r["method"] == "zero_shot"}
+    kept = {p.name: load_file(p) for p in (tmp_path / "weights").iterdir()}  # what each method adapted
+    assert set(kept) == {f"{m}-k{k}-s{s}.safetensors" for m in few_shot.METHODS[1:] for k in (1, 2) for s in (0, 1)}
+    assert kept["tip_adapter-k2-s0.safetensors"]["keys"].shape[0] == 2 * 8  # 2 shots of each of 8 colours
+    assert kept["linear_probe-k1-s1.safetensors"]["weight"].shape[0] == 8
+    assert any("lora_" in name for name in kept["lora-k1-s0.safetensors"]) and "weight" in kept["ft-k2-s1.safetensors"]
     assert len(zero) == 1  # the zero-shot head does not depend on the shots
 
     lines = (tmp_path / "ladder.jsonl").read_text().splitlines()

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from contrastkit.adapt.text_only import inject_noise, modality_shift, train_text_head
 from contrastkit.adapt.text_only_run import TextOnlyRequest, best_noise, run_text_only, summarise
@@ -101,6 +102,9 @@ def test_a_text_only_run_writes_the_report_and_resumes(run, tmp_path, monkeypatc
     for name in ("report.md", "report.json", "text_only.png", "sweep.jsonl"):
         assert (tmp_path / name).stat().st_size > 0
     assert all(0.0 <= r["acc1"] <= 1.0 for r in report["rows"])
+    heads = {p.name: load_file(p) for p in (tmp_path / "heads").iterdir()}  # every trained head is kept
+    assert len(heads) == 8 and heads["w0.1-shift-s1.safetensors"]["weight"].shape[0] == 8  # 8 colours
+    assert not torch.equal(heads["w0-plain-s0.safetensors"]["weight"], heads["w0.1-plain-s0.safetensors"]["weight"])
     # a rerun with one more noise level measures only that level
     calls = []
     import contrastkit.adapt.text_only_run as module

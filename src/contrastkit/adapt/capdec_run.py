@@ -7,7 +7,8 @@ captions with BLEU-4 and CIDEr-D (pycocoevalcap). For each w and seed a decoder 
 mean shift are trained and scored.
 
 OUT/ holds ``sweep.jsonl`` (one line per w, shift and seed; resumable), ``report.json`` / ``report.md``
-(mean ± sd over seeds, example captions) and ``text_caption.png`` (CIDEr against w).
+(mean ± sd over seeds, example captions), ``text_caption.png`` (CIDEr against w), ``decoders/w<w>-<plain|shift>
+-s<seed>.safetensors`` (each trained decoder) and ``vocab.json`` (the decoders' words, id i = line i).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..config import apply_overrides, config_from_dict
@@ -84,14 +86,16 @@ def prepare(request: CaptionRequest, data_overrides: Sequence[str]) -> CaptionDa
     )
 
 
-def measure(data: CaptionData, w: float, shifted: bool, seed: int, settings: DecoderSettings) -> dict[str, Any]:
+def measure(
+    data: CaptionData, w: float, shifted: bool, seed: int, settings: DecoderSettings
+) -> tuple[dict[str, Any], torch.nn.Module]:
     model = train_captioner(
         data.text, data.tokens, len(data.vocab), w=w, shift=data.shift if shifted else None, settings=settings,
         seed=seed,
     )  # fmt: skip
     captions = [data.vocab.decode(ids.tolist()) for ids in model.generate(data.images)]
     scores = caption_scores(data.references, [c or "<empty>" for c in captions])
-    return {"w": w, "shift": shifted, "seed": seed, **scores, "examples": captions[:EXAMPLES]}
+    return {"w": w, "shift": shifted, "seed": seed, **scores, "examples": captions[:EXAMPLES]}, model
 
 
 def run_text_caption(
@@ -107,8 +111,12 @@ def run_text_caption(
     todo = [key for key in wanted if key not in {(r["w"], r["shift"], r["seed"]) for r in rows}]
     if todo:
         data = prepare(request, data_overrides)
+        (out / "decoders").mkdir(exist_ok=True)
+        (out / "vocab.json").write_text(json.dumps(data.vocab.words))
         for w, shifted, seed in tqdm(todo, desc="text-only captioning", disable=not progress):
-            row = measure(data, w, shifted, seed, request.decoder)
+            row, decoder = measure(data, w, shifted, seed, request.decoder)
+            name = f"w{w:g}-{'shift' if shifted else 'plain'}-s{seed}.safetensors"
+            save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, out / "decoders" / name)
             lines.append(row)
             rows.append(row)
     report: dict[str, Any] = {

@@ -57,6 +57,12 @@ class Row:
     seed: int
     acc1: float
     chosen: dict[str, float]  # what validation chose (C; alpha, beta)
+    # the adapted weights (probe head; Tip-Adapter cache; the fine-tuned heads and LoRA adapters), saved apart
+    weights: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    def line(self) -> dict[str, Any]:
+        """The row as one line of ladder.jsonl (the weights go to their own file)."""
+        return {"method": self.method, "k": self.k, "seed": self.seed, "acc1": self.acc1, "chosen": self.chosen}
 
 
 def find_task(dataset: Dataset, name: str) -> ZeroShotTask:
@@ -101,7 +107,7 @@ def ladder_rows(
     zero = float(((test.features @ weights.T).argmax(1) == test.labels).float().mean())
     probe = linear_probe(
         train.features, train.labels, test.features, test.labels, val_x=val.features, val_y=val.labels,
-        fewshot_k=k, seed=seed, max_iter=500,
+        fewshot_k=k, seed=seed, max_iter=500, keep_head=True,
     )  # fmt: skip
     shots = torch.from_numpy(fewshot_indices(train.labels.numpy(), k, seed))
     keys, key_labels = train.features[shots], train.labels[shots]
@@ -110,8 +116,8 @@ def ladder_rows(
     tip = float((logits.argmax(1) == test.labels).float().mean())
     return [
         Row("zero_shot", k, seed, zero, {}),
-        Row("linear_probe", k, seed, float(probe["acc1"]), {"C": float(probe["C"])}),
-        Row("tip_adapter", k, seed, tip, {"alpha": alpha, "beta": beta}),
+        Row("linear_probe", k, seed, float(probe["acc1"]), {"C": float(probe["C"])}, _head(*probe["head"])),
+        Row("tip_adapter", k, seed, tip, {"alpha": alpha, "beta": beta}, {"keys": keys, "key_labels": key_labels}),
     ]
 
 
@@ -138,17 +144,30 @@ def finetune_rows(
     scale = float(model.logit_scale.detach())
     ft = fine_tune(model, weights, torch.zeros(len(weights)), scale, pixels, labels, settings, seed)
     knobs = {"steps": float(settings.steps), "lr": settings.lr}
-    rows = [
-        Row("lp_ft", k, seed, accuracy(lp_ft, test_pixels, test_labels), {"C": chosen_c, **knobs}),
-        Row("ft", k, seed, accuracy(ft, test_pixels, test_labels), knobs),
+    rows = [  # the fine-tuned image towers are not kept (a full tower per k and seed); their heads are
+        Row("lp_ft", k, seed, accuracy(lp_ft, test_pixels, test_labels), {"C": chosen_c, **knobs}, _kept(lp_ft)),
+        Row("ft", k, seed, accuracy(ft, test_pixels, test_labels), knobs, _kept(ft)),
     ]
     if lora is not None:
         low_rank = replace(settings, lr=lora_lr)
         adapted = fine_tune(model, weights, torch.zeros(len(weights)), scale, pixels, labels, low_rank, seed, lora)
         trainable, total = trainable_share(adapted.model)
         chosen = {"steps": float(settings.steps), "lr": lora_lr, "rank": float(lora.rank), "share": trainable / total}
-        rows.append(Row("lora", k, seed, accuracy(adapted, test_pixels, test_labels), chosen))
+        rows.append(Row("lora", k, seed, accuracy(adapted, test_pixels, test_labels), chosen, _kept(adapted)))
     return rows
+
+
+def _head(weight: Tensor, bias: Tensor) -> dict[str, Tensor]:
+    return {"weight": weight, "bias": bias}
+
+
+def _kept(classifier: torch.nn.Module) -> dict[str, Tensor]:
+    """A fine-tuned classifier's head, and its LoRA adapters when it has them."""
+    return {
+        name: p.detach().clone()
+        for name, p in classifier.named_parameters()
+        if name in ("weight", "bias") or "lora_" in name
+    }
 
 
 def head_weights(embedder: TorchEmbedder, task: ZeroShotTask) -> Tensor:

@@ -1,7 +1,10 @@
 """``contrastkit adapt few-shot``: the ladder of :mod:`~contrastkit.adapt.few_shot` over k and seeds, with a report.
 
 OUT/ holds ``ladder.jsonl`` (one line per method, k and seed; resumable), ``report.json`` / ``report.md``
-(mean ± sd over seeds per method and k) and ``few_shot.png`` (accuracy against shots per class).
+(mean ± sd over seeds per method and k), ``few_shot.png`` (accuracy against shots per class) and
+``weights/<method>-k<k>-s<seed>.safetensors``: what each method adapted — the probe's head (W, b), Tip-Adapter's
+cache (keys, key_labels; α, β are in the row), the heads of LP-FT and FT and LoRA's head and adapters (the fully
+fine-tuned image towers of LP-FT and FT are not kept: a whole tower per k and seed).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..config import LoraConfig, apply_overrides, config_from_dict
@@ -65,6 +69,7 @@ def run_ladder(request: LadderRequest, out: Path, *, data_overrides: Sequence[st
     settings = [f"data.source={request.data}", *data_overrides]
     data_cfg = config_from_dict(apply_overrides(cfg.to_dict(), settings)).data
     if todo:
+        (out / "weights").mkdir(parents=True, exist_ok=True)
         embedder = dual_encoder_embedder(model)
         splits = {s: open_source(request.data, s, data_cfg) for s in ("train", "val", "test")}
         task = find_task(splits["test"], request.task)
@@ -80,28 +85,21 @@ def run_ladder(request: LadderRequest, out: Path, *, data_overrides: Sequence[st
             if test_pixels is not None:
                 chosen_c = next(r.chosen["C"] for r in found if r.method == "linear_probe")
                 found += finetune_rows(
-                    model,
-                    embedder,
-                    train,
-                    test_pixels,
-                    test.labels,
-                    weights,
-                    chosen_c,
-                    tuning,
-                    k,
-                    seed,
-                    lora,
+                    model, embedder, train, test_pixels, test.labels, weights, chosen_c, tuning, k, seed, lora,
                     request.lora_lr,
-                )
+                )  # fmt: skip
             for row in found:
-                lines.append(asdict(row))
+                if row.weights:
+                    kept = {name: t.contiguous() for name, t in row.weights.items()}
+                    save_file(kept, out / "weights" / f"{row.method}-k{k}-s{seed}.safetensors")
+                lines.append(row.line())
                 rows.append(row)
     summary = summarise(rows)
     report = {
         "method": "few_shot_ladder",
         "request": asdict(request),
         "summary": summary,
-        "rows": [asdict(r) for r in rows],
+        "rows": [r.line() for r in rows],
         "command": command_line(),
     }
     plot_ladder(summary, request.task, out / "few_shot.png")

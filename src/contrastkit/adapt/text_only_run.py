@@ -6,7 +6,8 @@ Test: the task's records of the test split, images only, against the zero-shot h
 For each noise level w and seed, a head trained without and one with the mean shift are scored.
 
 OUT/ holds ``sweep.jsonl`` (one line per w, shift and seed; resumable), ``report.json`` / ``report.md``
-(mean ± sd over seeds) and ``text_only.png`` (image accuracy against w).
+(mean ± sd over seeds), ``text_only.png`` (image accuracy against w) and ``heads/w<w>-<plain|shift>-s<seed>
+.safetensors``, each trained head (weight, bias: logits = normalize(image embedding) Wᵀ + b).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..config import apply_overrides, config_from_dict
@@ -31,7 +33,7 @@ from ..models.embedder import TorchEmbedder, dual_encoder_embedder
 from ..models.load import load_run
 from .few_shot import embed_split, find_task, head_weights
 from .result_lines import ResultLines
-from .text_only import modality_shift, train_text_head
+from .text_only import LinearHead, modality_shift, train_text_head
 
 
 @dataclass
@@ -93,11 +95,13 @@ def prepare(request: TextOnlyRequest, splits: Mapping[str, Dataset], embedder: T
     )
 
 
-def measure(data: TextData, n_classes: int, w: float, shifted: bool, seed: int, steps: int) -> dict[str, Any]:
+def measure(
+    data: TextData, n_classes: int, w: float, shifted: bool, seed: int, steps: int
+) -> tuple[dict[str, Any], LinearHead]:
     head = train_text_head(
         data.text, data.text_labels, n_classes, w=w, shift=data.shift if shifted else None, steps=steps, seed=seed
     )
-    return {
+    row = {
         "w": w,
         "shift": shifted,
         "seed": seed,
@@ -105,6 +109,7 @@ def measure(data: TextData, n_classes: int, w: float, shifted: bool, seed: int, 
         "text_acc1": head.accuracy(data.text, data.text_labels),
         "zero_shot": data.zero_shot,
     }
+    return row, head
 
 
 def run_text_only(
@@ -127,8 +132,11 @@ def run_text_only(
         embedder = dual_encoder_embedder(model)
         data = prepare(request, splits, embedder)
         n_classes = len(find_task(splits["test"], request.task).classnames)
+        (out / "heads").mkdir(exist_ok=True)
         for w, shifted, seed in tqdm(todo, desc="text-only", disable=not progress):
-            row = measure(data, n_classes, w, shifted, seed, request.steps)
+            row, head = measure(data, n_classes, w, shifted, seed, request.steps)
+            name = f"w{w:g}-{'shift' if shifted else 'plain'}-s{seed}.safetensors"
+            save_file({"weight": head.weight.contiguous(), "bias": head.bias.contiguous()}, out / "heads" / name)
             lines.append(row)
             rows.append(row)
     summary = summarise(rows)

@@ -107,6 +107,16 @@ class _Probe:
         out[:, self.clf.classes_] = logits
         return torch.from_numpy(out)
 
+    def head(self, n_classes: int) -> tuple[Tensor, Tensor]:
+        """(W, b) with the logits of :meth:`scores` (sklearn's one binary row as the rows (0, w))."""
+        coef, intercept = self.clf.coef_, self.clf.intercept_
+        if coef.shape[0] == 1:
+            coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+        weight = np.zeros((n_classes, coef.shape[1]))
+        bias = np.full(n_classes, -1e4)
+        weight[self.clf.classes_], bias[self.clf.classes_] = coef, intercept
+        return torch.from_numpy(weight).float(), torch.from_numpy(bias).float()
+
 
 def _acc1(probe: _Probe, x: np.ndarray, y: np.ndarray, n_classes: int) -> float:
     return float((probe.scores(x, n_classes).argmax(1).numpy() == y).mean())
@@ -181,8 +191,13 @@ def linear_probe(
     refine: bool = True,
     max_iter: int = 1000,
     seed: int = 0,
+    keep_head: bool = False,
 ) -> dict[str, Any]:
-    """Linear-probe metrics (see the module docstring); labels are ints in [0, n_classes)."""
+    """Linear-probe metrics (see the module docstring); labels are ints in [0, n_classes).
+
+    ``keep_head``: also return the fitted probe as ``head`` = (W, b), float tensors of n_classes x D and
+    n_classes whose logits x Wᵀ + b on unit-norm x rank the classes as the scored probe does (a class without training
+    examples gets a bias of -1e4)."""
     xtr, xte = _numpy(train_x), _numpy(test_x)
     ytr, yte = _labels(train_y, len(xtr), "train"), _labels(test_y, len(xte), "test")
     if len(xtr) == 0 or len(xte) == 0:
@@ -237,4 +252,6 @@ def linear_probe(
             "c_selected_on": "validation" if can_validate else "default",
         }
     )
+    if keep_head:
+        metrics["head"] = probe.head(n_classes)
     return metrics
