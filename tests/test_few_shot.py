@@ -63,14 +63,18 @@ def test_the_probe_head_scores_like_sklearn_also_for_two_classes():
             assert torch.allclose(weight[1] - weight[0], torch.from_numpy(reference.coef_[0]).float(), atol=1e-5)
 
 
-def test_fine_tuning_starts_from_the_head_and_leaves_the_model_alone(run):
+def _tuning_inputs(run):
+    """The run's model, a copy of its weights, 12 images of 3 classes and a random unit head."""
     from contrastkit.models.load import load_run
 
     model, _ = load_run(run)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    labels = torch.arange(12) % 3
-    weight = F.normalize(torch.randn(3, 32), dim=-1)
+    return model, before, pixels, torch.arange(12) % 3, F.normalize(torch.randn(3, 32), dim=-1)
+
+
+def test_fine_tuning_starts_from_the_head_and_leaves_the_model_alone(run):
+    model, before, pixels, labels, weight = _tuning_inputs(run)
     untouched = lp_ft.fine_tune(model, weight, torch.zeros(3), 5.0, pixels, labels, lp_ft.FineTuneSettings(steps=0), 0)
     with torch.no_grad():
         direct = 5.0 * F.normalize(model.encode_image(pixels), dim=-1) @ weight.T
@@ -84,13 +88,8 @@ def test_fine_tuning_starts_from_the_head_and_leaves_the_model_alone(run):
 
 def test_the_lora_rung_starts_as_ft_and_trains_only_adapters_and_head(run):
     from contrastkit.config import LoraConfig
-    from contrastkit.models.load import load_run
 
-    model, _ = load_run(run)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    labels = torch.arange(12) % 3
-    weight = F.normalize(torch.randn(3, 32), dim=-1)
+    model, before, pixels, labels, weight = _tuning_inputs(run)
     head = (weight, torch.zeros(3), 5.0, pixels, labels)
     lora = LoraConfig(rank=4, alpha=8)
     start = lp_ft.fine_tune(model, *head, lp_ft.FineTuneSettings(steps=0), 0, lora)
