@@ -119,11 +119,15 @@ def test_claims_run_per_seed_reuse_shards_and_write_verdicts(tiny_testbed, tmp_p
         "clip_ft-s1",
         "negclip-s0",
         "negclip-s1",
+        "clip_ft_long-s0",
+        "clip_ft_long-s1",
+        "negclip_long-s0",
+        "negclip_long-s1",
     ]
     assert sorted(tiny_testbed) == sorted(arms)
     text = results.read_text()
     assert "## Claims on the testbed" in text and "| SigLIP | at least CLIP's accuracy" in text
-    assert text.count("| NegCLIP |") == 2 and "swap_attributes" in text
+    assert text.count("| NegCLIP |") == 4 and "swap_attributes" in text  # at 200 and at 1000 steps
     assert any(f"**{v}**" in text for v in ("reproduced", "against", "within noise"))
     assert "CoCa's greedy captions" in text and "CIDEr-D" in text  # read back through the saved decoder
     assert "(temperature_sweep.png)" in text and (tmp_path / "temperature_sweep.png").stat().st_size > 1000
